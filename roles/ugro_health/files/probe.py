@@ -1,0 +1,262 @@
+"""UGRO node probe: everything `ugro health` wants to know about one node, in one program.
+
+Run by the health role on each node (stdlib only, Python 3.8+), it prints one JSON object:
+system facts, GPUs from nvidia-smi, and torch as the node's own training environment sees it.
+It never raises: whatever goes wrong becomes a `problems` entry, and `healthy` sums them up.
+One program per node instead of one Ansible task per probe: each task costs a round trip.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+
+GPU_FIELDS = (
+    "index,name,memory.total,memory.free,driver_version,compute_cap,utilization.gpu,temperature.gpu"
+)
+
+# Runs under the node's training environment, which may be any Python with torch (or without).
+TORCH_PROBE = r"""
+import json, platform, sys
+out = {"python_version": platform.python_version(), "executable": sys.executable}
+try:
+    import torch
+except Exception as exc:
+    out["torch_error"] = "%s: %s" % (type(exc).__name__, exc)
+    print(json.dumps(out)); sys.exit(0)
+out["torch_version"] = torch.__version__
+out["cuda_build"] = torch.version.cuda
+try:
+    out["cuda_available"] = bool(torch.cuda.is_available())
+    out["device_count"] = torch.cuda.device_count() if out["cuda_available"] else 0
+    out["arch_list"] = torch.cuda.get_arch_list() if torch.version.cuda else []
+    nccl = torch.cuda.nccl.version() if out["cuda_available"] else None
+    out["nccl_version"] = ".".join(map(str, nccl)) if isinstance(nccl, tuple) else nccl
+except Exception as exc:
+    out["cuda_error"] = "%s: %s" % (type(exc).__name__, exc)
+print(json.dumps(out))
+"""
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--python", required=True, help="the node's training interpreter")
+    parser.add_argument("--accelerator", choices=("cuda", "cpu", "auto"), default="auto")
+    parser.add_argument("--project-path", required=True)
+    parser.add_argument("--nvidia-smi", default="nvidia-smi")
+    parser.add_argument("--min-free-disk-gb", type=float, default=1.0)
+    parser.add_argument("--torch-timeout", type=float, default=90.0)
+    args = parser.parse_args(argv)
+    print(json.dumps(probe(args), sort_keys=True))
+    return 0
+
+
+def probe(args):
+    report = {"problems": [], "warnings": [], "accelerator": args.accelerator}
+    report.update(system_facts(args.project_path))
+    if report["disk_free_gb"] is not None and report["disk_free_gb"] < args.min_free_disk_gb:
+        report["problems"].append(
+            "only %.1f GB free at %s (need %.1f)"
+            % (report["disk_free_gb"], report["disk_path"], args.min_free_disk_gb)
+        )
+    gpus = gpu_facts(args.nvidia_smi)
+    report.update(gpus)
+    env = torch_facts(args.python, args.torch_timeout)
+    report["env"] = env
+    effective = args.accelerator
+    if effective == "auto":
+        effective = "cuda" if report["gpus"] else "cpu"
+    report["effective_accelerator"] = effective
+    judge(report, env, effective)
+    report["healthy"] = not report["problems"]
+    return report
+
+
+def system_facts(project_path):
+    facts = {
+        "hostname": socket.gethostname(),
+        "cpus": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "probe_python": sys.executable,
+    }
+    meminfo = {}
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                key, _, rest = line.partition(":")
+                meminfo[key] = int(rest.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    facts["ram_total_gb"] = _gb(meminfo.get("MemTotal"))
+    facts["ram_available_gb"] = _gb(meminfo.get("MemAvailable"))
+    # The project directory may not exist yet (before the first sync): measure what would hold it.
+    path = project_path
+    while path and not os.path.exists(path):
+        parent = os.path.dirname(path)
+        path = parent if parent != path else ""
+    facts["disk_path"] = path or "/"
+    try:
+        facts["disk_free_gb"] = _gb(shutil.disk_usage(facts["disk_path"]).free)
+    except OSError:
+        facts["disk_free_gb"] = None
+    return facts
+
+
+def gpu_facts(nvidia_smi):
+    facts = {"gpus": [], "driver_version": None, "cuda_driver_version": None, "nvidia_smi": None}
+    executable = shutil.which(nvidia_smi)
+    if executable is None:
+        facts["nvidia_smi"] = "not found"
+        return facts
+    try:
+        listing = subprocess.run(
+            [executable, "--query-gpu=" + GPU_FIELDS, "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        facts["nvidia_smi"] = "failed: %s" % exc
+        return facts
+    if listing.returncode != 0:
+        message = (listing.stderr or listing.stdout).strip().splitlines()
+        facts["nvidia_smi"] = "exit %d: %s" % (listing.returncode, message[-1] if message else "")
+        return facts
+    facts["nvidia_smi"] = "ok"
+    facts["gpus"] = parse_gpu_csv(listing.stdout)
+    if facts["gpus"]:
+        facts["driver_version"] = facts["gpus"][0].pop("driver_version")
+        for gpu in facts["gpus"][1:]:
+            gpu.pop("driver_version", None)
+        try:
+            header = subprocess.run(
+                [executable], capture_output=True, text=True, timeout=30, check=False
+            ).stdout
+            match = re.search(r"CUDA Version:\s*([0-9.]+)", header)
+            facts["cuda_driver_version"] = match.group(1) if match else None
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return facts
+
+
+def parse_gpu_csv(text):
+    gpus = []
+    for line in text.strip().splitlines():
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) != 8:
+            continue
+        index, name, total, free, driver, capability, util, temp = cells
+        gpus.append(
+            {
+                "index": _int(index),
+                "name": name,
+                "vram_total_mb": _int(total),
+                "vram_free_mb": _int(free),
+                "driver_version": driver,
+                "compute_capability": capability,
+                "utilization_pct": _int(util),
+                "temperature_c": _int(temp),
+            }
+        )
+    return gpus
+
+
+def torch_facts(python, timeout):
+    try:
+        done = subprocess.run(
+            [python, "-c", TORCH_PROBE],
+            capture_output=True, text=True, timeout=timeout, check=False,
+            env=dict(os.environ, PYTHONNOUSERSITE="1"),
+        )
+    except FileNotFoundError:
+        return {"error": "environment interpreter %s not found (has it been synced?)" % python}
+    except PermissionError:
+        return {"error": "environment interpreter %s is not executable by this user" % python}
+    except subprocess.TimeoutExpired:
+        return {"error": "environment interpreter %s took over %ds to import torch" % (python, timeout)}
+    except OSError as exc:
+        return {"error": "environment interpreter %s failed to start: %s" % (python, exc)}
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        return {"error": "%s exited %d: %s" % (python, done.returncode, lines[-1] if lines else "")}
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": "%s printed no probe result" % python}
+
+
+def judge(report, env, effective):
+    problems = report["problems"]
+    if "error" in env:
+        problems.append(env["error"])
+        return
+    if "torch_error" in env:
+        problems.append("torch is not importable in %s: %s" % (env.get("executable"), env["torch_error"]))
+        return
+    if effective != "cuda":
+        return
+    if not report["gpus"]:
+        problems.append("no GPU: nvidia-smi %s" % report["nvidia_smi"])
+    if not env.get("cuda_build"):
+        problems.append("torch %s is a CPU-only build" % env["torch_version"])
+        return
+    if "cuda_error" in env:
+        problems.append("torch CUDA check failed: %s" % env["cuda_error"])
+    elif not env.get("cuda_available"):
+        problems.append("torch %s (CUDA %s) cannot use the GPU: cuda.is_available() is False"
+                        % (env["torch_version"], env["cuda_build"]))
+    coverage = []
+    for gpu in report["gpus"]:
+        capability = gpu.get("compute_capability") or ""
+        covered = arch_covers(env.get("arch_list") or [], capability)
+        coverage.append({"gpu": gpu["index"], "capability": capability, "covered": covered})
+        if covered is False:
+            problems.append(
+                "torch %s (CUDA %s) has no kernels for GPU %s %s (sm_%s); it was built for %s"
+                % (env["torch_version"], env["cuda_build"], gpu["index"], gpu["name"],
+                   capability.replace(".", ""), " ".join(env.get("arch_list") or []) or "nothing")
+            )
+    report["arch_coverage"] = coverage
+
+
+def arch_covers(arch_list, capability):
+    """Whether a torch build's arch list runs on a GPU of this compute capability.
+
+    sm_XY cubins run on the same major version with an equal or higher minor (sm_86 runs on 8.9);
+    arch-specific sm_XYa only on XY itself; compute_XY PTX is compiled at load time for any GPU of
+    capability XY or newer. Returns None when the capability is unknown.
+    """
+    match = re.fullmatch(r"(\d+)\.(\d+)", capability or "")
+    if not match:
+        return None
+    major, minor = int(match.group(1)), int(match.group(2))
+    for arch in arch_list:
+        parsed = re.fullmatch(r"(sm|compute)_(\d+?)(\d)([af]?)", arch)
+        if not parsed:
+            continue
+        kind, amajor, aminor, suffix = parsed.group(1), int(parsed.group(2)), int(parsed.group(3)), parsed.group(4)
+        if kind == "sm":
+            if suffix == "a" and (amajor, aminor) == (major, minor):
+                return True
+            if suffix != "a" and amajor == major and aminor <= minor:
+                return True
+        elif (amajor, aminor) <= (major, minor):
+            return True
+    return False
+
+
+def _gb(value):
+    return round(value / 1e9, 2) if value is not None else None
+
+
+def _int(value):
+    try:
+        return int(float(value))
+    except ValueError:
+        return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Everything ugro draws on a terminal: tables and the live progress of a playbook run.
+
+rich is imported here and only here, and only by commands that draw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from ugro.config import Cluster
+    from ugro.health import HealthSummary
+    from ugro.sandbox.lifecycle import NodeStatus
+    from ugro.sandbox.layout import Sandbox
+
+console = Console()
+err_console = Console(stderr=True)
+
+_STATUS_STYLE = {"healthy": "green", "unhealthy": "red", "unreachable": "red"}
+
+
+class RunProgress:
+    """A spinner with the running task and how many hosts have finished it, on stderr.
+
+    Fed by ugro.runner's event stream; silent when stderr is not a terminal.
+    """
+
+    def __init__(self, title: str, hosts: int) -> None:
+        self.title = title
+        self.hosts = hosts
+        self.done: set[str] = set()
+        self.task_name = "starting"
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+            disable=not err_console.is_terminal,
+        )
+        self.task_id = self.progress.add_task(self._text(), total=None)
+
+    def _text(self) -> str:
+        return f"{self.title}: {self.task_name} [{len(self.done)}/{self.hosts} hosts]"
+
+    def __enter__(self) -> RunProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, event: Mapping[str, Any]) -> None:
+        kind = event.get("event", "")
+        data = event.get("event_data") or {}
+        if kind == "playbook_on_task_start":
+            self.task_name = data.get("task") or data.get("name") or "task"
+            self.done = set()
+        elif kind.startswith("runner_on_") and kind != "runner_on_start" and data.get("host"):
+            self.done.add(data["host"])
+        self.progress.update(self.task_id, description=self._text())
+
+
+def health_table(summary: HealthSummary) -> Table:
+    table = Table(title=f"{summary.cluster}: health at {summary.checked_at}", title_justify="left")
+    for column in ("Node", "Rank", "Status", "GPU", "VRAM free/total", "Torch", "Message"):
+        table.add_column(column, overflow="fold")
+    for node in summary.nodes:
+        report = node.report
+        env = report.get("env") or {}
+        gpus = report.get("gpus") or []
+        gpu = ", ".join(g.get("name", "?") for g in gpus) or ("CPU" if report else "-")
+        vram = ", ".join(
+            f"{(g.get('vram_free_mb') or 0) / 1024:.1f}/{(g.get('vram_total_mb') or 0) / 1024:.1f} GB"
+            for g in gpus
+        ) or "-"
+        torch = env.get("torch_version") or "-"
+        if env.get("cuda_build"):
+            torch += f" (CUDA {env['cuda_build']})"
+        style = _STATUS_STYLE.get(node.status, "")
+        table.add_row(
+            node.name, str(node.rank), f"[{style}]{node.status}[/]", gpu, vram, torch, node.message
+        )
+    return table
+
+
+def inventory_table(cluster: Cluster) -> Table:
+    table = Table(title=f"{cluster.name} ({cluster.describe()})", title_justify="left")
+    for column in ("Node", "Role", "Rank", "Address", "User", "Connection", "Accelerator", "Python"):
+        table.add_column(column, overflow="fold")
+    for node in cluster.nodes:
+        address = node.address if node.connection == "local" else f"{node.address}:{node.port}"
+        table.add_row(node.name, node.role, str(node.rank), address, node.user, node.connection,
+                      node.accelerator, node.python)
+    return table
+
+
+def cluster_state_table(state: Mapping[str, Any]) -> Table:
+    checked = state.get("checked_at", "?")
+    table = Table(title=f"{state.get('cluster', '?')}: last health check {checked}",
+                  title_justify="left")
+    for column in ("Node", "Rank", "Status", "Message"):
+        table.add_column(column, overflow="fold")
+    nodes = sorted((state.get("nodes") or {}).values(), key=lambda n: n.get("rank", 0))
+    for node in nodes:
+        style = _STATUS_STYLE.get(node.get("status", ""), "")
+        table.add_row(node.get("name", "?"), str(node.get("rank", "?")),
+                      f"[{style}]{node.get('status', '?')}[/]", node.get("message", ""))
+    return table
+
+
+def sandbox_table(sandbox: Sandbox, rows: Iterable[NodeStatus]) -> Table:
+    table = Table(
+        title=f"sandbox {sandbox.name}: {sandbox.subnet}, master {sandbox.master_address} "
+        f"({sandbox.master_user}, this machine)",
+        title_justify="left",
+    )
+    for column in ("Node", "User", "Address", "Namespace", "sshd", "Faults"):
+        table.add_column(column)
+    for row in rows:
+        style = "green" if row.sshd == "answers" else "red"
+        table.add_row(row.name, row.user, row.address, row.netns, f"[{style}]{row.sshd}[/]", row.faults)
+    return table

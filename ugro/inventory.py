@@ -1,0 +1,94 @@
+"""The Ansible inventory, as a pure function of the resolved cluster.
+
+Groups: `master` (rank 0), `workers` (ranks 1..N-1) and `nodes` (both). Every value a role needs is a
+host variable, so `ansible-inventory --list` shows exactly what a play sees. Two consumers:
+`ugro.runner` hands the YAML-inventory form to ansible-runner, and the `ugro_cluster` inventory
+plugin (ugro/ansible_plugins/inventory) builds the same for a plain `ansible-playbook` run.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from ugro.config import Cluster, Node
+
+GROUPS = ("master", "workers")
+ALL_NODES_GROUP = "nodes"
+
+
+def host_vars(cluster: Cluster, node: Node) -> dict[str, Any]:
+    config = cluster.config
+    master = cluster.master
+    variables: dict[str, Any] = {
+        "ansible_host": node.address,
+        "ansible_user": node.user,
+        "ansible_connection": node.connection,
+        "ugro_cluster_name": cluster.name,
+        "ugro_node_name": node.name,
+        "ugro_hostname": node.hostname,
+        "ugro_address": node.address,
+        "ugro_role": node.role,
+        "ugro_rank": node.rank,
+        "ugro_accelerator": node.accelerator,
+        "ugro_home": node.home,
+        "ugro_project_path": node.project_path,
+        "ugro_scripts_path": node.scripts_path,
+        "ugro_python": node.python,
+        "ugro_env_manager": config.environment.manager,
+        "ugro_hardware": node.hardware,
+        "ugro_master_addr": master.address,
+        "ugro_master_port": config.cluster.communication.master_port,
+        "ugro_nnodes": len(cluster.nodes),
+        "ugro_dist_timeout_seconds": config.cluster.communication.timeout_seconds,
+        "ugro_env_expected": expected_versions(cluster),
+    }
+    if node.nproc_per_node is not None:
+        variables["ugro_nproc_per_node"] = node.nproc_per_node
+    if node.connection == "local":
+        # The controller's own interpreter. Not "{{ ansible_playbook_python }}": Ansible treats
+        # inventory strings as untrusted and never templates them (nor should it: they come
+        # from cluster.yaml).
+        variables["ansible_python_interpreter"] = sys.executable
+    else:
+        variables["ansible_port"] = node.port
+        variables["ansible_python_interpreter"] = config.ssh.python_interpreter
+        variables["ansible_ssh_timeout"] = config.ssh.connect_timeout
+        if cluster.ssh_identity_file:
+            variables["ansible_ssh_private_key_file"] = cluster.ssh_identity_file
+        # Host-key checking stays on; a cluster may bring its own known_hosts (the sandbox does).
+        ssh_args = ["-o StrictHostKeyChecking=yes"]
+        if cluster.ssh_known_hosts:
+            ssh_args.append(f"-o UserKnownHostsFile={cluster.ssh_known_hosts}")
+        variables["ansible_ssh_common_args"] = " ".join(ssh_args)
+    return variables
+
+
+def expected_versions(cluster: Cluster) -> dict[str, str]:
+    """The versions cluster.yaml's environment section declares (python, torch, cuda)."""
+    env = cluster.config.environment
+    declared = {"python": env.python_version, "torch": env.torch_version, "cuda": env.cuda_version}
+    return {key: value for key, value in declared.items() if value}
+
+
+def build_inventory(cluster: Cluster) -> dict[str, Any]:
+    """The inventory in Ansible's YAML-inventory form (what ansible-runner accepts as a dict)."""
+    children: dict[str, Any] = {}
+    for group in GROUPS:
+        members = [n for n in cluster.nodes if (n.role == "master") == (group == "master")]
+        children[group] = {"hosts": {n.name: host_vars(cluster, n) for n in members}}
+    return {"all": {"children": {ALL_NODES_GROUP: {"children": children}}}}
+
+
+def inventory_list(cluster: Cluster) -> dict[str, Any]:
+    """The same inventory in the shape `ansible-inventory --list` prints."""
+    listing: dict[str, Any] = {
+        "_meta": {"hostvars": {n.name: host_vars(cluster, n) for n in cluster.nodes}},
+        "all": {"children": ["ungrouped", ALL_NODES_GROUP]},
+        ALL_NODES_GROUP: {"children": list(GROUPS)},
+    }
+    for group in GROUPS:
+        hosts = [n.name for n in cluster.nodes if (n.role == "master") == (group == "master")]
+        if hosts:
+            listing[group] = {"hosts": hosts}
+    return listing

@@ -1,0 +1,427 @@
+"""Bringing a sandbox up and down, reporting on it, and injecting faults."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from ugro.errors import SandboxError, UsageError
+from ugro.sandbox import layout, system
+from ugro.sandbox.layout import NodePlan, Sandbox
+from ugro.sandbox.nodeenv import default_packages, ensure_env
+
+log = logging.getLogger(__name__)
+Echo = Callable[[str], None]
+
+SSHD_READY_TIMEOUT = 20.0
+SSHD_CONFIG = """\
+# Written by `ugro sandbox up` for node {node}.
+ListenAddress {address}
+Port 22
+HostKey {host_key}
+PidFile none
+AllowUsers {user}
+AuthorizedKeysFile .ssh/authorized_keys
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+UsePAM no
+StrictModes yes
+X11Forwarding no
+PrintMotd no
+# Ansible multiplexes many sessions over one ControlPersist connection.
+MaxSessions 64
+MaxStartups 64:30:128
+Subsystem sftp internal-sftp
+"""
+
+
+# --- up -----------------------------------------------------------------------------------------
+
+
+def up(
+    name: str = layout.DEFAULT_NAME,
+    *,
+    nodes: int = layout.DEFAULT_NODES,
+    subnet: str = layout.DEFAULT_SUBNET,
+    packages: list[str] | None = None,
+    wheelhouse: str | None = None,
+    echo: Echo = print,
+) -> Sandbox:
+    system.check_prerequisites()
+    if layout.load(name) is not None:
+        raise UsageError(f"sandbox {name} is already up; `ugro sandbox down` first to remake it")
+    sandbox = layout.plan(name, nodes, subnet, master_user=_current_user())
+    _check_free(sandbox)
+    ensure_env(Path(sandbox.env_dir), packages or default_packages(), wheelhouse=wheelhouse, echo=echo)
+    started = time.monotonic()
+    try:
+        _make(sandbox)
+    except BaseException:
+        # Leave nothing behind from a half-made sandbox; the original error is what matters.
+        try:
+            down(name, echo=lambda _line: None)
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            log.exception("cleaning up after a failed `sandbox up`")
+        raise
+    log.info("sandbox %s up with %d nodes in %.1fs", name, nodes, time.monotonic() - started)
+    return sandbox
+
+
+def _current_user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _check_free(sandbox: Sandbox) -> None:
+    """Refuse to reuse what belongs to someone else: a user, a network, a namespace."""
+    network = ipaddress.ip_network(sandbox.subnet)
+    for route in system.routes():
+        destination = route.get("dst", "")
+        if destination in ("", "default"):
+            continue
+        try:
+            other = ipaddress.ip_network(destination, strict=False)
+        except ValueError:
+            continue
+        if other.version == 4 and other.overlaps(network) and route.get("dev") != sandbox.bridge:
+            raise UsageError(
+                f"--subnet {sandbox.subnet} overlaps {destination} on {route.get('dev')}; "
+                "choose another subnet"
+            )
+    marker = _user_marker(sandbox.name)
+    for node in sandbox.nodes:
+        if system.user_exists(node.user):
+            owned = any(u.pw_name == node.user for u in system.users_marked(marker))
+            hint = "left by an earlier sandbox: `ugro sandbox down`" if owned else "not the sandbox's"
+            raise UsageError(f"user {node.user} already exists ({hint})")
+    leftovers = [ns for ns in system.netns_list() if ns.startswith(layout.netns_prefix(sandbox.name))]
+    if leftovers or sandbox.bridge in system.links():
+        raise UsageError(
+            f"sandbox {sandbox.name} left namespaces or links behind; `ugro sandbox down` first"
+        )
+
+
+def _user_marker(name: str) -> str:
+    return f"{layout.USER_MARKER} {name}"
+
+
+def _make(sandbox: Sandbox) -> None:
+    root = sandbox.root
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o700)
+    sandbox.master_project.mkdir(exist_ok=True)
+    sandbox.save()
+    system.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"ugro-sandbox-{sandbox.name}",
+                "-f", str(sandbox.identity_file)])
+    public_key = sandbox.identity_file.with_suffix(".pub").read_text(encoding="utf-8")
+    prefix = ipaddress.ip_network(sandbox.subnet).prefixlen
+
+    system.run(["ip", "link", "add", sandbox.bridge, "type", "bridge"])
+    system.run(["ip", "addr", "add", f"{sandbox.master_address}/{prefix}", "dev", sandbox.bridge])
+    system.run(["ip", "link", "set", sandbox.bridge, "up"])
+
+    marker = _user_marker(sandbox.name)
+    for node in sandbox.nodes:
+        _make_network(sandbox, node, prefix)
+        _make_user(node, marker, public_key)
+        sandbox.save()
+
+    # Host keys are independent of each other: make them side by side.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda node: _make_host_key(sandbox, node), sandbox.nodes))
+    known = []
+    for node in sandbox.nodes:
+        host_key = (sandbox.node_dir(node) / "ssh_host_ed25519_key.pub").read_text().split()
+        known.append(f"{node.address} {host_key[0]} {host_key[1]}\n")
+    sandbox.known_hosts.write_text("".join(known), encoding="utf-8")
+
+    for node in sandbox.nodes:
+        _start_sshd(sandbox, node)
+        sandbox.save()
+    _wait_for_sshd(sandbox, sandbox.nodes)
+    sandbox.cluster_file.write_text(_cluster_text(sandbox), encoding="utf-8")
+    sandbox.save()
+
+
+def _make_network(sandbox: Sandbox, node: NodePlan, prefix: int) -> None:
+    system.run(["ip", "netns", "add", node.netns])
+    system.run(["ip", "link", "add", node.veth_host, "type", "veth",
+                "peer", "name", "eth0", "netns", node.netns])
+    system.run(["ip", "link", "set", node.veth_host, "master", sandbox.bridge, "up"])
+    for argv in (
+        ["ip", "addr", "add", f"{node.address}/{prefix}", "dev", "eth0"],
+        ["ip", "link", "set", "eth0", "up"],
+        ["ip", "link", "set", "lo", "up"],
+    ):
+        system.run(system.in_netns(node.netns, argv))
+
+
+def _make_user(node: NodePlan, marker: str, public_key: str) -> None:
+    system.run(["useradd", "--create-home", "--home-dir", node.home, "--shell", "/bin/bash",
+                "--comment", marker, node.user])
+    # useradd leaves the password field locked ('!'), which sshd without PAM treats as a locked
+    # account even for key logins; '*' means "no password" without locking the account.
+    system.run(["usermod", "--password", "*", node.user])
+    entry = pwd.getpwnam(node.user)
+    ssh_dir = Path(node.home) / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    keys = ssh_dir / "authorized_keys"
+    keys.write_text(public_key, encoding="utf-8")
+    keys.chmod(0o600)
+    for path in (ssh_dir, keys):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+
+
+def _make_host_key(sandbox: Sandbox, node: NodePlan) -> None:
+    directory = sandbox.node_dir(node)
+    directory.mkdir(parents=True, exist_ok=True)
+    key = directory / "ssh_host_ed25519_key"
+    system.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", node.name, "-f", str(key)])
+    (directory / "sshd_config").write_text(
+        SSHD_CONFIG.format(node=node.name, address=node.address, host_key=key, user=node.user),
+        encoding="utf-8",
+    )
+
+
+def _start_sshd(sandbox: Sandbox, node: NodePlan) -> None:
+    directory = sandbox.node_dir(node)
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
+    sshd = system.which("sshd") or "/usr/sbin/sshd"
+    argv = system.in_netns(
+        node.netns,
+        ["unshare", "--uts", sys.executable, "-m",
+         "ugro.sandbox.nodeinit", node.hostname, sshd, "-D", "-e", "-f",
+         str(directory / "sshd_config")],
+    )
+    with open(directory / "sshd.log", "ab") as log_file:
+        # ip netns exec, unshare and nodeinit each exec the next: the pid is sshd's own.
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+            start_new_session=True, close_fds=True,
+        )
+    node.sshd_pid = process.pid
+    node.down = False
+
+
+def _wait_for_sshd(sandbox: Sandbox, nodes: list[NodePlan]) -> None:
+    deadline = time.monotonic() + SSHD_READY_TIMEOUT
+    waiting = list(nodes)
+    while waiting and time.monotonic() < deadline:
+        waiting = [n for n in waiting if not (system.tcp_banner(n.address, timeout=0.5) or "").startswith("SSH-")]
+        if waiting:
+            time.sleep(0.05)
+    if waiting:
+        node = waiting[0]
+        tail = _tail(sandbox.node_dir(node) / "sshd.log")
+        raise SandboxError(
+            f"sshd on {node.name} ({node.address}) did not answer within "
+            f"{SSHD_READY_TIMEOUT:.0f}s" + (f": {tail}" if tail else "")
+        )
+
+
+def _tail(path: Path) -> str:
+    try:
+        lines = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def _cluster_text(sandbox: Sandbox) -> str:
+    header = (
+        f"# Written by `ugro sandbox up` for sandbox {sandbox.name}; removed by `ugro sandbox down`.\n"
+        f"# Use it with: ugro --config {sandbox.cluster_file} health\n"
+    )
+    return header + yaml.safe_dump(layout.cluster_yaml(sandbox), sort_keys=False)
+
+
+# --- down ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Removed:
+    processes: int = 0
+    namespaces: int = 0
+    links: int = 0
+    users: int = 0
+    files: bool = False
+
+    def describe(self) -> str:
+        return (f"{self.processes} processes, {self.namespaces} namespaces, {self.links} links, "
+                f"{self.users} users" + (", its files" if self.files else ""))
+
+
+def down(name: str = layout.DEFAULT_NAME, *, purge_env: bool = False, echo: Echo = print) -> Removed:
+    """Remove everything the sandbox made; safe to run again, and after a half-finished `up`."""
+    system.check_prerequisites()
+    layout.check_name(name)
+    removed = Removed()
+    sandbox = layout.load(name)
+    namespaces = [ns for ns in system.netns_list() if ns.startswith(layout.netns_prefix(name))]
+    users = system.users_marked(_user_marker(name))
+
+    pids: set[int] = set()
+    for netns in namespaces:
+        pids.update(system.netns_pids(netns))
+    for user in users:
+        pids.update(system.pids_of_uid(user.pw_uid))
+    if sandbox:
+        pids.update(n.sshd_pid for n in sandbox.nodes if system.pid_alive(n.sshd_pid))  # type: ignore[misc]
+    system.kill_all(pids)
+    removed.processes = len(pids)
+
+    for netns in namespaces:
+        system.run(["ip", "netns", "delete", netns], check=False)
+        removed.namespaces += 1
+    # Deleting a namespace deletes its end of each veth pair, and with it the host end.
+    for link in system.links():
+        if link == layout.bridge_name(name) or _is_our_veth(name, link):
+            system.run(["ip", "link", "delete", link], check=False)
+            removed.links += 1
+    for user in users:
+        system.run(["userdel", "--remove", user.pw_name], check=False)
+        removed.users += 1
+    state_dir = layout.sandbox_root() / name
+    if state_dir.exists():
+        shutil.rmtree(state_dir)
+        removed.files = True
+    if purge_env:
+        env = Path(sandbox.env_dir) if sandbox else layout.env_dir()
+        shutil.rmtree(env, ignore_errors=True)
+    return removed
+
+
+def _is_our_veth(name: str, link: str) -> bool:
+    prefix = layout.veth_prefix(name)
+    return link.startswith(prefix) and link[len(prefix):].isdigit()
+
+
+# --- status -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    name: str
+    user: str
+    address: str
+    netns: str
+    sshd: str  # "answers", "down", "no answer"
+    faults: str
+
+
+def status(name: str = layout.DEFAULT_NAME) -> tuple[Sandbox, list[NodeStatus]]:
+    sandbox = layout.load(name)
+    if sandbox is None:
+        raise UsageError(f"sandbox {name} is not up; start it with `ugro sandbox up`")
+    rows = []
+    answers = _probe_all(sandbox.nodes)
+    for node in sandbox.nodes:
+        banner = answers[node.name]
+        state = "answers" if banner and banner.startswith("SSH-") else (
+            "down" if node.down else "no answer")
+        rows.append(NodeStatus(node.name, node.user, node.address, node.netns, state, _faults(node)))
+    return sandbox, rows
+
+
+def _probe_all(nodes: list[NodePlan]) -> dict[str, str | None]:
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        banners = pool.map(lambda n: system.tcp_banner(n.address, timeout=1.0), nodes)
+        return {node.name: banner for node, banner in zip(nodes, banners, strict=True)}
+
+
+def _faults(node: NodePlan) -> str:
+    faults = []
+    if node.down:
+        faults.append("down")
+    if node.partitioned:
+        faults.append("partitioned")
+    if node.delay_ms:
+        faults.append(f"delay {node.delay_ms}ms")
+    if node.rate_kbit:
+        faults.append(f"rate {node.rate_kbit}kbit")
+    return ", ".join(faults) or "-"
+
+
+# --- faults -------------------------------------------------------------------------------------
+
+FAULTS = ("down", "up", "partition", "heal", "slow")
+
+
+def fault(
+    name: str,
+    node_name: str,
+    action: str,
+    *,
+    delay_ms: int | None = None,
+    rate_kbit: int | None = None,
+) -> NodePlan:
+    system.check_prerequisites()
+    sandbox = layout.load(name)
+    if sandbox is None:
+        raise UsageError(f"sandbox {name} is not up; start it with `ugro sandbox up`")
+    node = sandbox.node(node_name)
+    if action == "down":
+        # Every process in the node stops, sshd and whatever it started, as if it lost power.
+        system.kill_all(system.netns_pids(node.netns))
+        node.down = True
+    elif action == "up":
+        if not system.pid_alive(node.sshd_pid):
+            _start_sshd(sandbox, node)
+            _wait_for_sshd(sandbox, [node])
+        node.down = False
+    elif action == "partition":
+        system.run(["ip", "link", "set", node.veth_host, "down"])
+        node.partitioned = True
+    elif action == "heal":
+        system.run(["ip", "link", "set", node.veth_host, "up"])
+        _set_qdisc(node, delay_ms=0, rate_kbit=0)
+        node.partitioned = False
+    elif action == "slow":
+        if delay_ms is None and rate_kbit is None:
+            raise UsageError("slow needs --delay-ms N and/or --rate-kbit N")
+        _set_qdisc(node, delay_ms=delay_ms or 0, rate_kbit=rate_kbit or 0)
+    else:
+        raise UsageError(f"unknown fault {action!r}; expected one of: {', '.join(FAULTS)}")
+    sandbox.save()
+    return node
+
+
+def _set_qdisc(node: NodePlan, *, delay_ms: int, rate_kbit: int) -> None:
+    """Delay (netem) or rate-limit (tbf) both directions of the node's link; zeros clear it."""
+    if delay_ms < 0 or rate_kbit < 0:
+        raise UsageError("--delay-ms and --rate-kbit must be 0 or more")
+    ends = [["tc"], system.in_netns(node.netns, ["tc"])]
+    devices = [node.veth_host, "eth0"]
+    for prefix, device in zip(ends, devices, strict=True):
+        system.run([*prefix, "qdisc", "del", "dev", device, "root"], check=False)
+        if delay_ms:
+            done = system.run([*prefix, "qdisc", "add", "dev", device, "root", "netem",
+                               "delay", f"{delay_ms}ms"], check=False)
+            if done.returncode != 0:
+                if "unknown" in (done.stderr or "").lower():
+                    raise SandboxError(
+                        "this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM), so delay cannot "
+                        "be emulated here; --rate-kbit (tbf) works without it"
+                    )
+                raise SandboxError(f"tc netem on {device} failed: {done.stderr.strip()}")
+        elif rate_kbit:
+            system.run([*prefix, "qdisc", "add", "dev", device, "root", "tbf", "rate",
+                        f"{rate_kbit}kbit", "burst", "16kbit", "latency", "400ms"])
+    node.delay_ms = delay_ms
+    node.rate_kbit = 0 if delay_ms else rate_kbit
