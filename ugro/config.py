@@ -522,7 +522,9 @@ def _dotted(loc: Sequence[str | int]) -> str:
 
 
 def _format_validation_error(path: Path, lines: _LineFinder, exc: ValidationError) -> str:
-    error = exc.errors()[0]
+    errors = exc.errors()
+    # An unknown key is often a misspelt required one: name it first, it explains the rest.
+    error = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(p for p in error["loc"] if not isinstance(p, str) or not p.startswith("function-"))
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -530,7 +532,7 @@ def _format_validation_error(path: Path, lines: _LineFinder, exc: ValidationErro
         hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
         return f"{path}:{lines.line(loc, key=True)}: {_dotted(loc)}: unknown key{hint}"
     if kind == "missing":
-        return f"{path}:{lines.line(loc[:-1])}: {_dotted(loc)}: required but missing"
+        return f"{path}:{lines.line(loc[:-1], key=True)}: {_dotted(loc)}: required but missing"
     message = error["msg"].removeprefix("Value error, ")
     if kind != "value_error" and "input" in error and not isinstance(error["input"], dict | list):
         message = f"{message} (got {error['input']!r})"
@@ -577,7 +579,7 @@ def _semantic_problems(config: ClusterConfig) -> Iterator[tuple[tuple[str | int,
         addresses[address] = worker.name
         if worker.rank in ranks:
             owner = ranks[worker.rank]
-            reason = "rank 0 is the master's" if worker.rank == 0 else f"is already used by {owner}"
+            reason = "is the master's rank" if worker.rank == 0 else f"is already used by {owner}"
             yield (*loc, "rank"), f"{worker.rank} {reason}; ranks must be unique"
         ranks[worker.rank] = worker.name
     expected = set(range(len(config.workers) + 1))

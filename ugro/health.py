@@ -133,8 +133,8 @@ def _version_matches(actual: str, declared: str) -> bool:
 def record(cluster: Cluster, summary: HealthSummary) -> None:
     """Write data/cluster_state.json and one line per node to the health log."""
     write_json_atomic(cluster.paths.cluster_state, summary.to_json())
+    # INFO, not WARNING: the CLI already shows every verdict; these lines are for logs/health.log.
     for node in summary.nodes:
-        level = logging.INFO if node.healthy else logging.WARNING
-        log.log(level, "%s rank=%d %s: %s", node.name, node.rank, node.status, node.message)
+        log.info("%s rank=%d %s: %s", node.name, node.rank, node.status, node.message)
     for warning in summary.drift:
-        log.warning("drift: %s", warning)
+        log.info("drift: %s", warning)

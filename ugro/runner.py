@@ -108,7 +108,7 @@ class _EventCollector:
         elif name and kind == "runner_on_unreachable":
             outcome = self.host(name)
             outcome.unreachable = True
-            outcome.message = _failure_message(res)
+            outcome.message = _unreachable_message(res)
         if self.on_event is not None:
             self.on_event(event)
         return True  # keep the event in the artifacts
@@ -120,6 +120,13 @@ def _failure_message(res: Mapping[str, Any]) -> str:
     if stderr and (not message or message.startswith("non-zero return code")):
         message = stderr.splitlines()[-1]
     return " ".join(message.split()) or "failed"
+
+
+def _unreachable_message(res: Mapping[str, Any]) -> str:
+    """SSH's own last word ("connect to host ... Connection refused"), without Ansible's preamble."""
+    message = " ".join(str(res.get("msg") or "unreachable").split())
+    _, found, ssh_said = message.rpartition("ssh: ")
+    return ssh_said if found and ssh_said else message
 
 
 def ansible_environment(cluster: Cluster) -> dict[str, str]:

@@ -34,8 +34,8 @@ def default_packages() -> list[str]:
     try:
         version = metadata.version("torch").split("+", 1)[0]
     except metadata.PackageNotFoundError:
-        return ["torch"]
-    return [f"torch=={version}"]
+        return ["torch", "numpy"]
+    return [f"torch=={version}", "numpy"]
 
 
 def ensure_env(

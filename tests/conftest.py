@@ -1,0 +1,33 @@
+"""Fixtures shared by every tier."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SEED_CLUSTER = REPO / "tests" / "fixtures" / "seed_cluster.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep Ansible's and ugro's per-user state out of the real home, and no stray config."""
+    base = tmp_path_factory.getbasetemp()
+    monkeypatch.setenv("ANSIBLE_HOME", str(base / "ansible-home"))
+    monkeypatch.setenv("ANSIBLE_LOCAL_TEMP", str(base / "ansible-tmp"))
+    monkeypatch.setenv("UGRO_HOME", str(base / "ugro-home"))
+    monkeypatch.delenv("UGRO_CONFIG", raising=False)
+
+
+def run_ugro(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+             timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a subprocess, as a user would run it."""
+    return subprocess.run(
+        [sys.executable, "-m", "ugro", *args],
+        capture_output=True, text=True, cwd=cwd, timeout=timeout,
+        env={**os.environ, **(env or {})}, check=False,
+    )

@@ -1,0 +1,80 @@
+"""The CLI's contract: one clear line and exit 2 for bad input, never a traceback; fast help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_ugro
+
+
+def test_help_imports_neither_ansible_nor_torch() -> None:
+    code = (
+        "import sys\n"
+        "from ugro.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'ansible', 'ansible_runner', 'torch', 'transformers', 'rich', 'pydantic'})\n"
+        "print('HEAVY', heavy)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "HEAVY []" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("cluster: [", "YAML syntax error"),
+        ("cluster:\n  master:\n    hostname: a\n    ip: 10.0.0.1\n    user: 'x;reboot'\n",
+         ":5: cluster.master.user: 'x;reboot' is not a valid user name"),
+        ("nothing: here\n", "unknown key; expected one of: cluster, workers"),
+    ],
+)
+def test_bad_config_is_one_line_exit_2(tmp_path: Path, content: str, expected: str) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(content)
+    for command in (["health"], ["inventory"], ["status"]):
+        done = run_ugro("--config", str(path), *command)
+        assert done.returncode == 2, done.stderr
+        assert expected in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    done = run_ugro("--config", str(tmp_path / "absent.yaml"), "health")
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"ugro: {tmp_path}/absent.yaml: no such file (named by --config); expected a cluster.yaml"
+
+
+@pytest.mark.parametrize("job", ["../x", "a;rm -rf ~", "", "x" * 65, "..", "a b"])
+def test_hostile_job_names_are_refused_before_anything_runs(tmp_path: Path, job: str) -> None:
+    done = run_ugro("run", "health", job, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "job name" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_bad_extra_var_and_playbook(tmp_path: Path) -> None:
+    done = run_ugro("run", "health", "-e", "not a pair", cwd=tmp_path)
+    assert done.returncode == 2 and "expected key=value" in done.stderr
+    done = run_ugro("run", "no-such-playbook", cwd=tmp_path)
+    assert done.returncode == 2 and "no playbook 'no-such-playbook'" in done.stderr
+
+
+def test_unknown_node(tmp_path: Path) -> None:
+    done = run_ugro("health", "--node", "gpu9", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no node named 'gpu9'" in done.stderr
+
+
+def test_inventory_json_is_the_listing(tmp_path: Path) -> None:
+    import json
+
+    done = run_ugro("inventory", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    listing = json.loads(done.stdout)
+    assert listing["master"]["hosts"] == ["local"]

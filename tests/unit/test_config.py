@@ -1,0 +1,169 @@
+"""cluster.yaml: the seed's file loads as written; every bad file gets one line with FILE:LINE."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, SEED_CLUSTER
+from ugro.config import load_cluster, load_cluster_file, local_cluster
+from ugro.errors import ConfigError
+
+MINIMAL = """\
+cluster:
+  name: test
+  master:
+    hostname: gpu-master
+    ip: 10.0.0.1
+    user: alice
+workers:
+  - name: gpu1
+    hostname: gpu1
+    ip: 10.0.0.2
+    user: ob
+    rank: 1
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_for(tmp_path: Path, text: str) -> str:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_cluster_file(path)
+    message = caught.value.message
+    assert "\n" not in message
+    assert message.startswith(str(path))
+    return message.removeprefix(str(path))
+
+
+def test_seed_cluster_loads_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USER", "gpuadmin")
+    cluster = load_cluster_file(SEED_CLUSTER)
+    assert cluster.name == "Home AI Lab"
+    assert [(n.name, n.rank, n.user) for n in cluster.nodes] == [
+        ("gpu-master", 0, "gpuadmin"), ("gpu1", 1, "ob"), ("gpu2", 2, "ollie")]
+    gpu1 = cluster.node("gpu1")
+    assert gpu1.address == "192.168.1.101"
+    assert gpu1.project_path == "/home/ob/projects/UGRO"
+    assert gpu1.hardware["gpu_model"] == "RTX 4070"
+    # The seed runs pixi environments named `main`.
+    assert gpu1.python == "/home/ob/projects/UGRO/.pixi/envs/main/bin/python"
+    assert cluster.paths.data == Path("~/projects/UGRO/data").expanduser()
+    assert cluster.config.training.lora.target_modules == ["q_proj", "v_proj"]
+
+
+def test_seed_file_is_shipped_verbatim_as_the_example() -> None:
+    assert (REPO / "config" / "cluster.example.yaml").read_text() == SEED_CLUSTER.read_text()
+
+
+def test_unset_user_falls_back_to_the_login_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("USER", raising=False)
+    assert load_cluster_file(SEED_CLUSTER).master.user
+
+
+def test_repository_default_is_the_local_cluster() -> None:
+    cluster = load_cluster_file(REPO / "config" / "cluster.yaml")
+    assert [n.name for n in cluster.nodes] == ["local"]
+    assert cluster.master.connection == "local"
+    assert cluster.paths.data == REPO / "data"
+
+
+def test_no_file_means_the_builtin_local_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cluster = load_cluster()
+    assert cluster.source is None
+    assert cluster.master.connection == "local"
+    assert cluster == local_cluster()
+
+
+def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    user_file = tmp_path / "home" / ".config" / "ugro" / "cluster.yaml"
+    user_file.parent.mkdir(parents=True)
+    user_file.write_text(MINIMAL.replace("name: test", "name: from-home"))
+    assert load_cluster().name == "from-home"
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "cluster.yaml").write_text(MINIMAL.replace("name: test", "name: from-cwd"))
+    assert load_cluster().name == "from-cwd"
+    env_file = tmp_path / "env.yaml"
+    env_file.write_text(MINIMAL.replace("name: test", "name: from-env"))
+    monkeypatch.setenv("UGRO_CONFIG", str(env_file))
+    assert load_cluster().name == "from-env"
+    assert load_cluster(str(user_file)).name == "from-home"
+
+
+def test_missing_explicit_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_cluster(str(tmp_path / "nope.yaml"))
+
+
+def test_env_and_home_expansion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLUSTER_USER", "carol")
+    text = MINIMAL.replace("user: alice", "user: ${CLUSTER_USER}") + textwrap.dedent("""\
+        paths:
+          project_root: ~/lab
+        """)
+    text = text.replace("    rank: 1\n", "    rank: 1\n    paths:\n      project: ~/work/UGRO\n")
+    cluster = load_cluster_file(write(tmp_path, text))
+    assert cluster.master.user == "carol"
+    assert cluster.paths.project_root == Path("~/lab").expanduser()
+    # A worker's ~ is the worker's home, not the master's.
+    assert cluster.node("gpu1").project_path == "/home/ob/work/UGRO"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("cluster: [\n", ":2: YAML syntax error"),
+        ("- just\n- a list\n", ":1: the file must be a mapping"),
+        (MINIMAL.replace("rank: 1", "rank: one"), ":12: workers[0].rank: Input should be a valid integer"),
+        (MINIMAL.replace("rank: 1", "rank: 1\n    colour: red"), ":13: workers[0].colour: unknown key; expected one of: name,"),
+        (MINIMAL.replace("rank: 1", "rank: 0"), ":12: workers[0].rank: 0 is the master's rank; ranks must be unique"),
+        (MINIMAL.replace("rank: 1", "rank: 5"), ":12: workers[0].rank: 5 is out of range; with 1 workers, ranks are 1..1"),
+        (MINIMAL.replace("user: ob", "user: 'a;rm -rf ~'"), ":11: workers[0].user: 'a;rm -rf ~' is not a valid user name"),
+        (MINIMAL.replace("user: ob", "user: -oProxyCommand=x"), ":11: workers[0].user: '-oProxyCommand=x' is not a valid user name"),
+        (MINIMAL.replace("hostname: gpu1", "hostname: '$(reboot)'"), ":9: workers[0].hostname: '$(reboot)' is not a valid host name"),
+        (MINIMAL.replace("ip: 10.0.0.2", "ip: '-oProxyCommand=evil'"), ":10: workers[0].ip: '-oProxyCommand=evil' is not an IP address"),
+        (MINIMAL.replace("ip: 10.0.0.2", "ip: 10.0.0.1"), ":10: workers[0].ip: 10.0.0.1:22 is already used by gpu-master"),
+        (MINIMAL.replace("name: gpu1", "name: gpu-master"), ":8: workers[0].name: 'gpu-master' is already used"),
+        (MINIMAL.replace("    user: alice", "    user: alice\n    port: 70000"), ":7: cluster.master.port: Input should be less than or equal to 65535"),
+        (MINIMAL.replace("user: alice", "user: ${UGRO_TEST_UNSET_VARIABLE}"), ":6: cluster.master.user: environment variable UGRO_TEST_UNSET_VARIABLE is not set"),
+        (MINIMAL.replace("  name: test\n", ""), ""),  # name has a default: this one loads
+        (MINIMAL.replace("    ip: 10.0.0.1\n", ""), ":3: cluster.master.ip: required but missing"),
+        (MINIMAL + "workers: []\n", ":13: duplicate key 'workers' (first at line 7)"),
+        (MINIMAL.replace("rank: 1", "rank: 1\n    paths:\n      project: relative/dir"), ":14: workers[0].paths.project: 'relative/dir' must be absolute"),
+        (MINIMAL.replace("ip: 10.0.0.2", "ip: 10.0.0.2\n    accelerator: tpu"), ":11: workers[0].accelerator: Input should be 'cuda', 'cpu' or 'auto'"),
+    ],
+)
+def test_bad_files_give_one_line(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    if not expected:
+        load_cluster_file(path)
+        return
+    assert expected in error_for(tmp_path, text)
+
+
+def test_alias_bomb_is_refused(tmp_path: Path) -> None:
+    lines = ['a0: &a0 ["x", "x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]")
+    message = error_for(tmp_path, "\n".join(lines) + "\n")
+    assert "more than 50000 nodes" in message
+
+
+def test_not_utf8_and_directory(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_bytes(b"cluster: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_cluster_file(path)
+    with pytest.raises(ConfigError, match="is a directory"):
+        load_cluster_file(tmp_path)

@@ -1,0 +1,114 @@
+"""The node probe (roles/ugro_health/files/probe.py), run for real on this machine.
+
+This machine has no GPU. Where a test needs one, a stand-in `nvidia-smi` script prints what a
+real one prints on the reference cluster's RTX 5070 Ti; it is named as a stand-in below.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+PROBE = REPO / "roles" / "ugro_health" / "files" / "probe.py"
+spec = importlib.util.spec_from_file_location("ugro_probe", PROBE)
+probe = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(probe)
+
+GPU_CSV = "0, NVIDIA GeForce RTX 5070 Ti, 12227, 11800, 575.57.08, 12.0, 3, 41\n"
+
+
+def standin_nvidia_smi(tmp_path: Path) -> Path:
+    """GPU stand-in: a script that answers like nvidia-smi on an RTX 5070 Ti (no GPU here)."""
+    script = tmp_path / "nvidia-smi"
+    script.write_text(
+        "#!/bin/sh\n"
+        'case "$1" in\n'
+        f"  --query-gpu=*) printf '{GPU_CSV.strip()}\\n' ;;\n"
+        "  *) echo '| NVIDIA-SMI 575.57.08    Driver Version: 575.57.08    CUDA Version: 12.9 |' ;;\n"
+        "esac\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def run_probe(*args: str) -> dict:
+    done = subprocess.run([sys.executable, str(PROBE), *args], capture_output=True, text=True,
+                          check=True, timeout=120)
+    return json.loads(done.stdout)
+
+
+def test_parse_gpu_csv() -> None:
+    (gpu,) = probe.parse_gpu_csv(GPU_CSV)
+    assert gpu["name"] == "NVIDIA GeForce RTX 5070 Ti"
+    assert gpu["vram_total_mb"] == 12227
+    assert gpu["compute_capability"] == "12.0"
+    assert probe.parse_gpu_csv("garbage line\n") == []
+
+
+@pytest.mark.parametrize(
+    ("arch_list", "capability", "covered"),
+    [
+        (["sm_80", "sm_86", "sm_90"], "8.9", True),  # sm_86 cubins run on 8.9
+        (["sm_80", "sm_86", "sm_90"], "12.0", False),  # the RTX 5070 Ti needs a CUDA 12.8+ build
+        (["sm_90", "sm_100", "sm_120"], "12.0", True),
+        (["sm_80", "compute_90"], "12.0", True),  # PTX is compiled at load time for newer GPUs
+        (["sm_90a"], "9.0", True),
+        (["sm_90a"], "9.1", False),
+        (["sm_75"], "8.6", False),
+        ([], "8.6", False),
+        (["sm_86"], "", None),
+    ],
+)
+def test_arch_coverage(arch_list: list[str], capability: str, covered: bool | None) -> None:
+    assert probe.arch_covers(arch_list, capability) is covered
+
+
+def test_cpu_node_is_healthy_with_this_python(tmp_path: Path) -> None:
+    report = run_probe("--python", sys.executable, "--accelerator", "cpu",
+                       "--project-path", str(tmp_path / "not" / "made" / "yet"))
+    assert report["healthy"], report["problems"]
+    assert report["disk_path"] == str(tmp_path)
+    assert report["env"]["torch_version"].startswith("2.")
+    assert report["cpus"] >= 1 and report["ram_total_gb"] > 0
+
+
+def test_cuda_node_without_gpu_is_unhealthy(tmp_path: Path) -> None:
+    report = run_probe("--python", sys.executable, "--accelerator", "cuda",
+                       "--project-path", str(tmp_path), "--nvidia-smi", "no-such-nvidia-smi")
+    assert not report["healthy"]
+    assert any("no GPU: nvidia-smi not found" in p for p in report["problems"])
+
+
+def test_missing_environment_is_named(tmp_path: Path) -> None:
+    report = run_probe("--python", str(tmp_path / "env" / "bin" / "python"),
+                       "--project-path", str(tmp_path))
+    assert not report["healthy"]
+    assert report["problems"] == [f"environment interpreter {tmp_path}/env/bin/python not found "
+                                  "(has it been synced?)"]
+
+
+def test_gpu_standin_with_cpu_torch_is_unhealthy(tmp_path: Path) -> None:
+    report = run_probe("--python", sys.executable, "--accelerator", "auto",
+                       "--project-path", str(tmp_path), "--nvidia-smi", str(standin_nvidia_smi(tmp_path)))
+    assert report["effective_accelerator"] == "cuda"
+    assert report["gpus"][0]["name"] == "NVIDIA GeForce RTX 5070 Ti"
+    assert report["driver_version"] == "575.57.08"
+    assert report["cuda_driver_version"] == "12.9"
+    assert not report["healthy"]
+    assert any("CPU-only build" in p for p in report["problems"])
+
+
+def test_judge_reports_uncovered_arch() -> None:
+    report = {"problems": [], "gpus": probe.parse_gpu_csv(GPU_CSV), "nvidia_smi": "ok"}
+    env = {"torch_version": "2.1.0+cu121", "cuda_build": "12.1", "cuda_available": True,
+           "arch_list": ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]}
+    probe.judge(report, env, "cuda")
+    assert report["arch_coverage"] == [{"gpu": 0, "capability": "12.0", "covered": False}]
+    assert "has no kernels for GPU 0 NVIDIA GeForce RTX 5070 Ti (sm_120)" in report["problems"][0]
