@@ -184,7 +184,7 @@ def run_command(
     the playbook as `ugro_job_name`.
     """
     from ugro import assets
-    from ugro.display import RunProgress, console
+    from ugro.display import RunProgress
     from ugro.runner import run_playbook
 
     extravars = parse_extra_vars(extra)
@@ -203,8 +203,8 @@ def run_command(
     for outcome in sorted(result.hosts.values(), key=lambda h: h.name):
         verdict = "unreachable" if outcome.unreachable else "failed" if outcome.failed else "ok"
         detail = f": {outcome.message}" if outcome.message and verdict != "ok" else ""
-        console.print(f"{outcome.name}: {verdict} (ok={outcome.ok} changed={outcome.changed}){detail}")
-    console.print(f"artifacts: {result.artifact_dir}")
+        click.echo(f"{outcome.name}: {verdict} (ok={outcome.ok} changed={outcome.changed}){detail}")
+    click.echo(f"artifacts: {result.artifact_dir}")
     result.raise_for_status()
 
 

@@ -1,0 +1,203 @@
+"""`ugro health` end to end: real playbooks through ansible-runner, on this machine and the sandbox."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO, SEED_CLUSTER, run_ugro
+from ugro.sandbox import lifecycle
+
+
+def health_json(*args: str, cwd: Path | None = None, env: dict | None = None) -> tuple[int, dict]:
+    done = run_ugro(*args, "health", "--json", cwd=cwd, env=env)
+    assert "Traceback" not in done.stderr
+    assert done.stdout, done.stderr
+    return done.returncode, json.loads(done.stdout)
+
+
+# --- the built-in local cluster -----------------------------------------------------------------
+
+
+def test_local_cluster_is_healthy_and_recorded(tmp_path: Path) -> None:
+    home = tmp_path / "ugro-home"
+    rc, summary = health_json(cwd=tmp_path, env={"UGRO_HOME": str(home)})
+    assert rc == 0, summary
+    node = summary["nodes"]["local"]
+    assert node["status"] == "healthy"
+    assert node["report"]["env"]["executable"] == sys.executable
+    state = json.loads((home / "data" / "cluster_state.json").read_text())
+    assert state["nodes"]["local"]["status"] == "healthy"
+    assert "local rank=0 healthy" in (home / "logs" / "health.log").read_text()
+    assert (home / "logs" / "agent.log").stat().st_size > 0
+    status = run_ugro("status", cwd=tmp_path, env={"UGRO_HOME": str(home)})
+    assert status.returncode == 0 and "healthy" in status.stdout
+
+
+def test_cuda_node_without_a_gpu_is_unhealthy(tmp_path: Path) -> None:
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump({
+        "cluster": {"name": "one-gpu-box", "master": {
+            "hostname": "box", "ip": "127.0.0.1", "user": "root", "accelerator": "cuda"}},
+        "paths": {"project_root": str(tmp_path / "project")},
+        "environment": {"manager": "system"},
+    }))
+    rc, summary = health_json("--config", str(config))
+    assert rc == 1
+    node = summary["nodes"]["box"]
+    assert node["status"] == "unhealthy"
+    assert "no GPU: nvidia-smi not found" in node["message"]
+
+
+def test_playbook_through_ugro_run(tmp_path: Path) -> None:
+    done = run_ugro("run", "health", "smoke-1", cwd=tmp_path, env={"UGRO_HOME": str(tmp_path / "h")})
+    assert done.returncode == 0, done.stderr
+    assert "local: ok" in done.stdout
+    artifacts = Path(done.stdout.split("artifacts: ")[1].strip())
+    assert (artifacts / "status").read_text() == "successful"
+    assert (artifacts / "job_events").is_dir()
+
+
+# --- inventory agreement ----------------------------------------------------------------------
+
+
+def _unwrap(value):
+    """ansible-inventory marks inventory strings as untrusted: {'__ansible_unsafe': 'x'}."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+def ansible_inventory(config: Path) -> dict:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-inventory"), "--list"],
+        cwd=REPO, capture_output=True, text=True, check=False,
+        env={**os.environ, "UGRO_CONFIG": str(config)},
+    )
+    assert done.returncode == 0, done.stderr
+    listing = _unwrap(json.loads(done.stdout))
+    listing["_meta"].pop("profile", None)
+    return listing
+
+
+def ugro_inventory(config: Path) -> dict:
+    done = run_ugro("--config", str(config), "inventory", "--json")
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_ugro_inventory_agrees_with_ansible_inventory() -> None:
+    theirs, ours = ansible_inventory(SEED_CLUSTER), ugro_inventory(SEED_CLUSTER)
+    # The local master runs modules under the controller's interpreter, which each process names
+    # by its own path (python vs python3.11): the same file.
+    for listing in (theirs, ours):
+        master = listing["_meta"]["hostvars"]["gpu-master"]
+        master["ansible_python_interpreter"] = os.path.realpath(master["ansible_python_interpreter"])
+    assert theirs["_meta"] == ours["_meta"]
+    for group in ("master", "workers"):
+        assert theirs[group]["hosts"] == ours[group]["hosts"]
+    assert set(theirs["nodes"]["children"]) == set(ours["nodes"]["children"])
+
+
+def test_inventory_follows_edits_of_cluster_yaml(tmp_path: Path) -> None:
+    config = tmp_path / "cluster.yaml"
+    data = yaml.safe_load(SEED_CLUSTER.read_text())
+    config.write_text(yaml.safe_dump(data))
+    assert "gpu3" not in ansible_inventory(config)["_meta"]["hostvars"]
+    data["workers"].append({**data["workers"][1], "name": "gpu3", "hostname": "gpu3",
+                            "ip": "192.168.1.103", "rank": 3})
+    data["ssh"] = {"connect_timeout": 9}
+    config.write_text(yaml.safe_dump(data))
+    hostvars = ansible_inventory(config)["_meta"]["hostvars"]
+    assert hostvars["gpu3"]["ugro_rank"] == 3
+    assert hostvars["gpu1"]["ansible_ssh_timeout"] == 9
+
+
+def test_a_bad_cluster_yaml_fails_ansible_loudly(tmp_path: Path) -> None:
+    config = tmp_path / "cluster.yaml"
+    config.write_text("cluster:\n  master: {hostname: a, ip: 10.0.0.1, user: 'x y'}\n")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-inventory"), "--list"],
+        cwd=REPO, capture_output=True, text=True, env={**os.environ, "UGRO_CONFIG": str(config)},
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "cluster.master.user: 'x y' is not a valid user name" in done.stderr
+
+
+# --- the sandbox --------------------------------------------------------------------------------
+
+
+@pytest.mark.sandbox
+def test_sandbox_all_healthy_with_the_users_own_paths(sandbox) -> None:
+    rc, summary = health_json("--config", str(sandbox.cluster_file))
+    assert rc == 0, summary
+    nodes = summary["nodes"]
+    assert sorted(nodes) == ["gpu-master", *(n.name for n in sandbox.nodes)]
+    for plan in sandbox.nodes:
+        report = nodes[plan.name]["report"]
+        assert nodes[plan.name]["status"] == "healthy"
+        assert report["hostname"] == plan.hostname  # probed on the node itself
+        assert report["disk_path"].startswith(plan.home)
+        assert report["env"]["executable"] == f"{sandbox.env_dir}/bin/python"
+    assert summary["drift"] == []
+
+
+@pytest.mark.sandbox
+def test_sandbox_node_down_is_unreachable_within_the_timeout(sandbox) -> None:
+    victim = sandbox.nodes[-1]
+    lifecycle.fault(sandbox.name, victim.name, "down")
+    try:
+        started = time.monotonic()
+        rc, summary = health_json("--config", str(sandbox.cluster_file))
+        elapsed = time.monotonic() - started
+    finally:
+        lifecycle.fault(sandbox.name, victim.name, "up")
+    assert rc == 1
+    statuses = {name: node["status"] for name, node in summary["nodes"].items()}
+    assert statuses.pop(victim.name) == "unreachable"
+    assert set(statuses.values()) == {"healthy"}
+    assert "Connection refused" in summary["nodes"][victim.name]["message"]
+    assert elapsed < 60
+
+
+@pytest.mark.sandbox
+def test_sandbox_partitioned_node_does_not_hang_the_run(sandbox) -> None:
+    victim = sandbox.nodes[0]
+    lifecycle.fault(sandbox.name, victim.name, "partition")
+    try:
+        started = time.monotonic()
+        rc, summary = health_json("--config", str(sandbox.cluster_file), )
+        elapsed = time.monotonic() - started
+    finally:
+        lifecycle.fault(sandbox.name, victim.name, "heal")
+    assert rc == 1
+    assert summary["nodes"][victim.name]["status"] == "unreachable"
+    assert "timed out" in summary["nodes"][victim.name]["message"]
+    # 5 s connect timeout (plus a stale control connection's keepalive), never ansible's defaults.
+    assert elapsed < 60
+
+
+@pytest.mark.sandbox
+def test_ansible_playbook_runs_directly_against_the_sandbox(sandbox) -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/health.yml"],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "UGRO_CONFIG": str(sandbox.cluster_file)},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    recap = done.stdout.split("PLAY RECAP", 1)[1]
+    for name in ["gpu-master", *(n.name for n in sandbox.nodes)]:
+        assert name in recap
+    assert "failed=0" in recap and "unreachable=1" not in recap
