@@ -14,7 +14,9 @@ SEED_CLUSTER = REPO / "tests" / "fixtures" / "seed_cluster.yaml"
 
 
 @pytest.fixture(autouse=True)
-def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated_home(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Keep Ansible's and ugro's per-user state out of the real home, and no stray config."""
     base = tmp_path_factory.getbasetemp()
     monkeypatch.setenv("ANSIBLE_HOME", str(base / "ansible-home"))
@@ -23,11 +25,16 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
     monkeypatch.delenv("UGRO_CONFIG", raising=False)
 
 
-def run_ugro(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-             timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def run_ugro(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
     """The real CLI in a subprocess, as a user would run it."""
     return subprocess.run(
         [sys.executable, "-m", "ugro", *args],
-        capture_output=True, text=True, cwd=cwd, timeout=timeout,
-        env={**os.environ, **(env or {})}, check=False,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
     )

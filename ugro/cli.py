@@ -94,7 +94,10 @@ def health(state: _State, as_json: bool, nodes: tuple[str, ...]) -> None:
     names = [cluster.node(name).name for name in nodes] or [n.name for n in cluster.nodes]
     with RunProgress("health", len(names)) as progress:
         result = run_playbook(
-            cluster, "health", limit=list(nodes) or None, on_event=progress,
+            cluster,
+            "health",
+            limit=list(nodes) or None,
+            on_event=progress,
         )
     if result.status not in ("successful", "failed") or not result.hosts:
         result.raise_for_status()
@@ -130,7 +133,9 @@ def status(state: _State, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True, help="Print it as `ansible-inventory --list` does.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print it as `ansible-inventory --list` does."
+)
 @pass_state
 def inventory(state: _State, as_json: bool) -> None:
     """The Ansible inventory derived from cluster.yaml."""
@@ -169,14 +174,24 @@ def check_job_name(name: str) -> str:
 @cli.command(name="run")
 @click.argument("playbook")
 @click.argument("job", required=False)
-@click.option("-e", "--extra-var", "extra", multiple=True, metavar="KEY=VALUE",
-              help="Extra variable for the playbook (repeatable).")
+@click.option(
+    "-e",
+    "--extra-var",
+    "extra",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Extra variable for the playbook (repeatable).",
+)
 @click.option("--node", "nodes", multiple=True, metavar="NAME", help="Only this node (repeatable).")
 @click.option("--check", is_flag=True, help="Dry run: Ansible's check mode, nothing changes.")
 @pass_state
 def run_command(
-    state: _State, playbook: str, job: str | None, extra: tuple[str, ...],
-    nodes: tuple[str, ...], check: bool,
+    state: _State,
+    playbook: str,
+    job: str | None,
+    extra: tuple[str, ...],
+    nodes: tuple[str, ...],
+    check: bool,
 ) -> None:
     """Run one of ugro's playbooks (or your own) against the cluster.
 
@@ -197,7 +212,11 @@ def run_command(
     hosts = len(nodes) or len(cluster.nodes)
     with RunProgress(playbook, hosts) as progress:
         result = run_playbook(
-            cluster, playbook, extravars=extravars, limit=list(nodes) or None, check=check,
+            cluster,
+            playbook,
+            extravars=extravars,
+            limit=list(nodes) or None,
+            check=check,
             on_event=progress,
         )
     for outcome in sorted(result.hosts.values(), key=lambda h: h.name):
@@ -224,20 +243,34 @@ _name_option = click.option("--name", default="ugro", show_default=True, help="S
 @click.option("--nodes", default=3, show_default=True, type=int, help="Nodes, master included.")
 @click.option("--subnet", default="10.213.0.0/24", show_default=True, help="Private IPv4 subnet.")
 @click.option("--wheelhouse", metavar="DIR", help="Extra wheel source for the nodes' environment.")
-@click.option("--package", "packages", multiple=True, metavar="SPEC",
-              help="Packages for the nodes' environment (default: torch at this machine's version).")
-def sandbox_up(name: str, nodes: int, subnet: str, wheelhouse: str | None,
-               packages: tuple[str, ...]) -> None:
+@click.option(
+    "--package",
+    "packages",
+    multiple=True,
+    metavar="SPEC",
+    help="Packages for the nodes' environment (default: torch at this machine's version).",
+)
+def sandbox_up(
+    name: str, nodes: int, subnet: str, wheelhouse: str | None, packages: tuple[str, ...]
+) -> None:
     """Bring a sandbox up and write its cluster.yaml."""
     import time
 
     from ugro.sandbox import lifecycle
 
     started = time.monotonic()
-    box = lifecycle.up(name, nodes=nodes, subnet=subnet, wheelhouse=wheelhouse,
-                       packages=list(packages) or None, echo=lambda line: click.echo(line, err=True))
-    click.echo(f"Sandbox {box.name} is up: {len(box.nodes) + 1} nodes on {box.subnet} "
-               f"in {time.monotonic() - started:.1f}s.")
+    box = lifecycle.up(
+        name,
+        nodes=nodes,
+        subnet=subnet,
+        wheelhouse=wheelhouse,
+        packages=list(packages) or None,
+        echo=lambda line: click.echo(line, err=True),
+    )
+    click.echo(
+        f"Sandbox {box.name} is up: {len(box.nodes) + 1} nodes on {box.subnet} "
+        f"in {time.monotonic() - started:.1f}s."
+    )
     click.echo(f"Cluster file: {box.cluster_file}")
     click.echo(f"Try it:       ugro --config {box.cluster_file} health")
 
@@ -264,7 +297,9 @@ def sandbox_status(name: str, as_json: bool) -> None:
 
     box, rows = lifecycle.status(name)
     if as_json:
-        click.echo(json.dumps({"sandbox": asdict(box), "nodes": [asdict(r) for r in rows]}, indent=2))
+        click.echo(
+            json.dumps({"sandbox": asdict(box), "nodes": [asdict(r) for r in rows]}, indent=2)
+        )
     else:
         from ugro.display import console, sandbox_table
 
@@ -280,8 +315,9 @@ def sandbox_status(name: str, as_json: bool) -> None:
 @_name_option
 @click.option("--delay-ms", type=click.IntRange(min=0), help="slow: added delay each way (netem).")
 @click.option("--rate-kbit", type=click.IntRange(min=0), help="slow: bandwidth cap (tbf).")
-def sandbox_fault(name: str, node: str, action: str, delay_ms: int | None,
-                  rate_kbit: int | None) -> None:
+def sandbox_fault(
+    name: str, node: str, action: str, delay_ms: int | None, rate_kbit: int | None
+) -> None:
     """Inject a fault: NODE down|up, partition|heal, slow --delay-ms N / --rate-kbit N."""
     from ugro.sandbox import lifecycle
 
@@ -308,8 +344,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("ugro: interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the one place a stray bug becomes a clean line
+    except Exception as exc:
         log.exception("unexpected error")
-        click.echo(f"ugro: internal error: {type(exc).__name__}: {exc} (details in the log)", err=True)
+        click.echo(
+            f"ugro: internal error: {type(exc).__name__}: {exc} (details in the log)", err=True
+        )
         sys.exit(ExitCode.FAILED)
     sys.exit(ExitCode.OK)

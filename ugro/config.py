@@ -1,7 +1,8 @@
 """cluster.yaml: where it is found, how it is validated, and the resolved cluster it describes.
 
 The schema is the seed's (cluster/master/communication, workers, paths, training, environment,
-logging) plus what real use needs (`ssh`, per-node `accelerator` and `python`, `environment.manager`).
+logging) plus what real use needs (`ssh`, per-node `accelerator` and `python`,
+`environment.manager`).
 Every error names the file, the line and the field: `cluster.yaml:12: workers[0].rank: ...`.
 No Ansible here: `ugro.inventory` turns the resolved cluster into an inventory.
 """
@@ -474,9 +475,12 @@ class _LineFinder:
             for key_node, value_node in node.value:
                 if isinstance(key_node, yaml.ScalarNode) and key_node.value == str(part):
                     return key_node, value_node
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            if 0 <= part < len(node.value):
-                return node.value[part], node.value[part]
+        elif (
+            isinstance(node, yaml.SequenceNode)
+            and isinstance(part, int)
+            and 0 <= part < len(node.value)
+        ):
+            return node.value[part], node.value[part]
         return None
 
 
@@ -568,13 +572,19 @@ def _semantic_problems(config: ClusterConfig) -> Iterator[tuple[tuple[str | int,
     for index, worker in enumerate(config.workers):
         loc: tuple[str | int, ...] = ("workers", index)
         if worker.name in names:
-            yield (*loc, "name"), f"{worker.name!r} is already used by another node; names must be unique"
+            yield (
+                (*loc, "name"),
+                f"{worker.name!r} is already used by another node; names must be unique",
+            )
         names[worker.name] = loc
         address = (worker.ip, worker.ssh_port)
         if address in addresses:
-            yield (*loc, "ip"), (
-                f"{worker.ip}:{worker.ssh_port} is already used by {addresses[address]}; "
-                "each node needs its own address"
+            yield (
+                (*loc, "ip"),
+                (
+                    f"{worker.ip}:{worker.ssh_port} is already used by {addresses[address]}; "
+                    "each node needs its own address"
+                ),
             )
         addresses[address] = worker.name
         if worker.rank in ranks:
@@ -587,20 +597,25 @@ def _semantic_problems(config: ClusterConfig) -> Iterator[tuple[tuple[str | int,
         top = len(config.workers)
         for index, worker in enumerate(config.workers):
             if worker.rank not in expected:
-                yield ("workers", index, "rank"), (
-                    f"{worker.rank} is out of range; with {top} workers, ranks are 1..{top} "
-                    "(the master is 0)"
+                yield (
+                    ("workers", index, "rank"),
+                    (
+                        f"{worker.rank} is out of range; with {top} workers, ranks are 1..{top} "
+                        "(the master is 0)"
+                    ),
                 )
     for index, worker in enumerate(config.workers):
         for key, value in worker.paths.model_dump(exclude_none=True).items():
             if not PurePosixPath(_expand_home(value, "/home")).is_absolute():
-                yield ("workers", index, "paths", key), (
-                    f"{value!r} must be absolute or start with ~/ (the worker's home)"
+                yield (
+                    ("workers", index, "paths", key),
+                    (f"{value!r} must be absolute or start with ~/ (the worker's home)"),
                 )
     ports = {config.cluster.communication.master_port}
     if master.connection == "ssh" and master.port in ports:
-        yield ("cluster", "communication", "master_port"), (
-            f"{master.port} is the master's SSH port; the rendezvous needs a port of its own"
+        yield (
+            ("cluster", "communication", "master_port"),
+            (f"{master.port} is the master's SSH port; the rendezvous needs a port of its own"),
         )
 
 

@@ -15,8 +15,8 @@ from rich.table import Table
 if TYPE_CHECKING:
     from ugro.config import Cluster
     from ugro.health import HealthSummary
-    from ugro.sandbox.lifecycle import NodeStatus
     from ugro.sandbox.layout import Sandbox
+    from ugro.sandbox.lifecycle import NodeStatus
 
 console = Console()
 err_console = Console(stderr=True)
@@ -75,10 +75,12 @@ def health_table(summary: HealthSummary) -> Table:
         env = report.get("env") or {}
         gpus = report.get("gpus") or []
         gpu = ", ".join(g.get("name", "?") for g in gpus) or ("CPU" if report else "-")
-        vram = ", ".join(
-            f"{(g.get('vram_free_mb') or 0) / 1024:.1f}/{(g.get('vram_total_mb') or 0) / 1024:.1f} GB"
-            for g in gpus
-        ) or "-"
+        vram = (
+            ", ".join(
+                f"{_gib(g.get('vram_free_mb'))}/{_gib(g.get('vram_total_mb'))} GB" for g in gpus
+            )
+            or "-"
+        )
         torch = env.get("torch_version") or "-"
         if env.get("cuda_build"):
             torch += f" (CUDA {env['cuda_build']})"
@@ -89,28 +91,54 @@ def health_table(summary: HealthSummary) -> Table:
     return table
 
 
+def _gib(megabytes: int | None) -> str:
+    return f"{(megabytes or 0) / 1024:.1f}"
+
+
 def inventory_table(cluster: Cluster) -> Table:
     table = Table(title=f"{cluster.name} ({cluster.describe()})", title_justify="left")
-    for column in ("Node", "Role", "Rank", "Address", "User", "Connection", "Accelerator", "Python"):
+    for column in (
+        "Node",
+        "Role",
+        "Rank",
+        "Address",
+        "User",
+        "Connection",
+        "Accelerator",
+        "Python",
+    ):
         table.add_column(column, overflow="fold")
     for node in cluster.nodes:
         address = node.address if node.connection == "local" else f"{node.address}:{node.port}"
-        table.add_row(node.name, node.role, str(node.rank), address, node.user, node.connection,
-                      node.accelerator, node.python)
+        table.add_row(
+            node.name,
+            node.role,
+            str(node.rank),
+            address,
+            node.user,
+            node.connection,
+            node.accelerator,
+            node.python,
+        )
     return table
 
 
 def cluster_state_table(state: Mapping[str, Any]) -> Table:
     checked = state.get("checked_at", "?")
-    table = Table(title=f"{state.get('cluster', '?')}: last health check {checked}",
-                  title_justify="left")
+    table = Table(
+        title=f"{state.get('cluster', '?')}: last health check {checked}", title_justify="left"
+    )
     for column in ("Node", "Rank", "Status", "Message"):
         table.add_column(column, overflow="fold")
     nodes = sorted((state.get("nodes") or {}).values(), key=lambda n: n.get("rank", 0))
     for node in nodes:
         style = _STATUS_STYLE.get(node.get("status", ""), "")
-        table.add_row(node.get("name", "?"), str(node.get("rank", "?")),
-                      f"[{style}]{node.get('status', '?')}[/]", node.get("message", ""))
+        table.add_row(
+            node.get("name", "?"),
+            str(node.get("rank", "?")),
+            f"[{style}]{node.get('status', '?')}[/]",
+            node.get("message", ""),
+        )
     return table
 
 
@@ -124,5 +152,7 @@ def sandbox_table(sandbox: Sandbox, rows: Iterable[NodeStatus]) -> Table:
         table.add_column(column)
     for row in rows:
         style = "green" if row.sshd == "answers" else "red"
-        table.add_row(row.name, row.user, row.address, row.netns, f"[{style}]{row.sshd}[/]", row.faults)
+        table.add_row(
+            row.name, row.user, row.address, row.netns, f"[{style}]{row.sshd}[/]", row.faults
+        )
     return table

@@ -75,9 +75,13 @@ def summarize(cluster: Cluster, result: RunResult, names: list[str]) -> HealthSu
         outcome = result.hosts.get(name)
         report = (outcome.facts.get("ugro_health_report") if outcome else None) or {}
         if outcome is None:
-            nodes.append(NodeHealth(name, node.rank, "unreachable", "not reached (run ended early)"))
+            nodes.append(
+                NodeHealth(name, node.rank, "unreachable", "not reached (run ended early)")
+            )
         elif outcome.unreachable:
-            nodes.append(NodeHealth(name, node.rank, "unreachable", outcome.message or "unreachable"))
+            nodes.append(
+                NodeHealth(name, node.rank, "unreachable", outcome.message or "unreachable")
+            )
         elif not report:
             message = outcome.message or "the probe returned no report"
             nodes.append(NodeHealth(name, node.rank, "unhealthy", message))

@@ -1,7 +1,7 @@
 """The Ansible inventory, as a pure function of the resolved cluster.
 
-Groups: `master` (rank 0), `workers` (ranks 1..N-1) and `nodes` (both). Every value a role needs is a
-host variable, so `ansible-inventory --list` shows exactly what a play sees. Two consumers:
+Groups: `master` (rank 0), `workers` (ranks 1..N-1) and `nodes` (both). Every value a role needs
+is a host variable, so `ansible-inventory --list` shows exactly what a play sees. Two consumers:
 `ugro.runner` hands the YAML-inventory form to ansible-runner, and the `ugro_cluster` inventory
 plugin (ugro/ansible_plugins/inventory) builds the same for a plain `ansible-playbook` run.
 """

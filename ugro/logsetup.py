@@ -16,12 +16,16 @@ def setup_terminal(verbosity: int) -> None:
     root = logging.getLogger()
     root.setLevel(logging.DEBUG)
     handler = logging.StreamHandler()
-    handler.setLevel(logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else logging.WARNING)
+    handler.setLevel(
+        logging.DEBUG if verbosity > 1 else logging.INFO if verbosity else logging.WARNING
+    )
     handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
     root.addHandler(handler)
 
 
-def attach_file(path: Path, *, logger: str = "", fmt: str = FORMAT, level: int = logging.DEBUG) -> None:
+def attach_file(
+    path: Path, *, logger: str = "", fmt: str = FORMAT, level: int = logging.DEBUG
+) -> None:
     """Append this run's records to `path` (the seed's logs/agent.log, logs/health.log)."""
     key = f"{logger}:{path}"
     if key in _attached:

@@ -123,14 +123,14 @@ def _failure_message(res: Mapping[str, Any]) -> str:
 
 
 def _unreachable_message(res: Mapping[str, Any]) -> str:
-    """SSH's own last word ("connect to host ... Connection refused"), without Ansible's preamble."""
+    """SSH's last word ("connect to host ... Connection refused") without Ansible's preamble."""
     message = " ".join(str(res.get("msg") or "unreachable").split())
     _, found, ssh_said = message.rpartition("ssh: ")
     return ssh_said if found and ssh_said else message
 
 
 def ansible_environment(cluster: Cluster) -> dict[str, str]:
-    """The variables every run gets: ugro's own config, roles and plugins, wherever it is installed."""
+    """What every run gets: ugro's own config, roles and plugins, wherever ugro is installed."""
     project = assets.project_dir()
     bin_dir = str(Path(sys.executable).parent)
     env = {

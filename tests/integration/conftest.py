@@ -38,8 +38,10 @@ def sandbox() -> Iterator[Sandbox]:
     existing = layout.load(SANDBOX_NAME)
     if existing is not None:
         if not REUSE:
-            pytest.skip(f"a sandbox named {SANDBOX_NAME} is already up: `ugro sandbox down` it, "
-                        "or set UGRO_TEST_REUSE_SANDBOX=1 to test against it")
+            pytest.skip(
+                f"a sandbox named {SANDBOX_NAME} is already up: `ugro sandbox down` it, "
+                "or set UGRO_TEST_REUSE_SANDBOX=1 to test against it"
+            )
         yield existing
         return
     box = lifecycle.up(SANDBOX_NAME, echo=lambda _line: None)
@@ -49,14 +51,34 @@ def sandbox() -> Iterator[Sandbox]:
         lifecycle.down(SANDBOX_NAME, echo=lambda _line: None)
 
 
-def ssh_as(box: Sandbox, node: layout.NodePlan, *argv: str, known_hosts: str | None = None,
-           timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def ssh_as(
+    box: Sandbox,
+    node: layout.NodePlan,
+    *argv: str,
+    known_hosts: str | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
     """Run argv on a node over real SSH as the node's user, host-key checking on."""
     return subprocess.run(
-        ["ssh", "-i", str(box.identity_file),
-         "-o", f"UserKnownHostsFile={known_hosts or box.known_hosts}",
-         "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-         # ssh joins its arguments into one string for the remote shell: quote each one.
-         f"{node.user}@{node.address}", "--", shlex.join(argv)],
-        capture_output=True, text=True, timeout=timeout, check=False,
+        [
+            "ssh",
+            "-i",
+            str(box.identity_file),
+            "-o",
+            f"UserKnownHostsFile={known_hosts or box.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            # ssh joins its arguments into one string for the remote shell: quote each one.
+            f"{node.user}@{node.address}",
+            "--",
+            shlex.join(argv),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )

@@ -43,12 +43,23 @@ def test_local_cluster_is_healthy_and_recorded(tmp_path: Path) -> None:
 
 def test_cuda_node_without_a_gpu_is_unhealthy(tmp_path: Path) -> None:
     config = tmp_path / "cluster.yaml"
-    config.write_text(yaml.safe_dump({
-        "cluster": {"name": "one-gpu-box", "master": {
-            "hostname": "box", "ip": "127.0.0.1", "user": "root", "accelerator": "cuda"}},
-        "paths": {"project_root": str(tmp_path / "project")},
-        "environment": {"manager": "system"},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "cluster": {
+                    "name": "one-gpu-box",
+                    "master": {
+                        "hostname": "box",
+                        "ip": "127.0.0.1",
+                        "user": "root",
+                        "accelerator": "cuda",
+                    },
+                },
+                "paths": {"project_root": str(tmp_path / "project")},
+                "environment": {"manager": "system"},
+            }
+        )
+    )
     rc, summary = health_json("--config", str(config))
     assert rc == 1
     node = summary["nodes"]["box"]
@@ -57,7 +68,9 @@ def test_cuda_node_without_a_gpu_is_unhealthy(tmp_path: Path) -> None:
 
 
 def test_playbook_through_ugro_run(tmp_path: Path) -> None:
-    done = run_ugro("run", "health", "smoke-1", cwd=tmp_path, env={"UGRO_HOME": str(tmp_path / "h")})
+    done = run_ugro(
+        "run", "health", "smoke-1", cwd=tmp_path, env={"UGRO_HOME": str(tmp_path / "h")}
+    )
     assert done.returncode == 0, done.stderr
     assert "local: ok" in done.stdout
     artifacts = Path(done.stdout.split("artifacts: ")[1].strip())
@@ -82,7 +95,10 @@ def _unwrap(value):
 def ansible_inventory(config: Path) -> dict:
     done = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-inventory"), "--list"],
-        cwd=REPO, capture_output=True, text=True, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
         env={**os.environ, "UGRO_CONFIG": str(config)},
     )
     assert done.returncode == 0, done.stderr
@@ -103,7 +119,9 @@ def test_ugro_inventory_agrees_with_ansible_inventory() -> None:
     # by its own path (python vs python3.11): the same file.
     for listing in (theirs, ours):
         master = listing["_meta"]["hostvars"]["gpu-master"]
-        master["ansible_python_interpreter"] = os.path.realpath(master["ansible_python_interpreter"])
+        master["ansible_python_interpreter"] = os.path.realpath(
+            master["ansible_python_interpreter"]
+        )
     assert theirs["_meta"] == ours["_meta"]
     for group in ("master", "workers"):
         assert theirs[group]["hosts"] == ours[group]["hosts"]
@@ -115,8 +133,9 @@ def test_inventory_follows_edits_of_cluster_yaml(tmp_path: Path) -> None:
     data = yaml.safe_load(SEED_CLUSTER.read_text())
     config.write_text(yaml.safe_dump(data))
     assert "gpu3" not in ansible_inventory(config)["_meta"]["hostvars"]
-    data["workers"].append({**data["workers"][1], "name": "gpu3", "hostname": "gpu3",
-                            "ip": "192.168.1.103", "rank": 3})
+    data["workers"].append(
+        {**data["workers"][1], "name": "gpu3", "hostname": "gpu3", "ip": "192.168.1.103", "rank": 3}
+    )
     data["ssh"] = {"connect_timeout": 9}
     config.write_text(yaml.safe_dump(data))
     hostvars = ansible_inventory(config)["_meta"]["hostvars"]
@@ -129,7 +148,10 @@ def test_a_bad_cluster_yaml_fails_ansible_loudly(tmp_path: Path) -> None:
     config.write_text("cluster:\n  master: {hostname: a, ip: 10.0.0.1, user: 'x y'}\n")
     done = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-inventory"), "--list"],
-        cwd=REPO, capture_output=True, text=True, env={**os.environ, "UGRO_CONFIG": str(config)},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "UGRO_CONFIG": str(config)},
         check=False,
     )
     assert done.returncode != 0
@@ -178,7 +200,10 @@ def test_sandbox_partitioned_node_does_not_hang_the_run(sandbox) -> None:
     lifecycle.fault(sandbox.name, victim.name, "partition")
     try:
         started = time.monotonic()
-        rc, summary = health_json("--config", str(sandbox.cluster_file), )
+        rc, summary = health_json(
+            "--config",
+            str(sandbox.cluster_file),
+        )
         elapsed = time.monotonic() - started
     finally:
         lifecycle.fault(sandbox.name, victim.name, "heal")
@@ -193,7 +218,11 @@ def test_sandbox_partitioned_node_does_not_hang_the_run(sandbox) -> None:
 def test_ansible_playbook_runs_directly_against_the_sandbox(sandbox) -> None:
     done = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "playbooks/health.yml"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
         env={**os.environ, "UGRO_CONFIG": str(sandbox.cluster_file)},
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr

@@ -27,7 +27,9 @@ def test_ssh_as_each_node_user_with_host_keys_checked(sandbox) -> None:
         done = ssh_as(sandbox, node, "sh", "-c", 'echo "$(hostname) $HOME"')
         assert done.stdout.split() == [node.hostname, node.home]
         # The nodes' environment is theirs to run (root's pyenv under /root is not).
-        done = ssh_as(sandbox, node, f"{sandbox.env_dir}/bin/python", "-c", "import torch; print('ok')")
+        done = ssh_as(
+            sandbox, node, f"{sandbox.env_dir}/bin/python", "-c", "import torch; print('ok')"
+        )
         assert done.stdout.strip() == "ok", done.stderr
 
 
@@ -52,8 +54,10 @@ def test_worker_reaches_the_master_over_tcp(sandbox) -> None:
 
     thread = threading.Thread(target=accept)
     thread.start()
-    code = (f"import socket; s = socket.create_connection(('{sandbox.master_address}', {port}), 5); "
-            "s.sendall(b'hello from ' + socket.gethostname().encode())")
+    code = (
+        f"import socket; s = socket.create_connection(('{sandbox.master_address}', {port}), 5); "
+        "s.sendall(b'hello from ' + socket.gethostname().encode())"
+    )
     done = ssh_as(sandbox, sandbox.nodes[-1], "/usr/bin/python3", "-c", code)
     thread.join(25)
     listener.close()
@@ -62,8 +66,12 @@ def test_worker_reaches_the_master_over_tcp(sandbox) -> None:
 
 
 def test_no_route_leads_off_the_machine(sandbox) -> None:
-    routes = subprocess.run(["ip", "netns", "exec", sandbox.nodes[0].netns, "ip", "route"],
-                            capture_output=True, text=True, check=True).stdout
+    routes = subprocess.run(
+        ["ip", "netns", "exec", sandbox.nodes[0].netns, "ip", "route"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "default" not in routes
     assert routes.strip().startswith(sandbox.subnet)
 
@@ -101,19 +109,31 @@ def test_fault_slow(sandbox) -> None:
     node = sandbox.nodes[0]
     lifecycle.fault(sandbox.name, node.name, "slow", rate_kbit=800)
     try:
-        shown = subprocess.run(["tc", "qdisc", "show", "dev", node.veth_host],
-                               capture_output=True, text=True, check=True).stdout
+        shown = subprocess.run(
+            ["tc", "qdisc", "show", "dev", node.veth_host],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert "tbf" in shown and "800Kbit" in shown
         try:
             lifecycle.fault(sandbox.name, node.name, "slow", delay_ms=40)
         except SandboxError as exc:
             assert "no netem qdisc" in exc.message
             pytest.skip("this kernel has no netem: delay is refused with a clear message")
-        shown = subprocess.run(["tc", "qdisc", "show", "dev", node.veth_host],
-                               capture_output=True, text=True, check=True).stdout
+        shown = subprocess.run(
+            ["tc", "qdisc", "show", "dev", node.veth_host],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert "netem" in shown and "delay 40" in shown
     finally:
         lifecycle.fault(sandbox.name, node.name, "heal")
-        shown = subprocess.run(["tc", "qdisc", "show", "dev", node.veth_host],
-                               capture_output=True, text=True, check=True).stdout
+        shown = subprocess.run(
+            ["tc", "qdisc", "show", "dev", node.veth_host],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert "tbf" not in shown and "netem" not in shown

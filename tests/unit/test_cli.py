@@ -28,8 +28,10 @@ def test_help_imports_neither_ansible_nor_torch() -> None:
     ("content", "expected"),
     [
         ("cluster: [", "YAML syntax error"),
-        ("cluster:\n  master:\n    hostname: a\n    ip: 10.0.0.1\n    user: 'x;reboot'\n",
-         ":5: cluster.master.user: 'x;reboot' is not a valid user name"),
+        (
+            "cluster:\n  master:\n    hostname: a\n    ip: 10.0.0.1\n    user: 'x;reboot'\n",
+            ":5: cluster.master.user: 'x;reboot' is not a valid user name",
+        ),
         ("nothing: here\n", "unknown key; expected one of: cluster, workers"),
     ],
 )
@@ -47,7 +49,10 @@ def test_bad_config_is_one_line_exit_2(tmp_path: Path, content: str, expected: s
 def test_missing_config_file(tmp_path: Path) -> None:
     done = run_ugro("--config", str(tmp_path / "absent.yaml"), "health")
     assert done.returncode == 2
-    assert done.stderr.strip() == f"ugro: {tmp_path}/absent.yaml: no such file (named by --config); expected a cluster.yaml"
+    assert (
+        done.stderr.strip()
+        == f"ugro: {tmp_path}/absent.yaml: no such file (named by --config); expected a cluster.yaml"
+    )
 
 
 @pytest.mark.parametrize("job", ["../x", "a;rm -rf ~", "", "x" * 65, "..", "a b"])

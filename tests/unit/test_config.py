@@ -48,7 +48,10 @@ def test_seed_cluster_loads_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
     cluster = load_cluster_file(SEED_CLUSTER)
     assert cluster.name == "Home AI Lab"
     assert [(n.name, n.rank, n.user) for n in cluster.nodes] == [
-        ("gpu-master", 0, "gpuadmin"), ("gpu1", 1, "ob"), ("gpu2", 2, "ollie")]
+        ("gpu-master", 0, "gpuadmin"),
+        ("gpu1", 1, "ob"),
+        ("gpu2", 2, "ollie"),
+    ]
     gpu1 = cluster.node("gpu1")
     assert gpu1.address == "192.168.1.101"
     assert gpu1.project_path == "/home/ob/projects/UGRO"
@@ -75,7 +78,9 @@ def test_repository_default_is_the_local_cluster() -> None:
     assert cluster.paths.data == REPO / "data"
 
 
-def test_no_file_means_the_builtin_local_cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_file_means_the_builtin_local_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))
     cluster = load_cluster()
@@ -92,7 +97,9 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     user_file.write_text(MINIMAL.replace("name: test", "name: from-home"))
     assert load_cluster().name == "from-home"
     (tmp_path / "config").mkdir()
-    (tmp_path / "config" / "cluster.yaml").write_text(MINIMAL.replace("name: test", "name: from-cwd"))
+    (tmp_path / "config" / "cluster.yaml").write_text(
+        MINIMAL.replace("name: test", "name: from-cwd")
+    )
     assert load_cluster().name == "from-cwd"
     env_file = tmp_path / "env.yaml"
     env_file.write_text(MINIMAL.replace("name: test", "name: from-env"))
@@ -125,23 +132,65 @@ def test_env_and_home_expansion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     [
         ("cluster: [\n", ":2: YAML syntax error"),
         ("- just\n- a list\n", ":1: the file must be a mapping"),
-        (MINIMAL.replace("rank: 1", "rank: one"), ":12: workers[0].rank: Input should be a valid integer"),
-        (MINIMAL.replace("rank: 1", "rank: 1\n    colour: red"), ":13: workers[0].colour: unknown key; expected one of: name,"),
-        (MINIMAL.replace("rank: 1", "rank: 0"), ":12: workers[0].rank: 0 is the master's rank; ranks must be unique"),
-        (MINIMAL.replace("rank: 1", "rank: 5"), ":12: workers[0].rank: 5 is out of range; with 1 workers, ranks are 1..1"),
-        (MINIMAL.replace("user: ob", "user: 'a;rm -rf ~'"), ":11: workers[0].user: 'a;rm -rf ~' is not a valid user name"),
-        (MINIMAL.replace("user: ob", "user: -oProxyCommand=x"), ":11: workers[0].user: '-oProxyCommand=x' is not a valid user name"),
-        (MINIMAL.replace("hostname: gpu1", "hostname: '$(reboot)'"), ":9: workers[0].hostname: '$(reboot)' is not a valid host name"),
-        (MINIMAL.replace("ip: 10.0.0.2", "ip: '-oProxyCommand=evil'"), ":10: workers[0].ip: '-oProxyCommand=evil' is not an IP address"),
-        (MINIMAL.replace("ip: 10.0.0.2", "ip: 10.0.0.1"), ":10: workers[0].ip: 10.0.0.1:22 is already used by gpu-master"),
-        (MINIMAL.replace("name: gpu1", "name: gpu-master"), ":8: workers[0].name: 'gpu-master' is already used"),
-        (MINIMAL.replace("    user: alice", "    user: alice\n    port: 70000"), ":7: cluster.master.port: Input should be less than or equal to 65535"),
-        (MINIMAL.replace("user: alice", "user: ${UGRO_TEST_UNSET_VARIABLE}"), ":6: cluster.master.user: environment variable UGRO_TEST_UNSET_VARIABLE is not set"),
+        (
+            MINIMAL.replace("rank: 1", "rank: one"),
+            ":12: workers[0].rank: Input should be a valid integer",
+        ),
+        (
+            MINIMAL.replace("rank: 1", "rank: 1\n    colour: red"),
+            ":13: workers[0].colour: unknown key; expected one of: name,",
+        ),
+        (
+            MINIMAL.replace("rank: 1", "rank: 0"),
+            ":12: workers[0].rank: 0 is the master's rank; ranks must be unique",
+        ),
+        (
+            MINIMAL.replace("rank: 1", "rank: 5"),
+            ":12: workers[0].rank: 5 is out of range; with 1 workers, ranks are 1..1",
+        ),
+        (
+            MINIMAL.replace("user: ob", "user: 'a;rm -rf ~'"),
+            ":11: workers[0].user: 'a;rm -rf ~' is not a valid user name",
+        ),
+        (
+            MINIMAL.replace("user: ob", "user: -oProxyCommand=x"),
+            ":11: workers[0].user: '-oProxyCommand=x' is not a valid user name",
+        ),
+        (
+            MINIMAL.replace("hostname: gpu1", "hostname: '$(reboot)'"),
+            ":9: workers[0].hostname: '$(reboot)' is not a valid host name",
+        ),
+        (
+            MINIMAL.replace("ip: 10.0.0.2", "ip: '-oProxyCommand=evil'"),
+            ":10: workers[0].ip: '-oProxyCommand=evil' is not an IP address",
+        ),
+        (
+            MINIMAL.replace("ip: 10.0.0.2", "ip: 10.0.0.1"),
+            ":10: workers[0].ip: 10.0.0.1:22 is already used by gpu-master",
+        ),
+        (
+            MINIMAL.replace("name: gpu1", "name: gpu-master"),
+            ":8: workers[0].name: 'gpu-master' is already used",
+        ),
+        (
+            MINIMAL.replace("    user: alice", "    user: alice\n    port: 70000"),
+            ":7: cluster.master.port: Input should be less than or equal to 65535",
+        ),
+        (
+            MINIMAL.replace("user: alice", "user: ${UGRO_TEST_UNSET_VARIABLE}"),
+            ":6: cluster.master.user: environment variable UGRO_TEST_UNSET_VARIABLE is not set",
+        ),
         (MINIMAL.replace("  name: test\n", ""), ""),  # name has a default: this one loads
         (MINIMAL.replace("    ip: 10.0.0.1\n", ""), ":3: cluster.master.ip: required but missing"),
         (MINIMAL + "workers: []\n", ":13: duplicate key 'workers' (first at line 7)"),
-        (MINIMAL.replace("rank: 1", "rank: 1\n    paths:\n      project: relative/dir"), ":14: workers[0].paths.project: 'relative/dir' must be absolute"),
-        (MINIMAL.replace("ip: 10.0.0.2", "ip: 10.0.0.2\n    accelerator: tpu"), ":11: workers[0].accelerator: Input should be 'cuda', 'cpu' or 'auto'"),
+        (
+            MINIMAL.replace("rank: 1", "rank: 1\n    paths:\n      project: relative/dir"),
+            ":14: workers[0].paths.project: 'relative/dir' must be absolute",
+        ),
+        (
+            MINIMAL.replace("ip: 10.0.0.2", "ip: 10.0.0.2\n    accelerator: tpu"),
+            ":11: workers[0].accelerator: Input should be 'cuda', 'cpu' or 'auto'",
+        ),
     ],
 )
 def test_bad_files_give_one_line(tmp_path: Path, text: str, expected: str) -> None:

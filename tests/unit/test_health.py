@@ -13,36 +13,64 @@ from ugro.runner import HostOutcome, RunResult
 from ugro.state import read_json
 
 
-def report(torch: str = "2.5.1+cu124", python: str = "3.11.9", problems: list | None = None) -> dict:
-    return {"healthy": not problems, "problems": problems or [], "effective_accelerator": "cuda",
-            "gpus": [{"name": "RTX 4070"}], "env": {"torch_version": torch, "python_version": python,
-                                                   "cuda_build": "12.4"}}
+def report(
+    torch: str = "2.5.1+cu124", python: str = "3.11.9", problems: list | None = None
+) -> dict:
+    return {
+        "healthy": not problems,
+        "problems": problems or [],
+        "effective_accelerator": "cuda",
+        "gpus": [{"name": "RTX 4070"}],
+        "env": {"torch_version": torch, "python_version": python, "cuda_build": "12.4"},
+    }
 
 
 def test_drift_names_nodes() -> None:
     reports = {"gpu-master": report(), "gpu1": report(torch="2.4.0+cu121"), "gpu2": report()}
     (warning,) = find_drift(reports, {})
-    assert warning == "torch differs across nodes: gpu-master=2.5.1+cu124, gpu1=2.4.0+cu121, gpu2=2.5.1+cu124"
+    assert (
+        warning
+        == "torch differs across nodes: gpu-master=2.5.1+cu124, gpu1=2.4.0+cu121, gpu2=2.5.1+cu124"
+    )
 
 
 def test_drift_against_declared_versions() -> None:
     reports = {"gpu1": report(python="3.11.9"), "gpu2": report(python="3.11.9")}
     assert find_drift(reports, {"python": "3.11", "torch": "2.5.1"}) == []
     assert find_drift(reports, {"torch": "2.1.0"}) == [
-        "torch is not the declared 2.1.0 on gpu1=2.5.1+cu124, gpu2=2.5.1+cu124"]
+        "torch is not the declared 2.1.0 on gpu1=2.5.1+cu124, gpu2=2.5.1+cu124"
+    ]
 
 
 def test_summarize_and_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     cluster = load_cluster_file(SEED_CLUSTER)
-    result = RunResult("health", "failed", 2, tmp_path, None, {
-        "gpu-master": HostOutcome("gpu-master", facts={"ugro_health_report": report()}),
-        "gpu1": HostOutcome("gpu1", unreachable=True, message="connect to host 192.168.1.101 port 22: No route to host"),
-        "gpu2": HostOutcome("gpu2", failed=True, facts={"ugro_health_report": report(problems=["torch is not importable"])}),
-    })
+    result = RunResult(
+        "health",
+        "failed",
+        2,
+        tmp_path,
+        None,
+        {
+            "gpu-master": HostOutcome("gpu-master", facts={"ugro_health_report": report()}),
+            "gpu1": HostOutcome(
+                "gpu1",
+                unreachable=True,
+                message="connect to host 192.168.1.101 port 22: No route to host",
+            ),
+            "gpu2": HostOutcome(
+                "gpu2",
+                failed=True,
+                facts={"ugro_health_report": report(problems=["torch is not importable"])},
+            ),
+        },
+    )
     summary = summarize(cluster, result, ["gpu-master", "gpu1", "gpu2"])
     assert [(n.name, n.status) for n in summary.nodes] == [
-        ("gpu-master", "healthy"), ("gpu1", "unreachable"), ("gpu2", "unhealthy")]
+        ("gpu-master", "healthy"),
+        ("gpu1", "unreachable"),
+        ("gpu2", "unhealthy"),
+    ]
     assert summary.nodes[1].message.endswith("No route to host")
     assert summary.nodes[2].message == "torch is not importable"
     assert not summary.healthy

@@ -39,8 +39,9 @@ def standin_nvidia_smi(tmp_path: Path) -> Path:
 
 
 def run_probe(*args: str) -> dict:
-    done = subprocess.run([sys.executable, str(PROBE), *args], capture_output=True, text=True,
-                          check=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(PROBE), *args], capture_output=True, text=True, check=True, timeout=120
+    )
     return json.loads(done.stdout)
 
 
@@ -71,8 +72,14 @@ def test_arch_coverage(arch_list: list[str], capability: str, covered: bool | No
 
 
 def test_cpu_node_is_healthy_with_this_python(tmp_path: Path) -> None:
-    report = run_probe("--python", sys.executable, "--accelerator", "cpu",
-                       "--project-path", str(tmp_path / "not" / "made" / "yet"))
+    report = run_probe(
+        "--python",
+        sys.executable,
+        "--accelerator",
+        "cpu",
+        "--project-path",
+        str(tmp_path / "not" / "made" / "yet"),
+    )
     assert report["healthy"], report["problems"]
     assert report["disk_path"] == str(tmp_path)
     assert report["env"]["torch_version"].startswith("2.")
@@ -80,23 +87,41 @@ def test_cpu_node_is_healthy_with_this_python(tmp_path: Path) -> None:
 
 
 def test_cuda_node_without_gpu_is_unhealthy(tmp_path: Path) -> None:
-    report = run_probe("--python", sys.executable, "--accelerator", "cuda",
-                       "--project-path", str(tmp_path), "--nvidia-smi", "no-such-nvidia-smi")
+    report = run_probe(
+        "--python",
+        sys.executable,
+        "--accelerator",
+        "cuda",
+        "--project-path",
+        str(tmp_path),
+        "--nvidia-smi",
+        "no-such-nvidia-smi",
+    )
     assert not report["healthy"]
     assert any("no GPU: nvidia-smi not found" in p for p in report["problems"])
 
 
 def test_missing_environment_is_named(tmp_path: Path) -> None:
-    report = run_probe("--python", str(tmp_path / "env" / "bin" / "python"),
-                       "--project-path", str(tmp_path))
+    report = run_probe(
+        "--python", str(tmp_path / "env" / "bin" / "python"), "--project-path", str(tmp_path)
+    )
     assert not report["healthy"]
-    assert report["problems"] == [f"environment interpreter {tmp_path}/env/bin/python not found "
-                                  "(has it been synced?)"]
+    assert report["problems"] == [
+        f"environment interpreter {tmp_path}/env/bin/python not found (has it been synced?)"
+    ]
 
 
 def test_gpu_standin_with_cpu_torch_is_unhealthy(tmp_path: Path) -> None:
-    report = run_probe("--python", sys.executable, "--accelerator", "auto",
-                       "--project-path", str(tmp_path), "--nvidia-smi", str(standin_nvidia_smi(tmp_path)))
+    report = run_probe(
+        "--python",
+        sys.executable,
+        "--accelerator",
+        "auto",
+        "--project-path",
+        str(tmp_path),
+        "--nvidia-smi",
+        str(standin_nvidia_smi(tmp_path)),
+    )
     assert report["effective_accelerator"] == "cuda"
     assert report["gpus"][0]["name"] == "NVIDIA GeForce RTX 5070 Ti"
     assert report["driver_version"] == "575.57.08"
@@ -107,8 +132,12 @@ def test_gpu_standin_with_cpu_torch_is_unhealthy(tmp_path: Path) -> None:
 
 def test_judge_reports_uncovered_arch() -> None:
     report = {"problems": [], "gpus": probe.parse_gpu_csv(GPU_CSV), "nvidia_smi": "ok"}
-    env = {"torch_version": "2.1.0+cu121", "cuda_build": "12.1", "cuda_available": True,
-           "arch_list": ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"]}
+    env = {
+        "torch_version": "2.1.0+cu121",
+        "cuda_build": "12.1",
+        "cuda_available": True,
+        "arch_list": ["sm_50", "sm_60", "sm_70", "sm_75", "sm_80", "sm_86", "sm_90"],
+    }
     probe.judge(report, env, "cuda")
     assert report["arch_coverage"] == [{"gpu": 0, "capability": "12.0", "covered": False}]
     assert "has no kernels for GPU 0 NVIDIA GeForce RTX 5070 Ti (sm_120)" in report["problems"][0]

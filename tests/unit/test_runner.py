@@ -20,8 +20,15 @@ def cluster(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
 
 
 def test_arguments(cluster, tmp_path: Path) -> None:
-    args = runner_arguments(cluster, "health", run_dir=tmp_path, extravars={"a": "1"},
-                            limit=["gpu1", "gpu2"], check=True, timeout=30)
+    args = runner_arguments(
+        cluster,
+        "health",
+        run_dir=tmp_path,
+        extravars={"a": "1"},
+        limit=["gpu1", "gpu2"],
+        check=True,
+        timeout=30,
+    )
     assert args["playbook"] == str(assets.project_dir() / "playbooks" / "health.yml")
     assert args["private_data_dir"] == str(tmp_path)
     assert args["quiet"] is True
@@ -48,19 +55,50 @@ def test_unknown_playbook_is_a_usage_error(cluster, tmp_path: Path) -> None:
 def test_events_fold_into_outcomes() -> None:
     seen = []
     collector = _EventCollector(seen.append)
-    collector({"event": "runner_on_ok", "event_data": {"host": "a", "task": "t", "res": {
-        "changed": True, "ansible_facts": {"x": 1}}}})
-    collector({"event": "runner_on_failed", "event_data": {"host": "b", "res": {
-        "msg": "non-zero return code", "stderr": "boom\nreal reason"}}})
-    collector({"event": "runner_on_failed", "event_data": {"host": "a", "ignore_errors": True,
-                                                           "res": {"msg": "ignored"}}})
-    collector({"event": "runner_on_unreachable", "event_data": {"host": "c", "res": {
-        "msg": 'Data could not be sent to remote host "x". ssh: connect to host x port 22: Connection refused'}}})
+    collector(
+        {
+            "event": "runner_on_ok",
+            "event_data": {
+                "host": "a",
+                "task": "t",
+                "res": {"changed": True, "ansible_facts": {"x": 1}},
+            },
+        }
+    )
+    collector(
+        {
+            "event": "runner_on_failed",
+            "event_data": {
+                "host": "b",
+                "res": {"msg": "non-zero return code", "stderr": "boom\nreal reason"},
+            },
+        }
+    )
+    collector(
+        {
+            "event": "runner_on_failed",
+            "event_data": {"host": "a", "ignore_errors": True, "res": {"msg": "ignored"}},
+        }
+    )
+    collector(
+        {
+            "event": "runner_on_unreachable",
+            "event_data": {
+                "host": "c",
+                "res": {
+                    "msg": 'Data could not be sent to remote host "x". ssh: connect to host x port 22: Connection refused'
+                },
+            },
+        }
+    )
     hosts = collector.hosts
     assert hosts["a"].ok == 1 and hosts["a"].changed == 1 and hosts["a"].facts == {"x": 1}
     assert not hosts["a"].failed
     assert hosts["b"].failed and hosts["b"].message == "real reason"
-    assert hosts["c"].unreachable and hosts["c"].message == "connect to host x port 22: Connection refused"
+    assert (
+        hosts["c"].unreachable
+        and hosts["c"].message == "connect to host x port 22: Connection refused"
+    )
     assert len(seen) == 4
 
 

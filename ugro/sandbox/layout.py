@@ -152,12 +152,18 @@ def plan(name: str, nodes: int, subnet: str, master_user: str) -> Sandbox:
     try:
         network = ipaddress.ip_network(subnet, strict=True)
     except ValueError as exc:
-        raise UsageError(f"--subnet {subnet}: {exc}; expected a network such as 10.213.0.0/24") from None
+        raise UsageError(
+            f"--subnet {subnet}: {exc}; expected a network such as 10.213.0.0/24"
+        ) from None
     if network.version != 4 or not network.is_private:
-        raise UsageError(f"--subnet {subnet}: expected a private IPv4 network (10/8, 172.16/12, 192.168/16)")
+        raise UsageError(
+            f"--subnet {subnet}: expected a private IPv4 network (10/8, 172.16/12, 192.168/16)"
+        )
     hosts = list(network.hosts())
     if len(hosts) < nodes:
-        raise UsageError(f"--subnet {subnet} has {len(hosts)} addresses; {nodes} nodes need {nodes}")
+        raise UsageError(
+            f"--subnet {subnet} has {len(hosts)} addresses; {nodes} nodes need {nodes}"
+        )
     sandbox = Sandbox(
         name=name,
         subnet=str(network),
@@ -191,7 +197,9 @@ def load(name: str) -> Sandbox | None:
     except FileNotFoundError:
         return None
     except (ValueError, TypeError) as exc:
-        raise UsageError(f"{path}: unreadable sandbox state ({exc}); run `ugro sandbox down`") from None
+        raise UsageError(
+            f"{path}: unreadable sandbox state ({exc}); run `ugro sandbox down`"
+        ) from None
 
 
 def cluster_yaml(sandbox: Sandbox) -> dict[str, Any]:

@@ -66,7 +66,9 @@ def up(
         raise UsageError(f"sandbox {name} is already up; `ugro sandbox down` first to remake it")
     sandbox = layout.plan(name, nodes, subnet, master_user=_current_user())
     _check_free(sandbox)
-    ensure_env(Path(sandbox.env_dir), packages or default_packages(), wheelhouse=wheelhouse, echo=echo)
+    ensure_env(
+        Path(sandbox.env_dir), packages or default_packages(), wheelhouse=wheelhouse, echo=echo
+    )
     started = time.monotonic()
     try:
         _make(sandbox)
@@ -74,7 +76,7 @@ def up(
         # Leave nothing behind from a half-made sandbox; the original error is what matters.
         try:
             down(name, echo=lambda _line: None)
-        except Exception:  # noqa: BLE001 - best effort on the way out
+        except Exception:
             log.exception("cleaning up after a failed `sandbox up`")
         raise
     log.info("sandbox %s up with %d nodes in %.1fs", name, nodes, time.monotonic() - started)
@@ -107,9 +109,13 @@ def _check_free(sandbox: Sandbox) -> None:
     for node in sandbox.nodes:
         if system.user_exists(node.user):
             owned = any(u.pw_name == node.user for u in system.users_marked(marker))
-            hint = "left by an earlier sandbox: `ugro sandbox down`" if owned else "not the sandbox's"
+            hint = (
+                "left by an earlier sandbox: `ugro sandbox down`" if owned else "not the sandbox's"
+            )
             raise UsageError(f"user {node.user} already exists ({hint})")
-    leftovers = [ns for ns in system.netns_list() if ns.startswith(layout.netns_prefix(sandbox.name))]
+    leftovers = [
+        ns for ns in system.netns_list() if ns.startswith(layout.netns_prefix(sandbox.name))
+    ]
     if leftovers or sandbox.bridge in system.links():
         raise UsageError(
             f"sandbox {sandbox.name} left namespaces or links behind; `ugro sandbox down` first"
@@ -126,8 +132,20 @@ def _make(sandbox: Sandbox) -> None:
     root.chmod(0o700)
     sandbox.master_project.mkdir(exist_ok=True)
     sandbox.save()
-    system.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"ugro-sandbox-{sandbox.name}",
-                "-f", str(sandbox.identity_file)])
+    system.run(
+        [
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            f"ugro-sandbox-{sandbox.name}",
+            "-f",
+            str(sandbox.identity_file),
+        ]
+    )
     public_key = sandbox.identity_file.with_suffix(".pub").read_text(encoding="utf-8")
     prefix = ipaddress.ip_network(sandbox.subnet).prefixlen
 
@@ -160,8 +178,21 @@ def _make(sandbox: Sandbox) -> None:
 
 def _make_network(sandbox: Sandbox, node: NodePlan, prefix: int) -> None:
     system.run(["ip", "netns", "add", node.netns])
-    system.run(["ip", "link", "add", node.veth_host, "type", "veth",
-                "peer", "name", "eth0", "netns", node.netns])
+    system.run(
+        [
+            "ip",
+            "link",
+            "add",
+            node.veth_host,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            node.netns,
+        ]
+    )
     system.run(["ip", "link", "set", node.veth_host, "master", sandbox.bridge, "up"])
     for argv in (
         ["ip", "addr", "add", f"{node.address}/{prefix}", "dev", "eth0"],
@@ -172,8 +203,19 @@ def _make_network(sandbox: Sandbox, node: NodePlan, prefix: int) -> None:
 
 
 def _make_user(node: NodePlan, marker: str, public_key: str) -> None:
-    system.run(["useradd", "--create-home", "--home-dir", node.home, "--shell", "/bin/bash",
-                "--comment", marker, node.user])
+    system.run(
+        [
+            "useradd",
+            "--create-home",
+            "--home-dir",
+            node.home,
+            "--shell",
+            "/bin/bash",
+            "--comment",
+            marker,
+            node.user,
+        ]
+    )
     # useradd leaves the password field locked ('!'), which sshd without PAM treats as a locked
     # account even for key logins; '*' means "no password" without locking the account.
     system.run(["usermod", "--password", "*", node.user])
@@ -204,16 +246,29 @@ def _start_sshd(sandbox: Sandbox, node: NodePlan) -> None:
     sshd = system.which("sshd") or "/usr/sbin/sshd"
     argv = system.in_netns(
         node.netns,
-        ["unshare", "--uts", sys.executable, "-m",
-         "ugro.sandbox.nodeinit", node.hostname, sshd, "-D", "-e", "-f",
-         str(directory / "sshd_config")],
+        [
+            "unshare",
+            "--uts",
+            sys.executable,
+            "-m",
+            "ugro.sandbox.nodeinit",
+            node.hostname,
+            sshd,
+            "-D",
+            "-e",
+            "-f",
+            str(directory / "sshd_config"),
+        ],
     )
     with open(directory / "sshd.log", "ab") as log_file:
         # ip netns exec, unshare and nodeinit each exec the next: the pid is sshd's own.
         process = subprocess.Popen(
             argv,
-            stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
-            start_new_session=True, close_fds=True,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            start_new_session=True,
+            close_fds=True,
         )
     node.sshd_pid = process.pid
     node.down = False
@@ -223,7 +278,11 @@ def _wait_for_sshd(sandbox: Sandbox, nodes: list[NodePlan]) -> None:
     deadline = time.monotonic() + SSHD_READY_TIMEOUT
     waiting = list(nodes)
     while waiting and time.monotonic() < deadline:
-        waiting = [n for n in waiting if not (system.tcp_banner(n.address, timeout=0.5) or "").startswith("SSH-")]
+        waiting = [
+            n
+            for n in waiting
+            if not (system.tcp_banner(n.address, timeout=0.5) or "").startswith("SSH-")
+        ]
         if waiting:
             time.sleep(0.05)
     if waiting:
@@ -245,7 +304,8 @@ def _tail(path: Path) -> str:
 
 def _cluster_text(sandbox: Sandbox) -> str:
     header = (
-        f"# Written by `ugro sandbox up` for sandbox {sandbox.name}; removed by `ugro sandbox down`.\n"
+        f"# Written by `ugro sandbox up` for sandbox {sandbox.name}; "
+        "removed by `ugro sandbox down`.\n"
         f"# Use it with: ugro --config {sandbox.cluster_file} health\n"
     )
     return header + yaml.safe_dump(layout.cluster_yaml(sandbox), sort_keys=False)
@@ -263,11 +323,15 @@ class Removed:
     files: bool = False
 
     def describe(self) -> str:
-        return (f"{self.processes} processes, {self.namespaces} namespaces, {self.links} links, "
-                f"{self.users} users" + (", its files" if self.files else ""))
+        return (
+            f"{self.processes} processes, {self.namespaces} namespaces, {self.links} links, "
+            f"{self.users} users" + (", its files" if self.files else "")
+        )
 
 
-def down(name: str = layout.DEFAULT_NAME, *, purge_env: bool = False, echo: Echo = print) -> Removed:
+def down(
+    name: str = layout.DEFAULT_NAME, *, purge_env: bool = False, echo: Echo = print
+) -> Removed:
     """Remove everything the sandbox made; safe to run again, and after a half-finished `up`."""
     system.check_prerequisites()
     layout.check_name(name)
@@ -309,7 +373,7 @@ def down(name: str = layout.DEFAULT_NAME, *, purge_env: bool = False, echo: Echo
 
 def _is_our_veth(name: str, link: str) -> bool:
     prefix = layout.veth_prefix(name)
-    return link.startswith(prefix) and link[len(prefix):].isdigit()
+    return link.startswith(prefix) and link[len(prefix) :].isdigit()
 
 
 # --- status -------------------------------------------------------------------------------------
@@ -333,9 +397,14 @@ def status(name: str = layout.DEFAULT_NAME) -> tuple[Sandbox, list[NodeStatus]]:
     answers = _probe_all(sandbox.nodes)
     for node in sandbox.nodes:
         banner = answers[node.name]
-        state = "answers" if banner and banner.startswith("SSH-") else (
-            "down" if node.down else "no answer")
-        rows.append(NodeStatus(node.name, node.user, node.address, node.netns, state, _faults(node)))
+        state = (
+            "answers"
+            if banner and banner.startswith("SSH-")
+            else ("down" if node.down else "no answer")
+        )
+        rows.append(
+            NodeStatus(node.name, node.user, node.address, node.netns, state, _faults(node))
+        )
     return sandbox, rows
 
 
@@ -411,8 +480,10 @@ def _set_qdisc(node: NodePlan, *, delay_ms: int, rate_kbit: int) -> None:
     for prefix, device in zip(ends, devices, strict=True):
         system.run([*prefix, "qdisc", "del", "dev", device, "root"], check=False)
         if delay_ms:
-            done = system.run([*prefix, "qdisc", "add", "dev", device, "root", "netem",
-                               "delay", f"{delay_ms}ms"], check=False)
+            done = system.run(
+                [*prefix, "qdisc", "add", "dev", device, "root", "netem", "delay", f"{delay_ms}ms"],
+                check=False,
+            )
             if done.returncode != 0:
                 if "unknown" in (done.stderr or "").lower():
                     raise SandboxError(
@@ -421,7 +492,22 @@ def _set_qdisc(node: NodePlan, *, delay_ms: int, rate_kbit: int) -> None:
                     )
                 raise SandboxError(f"tc netem on {device} failed: {done.stderr.strip()}")
         elif rate_kbit:
-            system.run([*prefix, "qdisc", "add", "dev", device, "root", "tbf", "rate",
-                        f"{rate_kbit}kbit", "burst", "16kbit", "latency", "400ms"])
+            system.run(
+                [
+                    *prefix,
+                    "qdisc",
+                    "add",
+                    "dev",
+                    device,
+                    "root",
+                    "tbf",
+                    "rate",
+                    f"{rate_kbit}kbit",
+                    "burst",
+                    "16kbit",
+                    "latency",
+                    "400ms",
+                ]
+            )
     node.delay_ms = delay_ms
     node.rate_kbit = 0 if delay_ms else rate_kbit

@@ -57,7 +57,7 @@ def ensure_env(
             "(apt-get install python3 python3-venv)"
         )
     env_dir.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(env_dir.parent, 0o755)
+    os.chmod(env_dir.parent, 0o755)  # noqa: S103 - node users must reach the environment
     with FileLock(str(env_dir) + ".lock", timeout=1800):
         if _marker(marker) == wanted and python.exists():
             return python

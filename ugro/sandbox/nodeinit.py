@@ -16,7 +16,7 @@ def main(argv: list[str]) -> None:
         sys.exit("usage: nodeinit HOSTNAME PROGRAM [ARGS...]")
     hostname, program = argv[0], argv[1:]
     socket.sethostname(hostname)
-    os.execv(program[0], program)
+    os.execv(program[0], program)  # noqa: S606 - becoming the program (sshd) is the point
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ the command and its last line of stderr.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -59,7 +60,9 @@ def check_prerequisites() -> None:
         )
 
 
-def run(argv: Sequence[str], *, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run(
+    argv: Sequence[str], *, check: bool = True, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     tool = which(argv[0]) or argv[0]
     command = [tool, *argv[1:]]
     log.debug("run %s", command)
@@ -150,10 +153,8 @@ def kill_all(pids: Iterable[int], *, grace: float = 0.0) -> None:
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def pids_of_uid(uid: int) -> list[int]:

@@ -60,8 +60,9 @@ def probe(args):
     report.update(system_facts(args.project_path))
     if report["disk_free_gb"] is not None and report["disk_free_gb"] < args.min_free_disk_gb:
         report["problems"].append(
-            "only %.1f GB free at %s (need %.1f)"
-            % (report["disk_free_gb"], report["disk_path"], args.min_free_disk_gb)
+            "only {:.1f} GB free at {} (need {:.1f})".format(
+                report["disk_free_gb"], report["disk_path"], args.min_free_disk_gb
+            )
         )
     gpus = gpu_facts(args.nvidia_smi)
     report.update(gpus)
@@ -115,14 +116,18 @@ def gpu_facts(nvidia_smi):
     try:
         listing = subprocess.run(
             [executable, "--query-gpu=" + GPU_FIELDS, "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=30, check=False,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        facts["nvidia_smi"] = "failed: %s" % exc
+        facts["nvidia_smi"] = f"failed: {exc}"
         return facts
     if listing.returncode != 0:
         message = (listing.stderr or listing.stdout).strip().splitlines()
-        facts["nvidia_smi"] = "exit %d: %s" % (listing.returncode, message[-1] if message else "")
+        last = message[-1] if message else ""
+        facts["nvidia_smi"] = f"exit {listing.returncode}: {last}"
         return facts
     facts["nvidia_smi"] = "ok"
     facts["gpus"] = parse_gpu_csv(listing.stdout)
@@ -167,24 +172,30 @@ def torch_facts(python, timeout):
     try:
         done = subprocess.run(
             [python, "-c", TORCH_PROBE],
-            capture_output=True, text=True, timeout=timeout, check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
             env=dict(os.environ, PYTHONNOUSERSITE="1"),
         )
     except FileNotFoundError:
-        return {"error": "environment interpreter %s not found (has it been synced?)" % python}
+        return {"error": f"environment interpreter {python} not found (has it been synced?)"}
     except PermissionError:
-        return {"error": "environment interpreter %s is not executable by this user" % python}
+        return {"error": f"environment interpreter {python} is not executable by this user"}
     except subprocess.TimeoutExpired:
-        return {"error": "environment interpreter %s took over %ds to import torch" % (python, timeout)}
+        return {
+            "error": f"environment interpreter {python} took over {timeout:.0f}s to import torch"
+        }
     except OSError as exc:
-        return {"error": "environment interpreter %s failed to start: %s" % (python, exc)}
+        return {"error": f"environment interpreter {python} failed to start: {exc}"}
     if done.returncode != 0:
         lines = done.stderr.strip().splitlines()
-        return {"error": "%s exited %d: %s" % (python, done.returncode, lines[-1] if lines else "")}
+        last = lines[-1] if lines else ""
+        return {"error": f"{python} exited {done.returncode}: {last}"}
     try:
         return json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        return {"error": "%s printed no probe result" % python}
+        return {"error": f"{python} printed no probe result"}
 
 
 def judge(report, env, effective):
@@ -193,30 +204,36 @@ def judge(report, env, effective):
         problems.append(env["error"])
         return
     if "torch_error" in env:
-        problems.append("torch is not importable in %s: %s" % (env.get("executable"), env["torch_error"]))
+        problems.append(
+            "torch is not importable in {}: {}".format(env.get("executable"), env["torch_error"])
+        )
         return
     if effective != "cuda":
         return
     if not report["gpus"]:
-        problems.append("no GPU: nvidia-smi %s" % report["nvidia_smi"])
+        problems.append("no GPU: nvidia-smi {}".format(report["nvidia_smi"]))
     if not env.get("cuda_build"):
-        problems.append("torch %s is a CPU-only build" % env["torch_version"])
+        problems.append("torch {} is a CPU-only build".format(env["torch_version"]))
         return
     if "cuda_error" in env:
-        problems.append("torch CUDA check failed: %s" % env["cuda_error"])
+        problems.append("torch CUDA check failed: {}".format(env["cuda_error"]))
     elif not env.get("cuda_available"):
-        problems.append("torch %s (CUDA %s) cannot use the GPU: cuda.is_available() is False"
-                        % (env["torch_version"], env["cuda_build"]))
+        problems.append(
+            "torch {} (CUDA {}) cannot use the GPU: cuda.is_available() is False".format(
+                env["torch_version"], env["cuda_build"]
+            )
+        )
     coverage = []
     for gpu in report["gpus"]:
         capability = gpu.get("compute_capability") or ""
         covered = arch_covers(env.get("arch_list") or [], capability)
         coverage.append({"gpu": gpu["index"], "capability": capability, "covered": covered})
         if covered is False:
+            built_for = " ".join(env.get("arch_list") or []) or "nothing"
             problems.append(
-                "torch %s (CUDA %s) has no kernels for GPU %s %s (sm_%s); it was built for %s"
-                % (env["torch_version"], env["cuda_build"], gpu["index"], gpu["name"],
-                   capability.replace(".", ""), " ".join(env.get("arch_list") or []) or "nothing")
+                f"torch {env['torch_version']} (CUDA {env['cuda_build']}) has no kernels for "
+                f"GPU {gpu['index']} {gpu['name']} (sm_{capability.replace('.', '')}); "
+                f"it was built for {built_for}"
             )
     report["arch_coverage"] = coverage
 
@@ -236,7 +253,12 @@ def arch_covers(arch_list, capability):
         parsed = re.fullmatch(r"(sm|compute)_(\d+?)(\d)([af]?)", arch)
         if not parsed:
             continue
-        kind, amajor, aminor, suffix = parsed.group(1), int(parsed.group(2)), int(parsed.group(3)), parsed.group(4)
+        kind, amajor, aminor, suffix = (
+            parsed.group(1),
+            int(parsed.group(2)),
+            int(parsed.group(3)),
+            parsed.group(4),
+        )
         if kind == "sm":
             if suffix == "a" and (amajor, aminor) == (major, minor):
                 return True
