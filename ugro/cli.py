@@ -242,7 +242,12 @@ _name_option = click.option("--name", default="ugro", show_default=True, help="S
 @_name_option
 @click.option("--nodes", default=3, show_default=True, type=int, help="Nodes, master included.")
 @click.option("--subnet", default="10.213.0.0/24", show_default=True, help="Private IPv4 subnet.")
-@click.option("--wheelhouse", metavar="DIR", help="Extra wheel source for the nodes' environment.")
+@click.option(
+    "--wheelhouse",
+    metavar="DIR",
+    envvar="UGRO_WHEELHOUSE",
+    help="Extra wheel source for the nodes' environment (air-gapped machines) [$UGRO_WHEELHOUSE].",
+)
 @click.option(
     "--package",
     "packages",

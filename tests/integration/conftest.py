@@ -44,7 +44,9 @@ def sandbox() -> Iterator[Sandbox]:
             )
         yield existing
         return
-    box = lifecycle.up(SANDBOX_NAME, echo=lambda _line: None)
+    box = lifecycle.up(
+        SANDBOX_NAME, wheelhouse=os.environ.get("UGRO_WHEELHOUSE"), echo=lambda _line: None
+    )
     try:
         yield box
     finally:
