@@ -1,0 +1,203 @@
+#!/usr/bin/env python3
+"""LoRA fine-tuning of a causal language model, distributed with torchrun's environment.
+
+Runs alone (one process) or under any torchrun launch: RANK, WORLD_SIZE, LOCAL_RANK and
+MASTER_ADDR come from torchrun; NCCL is used on CUDA, gloo on the CPU. Defaults come from
+config/training_defaults.yaml; options override them. Offline: `--model tiny-llama --dataset
+builtin` trains a tiny Llama built from a config on a corpus generated here.
+
+Outputs under --output-dir (or $UGRO_OUTPUT_DIR): metrics.jsonl, checkpoints/checkpoint-N/ (sealed
+when complete), artifacts/adapter/ (load with PeftModel.from_pretrained), train_config.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+from trainlib.errors import TrainingSetupError
+from trainlib.settings import Settings, build_parser, resolve
+
+log = logging.getLogger("train_production")
+
+
+def rank_info() -> tuple[int, int, int, int]:
+    env = os.environ
+    return (int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)),
+            int(env.get("LOCAL_RANK", 0)), int(env.get("LOCAL_WORLD_SIZE", 1)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser(__doc__.split("\n\n")[0]).parse_args(argv)
+    rank = rank_info()[0]
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = resolve(args)
+        return train(settings)
+    except TrainingSetupError as exc:
+        # Every rank checks the same inputs the same way, so every rank stops here, before any
+        # collective that would leave the others waiting.
+        print(f"train_production.py: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def train(settings: Settings) -> int:
+    import torch
+
+    from trainlib import checkpoints, data, models
+
+    rank, world, local_rank, local_world = rank_info()
+    if "OMP_NUM_THREADS" not in os.environ:
+        # CPU ranks sharing a machine share its cores; oversubscription is several times slower.
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    cuda = torch.cuda.is_available()
+
+    from transformers import set_seed
+
+    set_seed(settings.seed)
+    model, tokenizer = models.load_model(settings.model, seed=settings.seed,
+                                         load_in_4bit=settings.load_in_4bit, dtype=settings.dtype,
+                                         cache_dir=settings.cache_dir)
+    limit = models.max_positions(model)
+    if limit and settings.max_seq_length > limit:
+        if "max_seq_length" in settings.explicit:
+            raise TrainingSetupError(
+                f"--max-seq-length {settings.max_seq_length} exceeds the {limit} positions "
+                f"{settings.model} allows")
+        settings.max_seq_length = limit
+    if settings.model == models.TINY and "target_modules" not in settings.explicit:
+        # The tiny model's output head is as random as the rest of it: adapt it too, or the loss
+        # barely moves. (A pretrained model's head needs no such help.)
+        settings.target_modules = [*settings.target_modules, "lm_head"]
+    text = data.load_text(settings.dataset, settings.dataset_split, settings.cache_dir)
+    train_set, eval_set = data.make_datasets(text, tokenizer, settings.max_seq_length)
+    model = models.add_lora(model, rank=settings.lora_rank, alpha=settings.lora_alpha,
+                            dropout=settings.lora_dropout, targets=settings.target_modules,
+                            bias=settings.lora_bias)
+
+    out = Path(settings.output_dir).expanduser()
+    ckpt_root, artifacts = out / "checkpoints", out / "artifacts"
+    for directory in (ckpt_root, artifacts):
+        directory.mkdir(parents=True, exist_ok=True)
+
+    from transformers import Trainer, TrainingArguments, default_data_collator
+
+    args = TrainingArguments(
+        output_dir=str(ckpt_root),
+        num_train_epochs=settings.epochs,
+        max_steps=settings.max_steps,
+        per_device_train_batch_size=settings.batch_size,
+        per_device_eval_batch_size=settings.batch_size,
+        gradient_accumulation_steps=settings.grad_accum,
+        learning_rate=settings.learning_rate,
+        warmup_steps=settings.warmup_steps,
+        weight_decay=settings.weight_decay,
+        max_grad_norm=settings.max_grad_norm,
+        adam_beta1=settings.adam_beta1,
+        adam_beta2=settings.adam_beta2,
+        adam_epsilon=settings.adam_eps,
+        logging_steps=settings.logging_steps,
+        save_strategy=settings.save_strategy,
+        save_steps=settings.save_steps,
+        save_total_limit=settings.save_total_limit,
+        eval_strategy=settings.eval_strategy,
+        eval_steps=settings.eval_steps,
+        seed=settings.seed,
+        data_seed=settings.seed,
+        train_sampling_strategy="random" if settings.shuffle else "sequential",
+        # LoRA leaves the frozen base's parameters without gradients: searching for unused
+        # parameters every step would only cost time.
+        ddp_find_unused_parameters=False,
+        ddp_backend=("nccl" if cuda else "gloo") if world > 1 else None,
+        ddp_timeout=settings.ddp_timeout,
+        use_cpu=not cuda,
+        fp16=cuda and settings.dtype == "float16",
+        bf16=cuda and settings.dtype == "bfloat16",
+        # Nodes of a home cluster share no file system: each keeps a full copy to resume from.
+        save_on_each_node=True,
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+    )
+    _ = args.device  # sets up the process group (torchrun's environment) before we talk to peers
+
+    from trainlib.callbacks import MetricsCallback, SealCheckpoints, gather_object
+
+    resume_from = None
+    if settings.resume == "auto":
+        # Every rank must resume from the same step: the newest one intact on all of them.
+        mine = set(checkpoints.complete_steps(ckpt_root))
+        common = set.intersection(*[set(s) for s in gather_object(sorted(mine))])
+        if common:
+            resume_from = str(checkpoints.checkpoint_dir(ckpt_root, max(common)))
+    elif settings.resume != "no":
+        resume_from = settings.resume
+
+    metrics = out / "metrics.jsonl"
+    if rank == 0:
+        if resume_from is None:
+            metrics.unlink(missing_ok=True)
+        resolved = settings.to_json() | {"world_size": world, "resume_from": resume_from,
+                                         "device": "cuda" if cuda else "cpu",
+                                         "train_blocks": len(train_set),
+                                         "eval_blocks": len(eval_set)}
+        (out / "train_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        log.info("settings: %s", json.dumps(resolved, sort_keys=True))
+
+    global_batch = settings.batch_size * settings.grad_accum * world
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set if settings.eval_strategy != "no" else None,
+        data_collator=default_data_collator,
+        callbacks=[
+            MetricsCallback(metrics, tokens_per_step=global_batch * settings.max_seq_length,
+                            samples_per_step=global_batch, main=rank == 0),
+            SealCheckpoints(ckpt_root, local_main=local_rank == 0),
+        ],
+    )
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    if rank == 0:
+        save_artifacts(trainer.model, tokenizer, eval_set, artifacts, tiny=settings.model == models.TINY)
+        log.info("done: %d steps, train loss %.4f; adapter in %s", trainer.state.global_step,
+                 result.training_loss, artifacts / "adapter")
+    _finish()
+    return 0 if math.isfinite(result.training_loss) else 1
+
+
+def save_artifacts(model, tokenizer, eval_set, artifacts: Path, *, tiny: bool) -> None:
+    """The adapter, and for the tiny model its base and a reference forward pass."""
+    import torch
+
+    model.save_pretrained(str(artifacts / "adapter"))
+    tokenizer.save_pretrained(str(artifacts / "adapter"))
+    if tiny:
+        # The tiny base is built from a seed, not downloaded: keep it so the adapter can be
+        # loaded anywhere, with the logits it gave at the end of training to check against.
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        with model.disable_adapter():
+            base.save_pretrained(str(artifacts / "base_model"))
+        tokenizer.save_pretrained(str(artifacts / "base_model"))
+    model.eval()
+    sample = eval_set[0]["input_ids"][None, :].to(model.device)
+    with torch.no_grad():
+        logits = model(input_ids=sample).logits.float().cpu()
+    torch.save({"input_ids": sample.cpu(), "logits": logits}, artifacts / "probe.pt")
+
+
+def _finish() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

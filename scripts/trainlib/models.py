@@ -1,0 +1,109 @@
+"""The model to fine-tune: the offline tiny Llama, a local directory, or a hub name; plus LoRA."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from trainlib.errors import TrainingSetupError
+
+TINY = "tiny-llama"
+TINY_MAX_POSITIONS = 256
+
+
+def byte_tokenizer():
+    """A byte-level tokenizer defined in code: 256 byte tokens plus <s>, </s>, <pad>.
+
+    Deterministic and identical on every node, with nothing to download or ship.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {symbol: index for index, symbol in enumerate(alphabet)}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+    return fast
+
+
+def tiny_llama(tokenizer, seed: int):
+    """A two-layer Llama small enough to train on CPUs in seconds, the same on every rank."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=172,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=TINY_MAX_POSITIONS,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(seed)
+    return LlamaForCausalLM(config)
+
+
+def max_positions(model) -> int | None:
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+def load_model(name: str, *, seed: int, load_in_4bit: bool, dtype: str, cache_dir: str | None):
+    """(model, tokenizer) for `tiny-llama`, a local directory, or a hub name."""
+    if name == TINY:
+        tokenizer = byte_tokenizer()
+        return tiny_llama(tokenizer, seed), tokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    local = Path(name).expanduser()
+    if name.startswith((".", "/", "~")) and not local.is_dir():
+        raise TrainingSetupError(f"--model {name}: no such model directory")
+    source = str(local) if local.is_dir() else name
+    kwargs: dict = {"cache_dir": cache_dir}
+    cuda = torch.cuda.is_available()
+    if load_in_4bit and cuda:
+        try:
+            from transformers import BitsAndBytesConfig
+        except ImportError:
+            raise TrainingSetupError("4-bit loading needs bitsandbytes") from None
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_compute_dtype=getattr(torch, dtype, torch.float16)
+        )
+    # Otherwise the weights stay float32 and `dtype` is the autocast precision (fp16/bf16
+    # mixed precision): LoRA parameters in half precision cannot be unscaled by AMP.
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, cache_dir=cache_dir)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise TrainingSetupError(f"--model {name}: cannot load it: {first}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if "quantization_config" in kwargs:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model)
+    return model, tokenizer
+
+
+def add_lora(model, *, rank: int, alpha: float, dropout: float, targets: list[str], bias: str):
+    from peft import LoraConfig, get_peft_model
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    missing = [t for t in targets if t not in names]
+    if missing:
+        raise TrainingSetupError(
+            f"--target-modules: {', '.join(missing)} not in the model "
+            f"(it has e.g. {', '.join(sorted(n for n in names if n.endswith('proj'))[:6])})"
+        )
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
+                        bias=bias, task_type="CAUSAL_LM")
+    return get_peft_model(model, config)
