@@ -27,15 +27,21 @@ log = logging.getLogger("train_production")
 
 def rank_info() -> tuple[int, int, int, int]:
     env = os.environ
-    return (int(env.get("RANK", 0)), int(env.get("WORLD_SIZE", 1)),
-            int(env.get("LOCAL_RANK", 0)), int(env.get("LOCAL_WORLD_SIZE", 1)))
+    return (
+        int(env.get("RANK", 0)),
+        int(env.get("WORLD_SIZE", 1)),
+        int(env.get("LOCAL_RANK", 0)),
+        int(env.get("LOCAL_WORLD_SIZE", 1)),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser(__doc__.split("\n\n")[0]).parse_args(argv)
     rank = rank_info()[0]
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
-                        format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s",
+    )
     try:
         settings = resolve(args)
         return train(settings)
@@ -48,7 +54,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def train(settings: Settings) -> int:
     import torch
-
     from trainlib import checkpoints, data, models
 
     rank, world, local_rank, local_world = rank_info()
@@ -60,15 +65,20 @@ def train(settings: Settings) -> int:
     from transformers import set_seed
 
     set_seed(settings.seed)
-    model, tokenizer = models.load_model(settings.model, seed=settings.seed,
-                                         load_in_4bit=settings.load_in_4bit, dtype=settings.dtype,
-                                         cache_dir=settings.cache_dir)
+    model, tokenizer = models.load_model(
+        settings.model,
+        seed=settings.seed,
+        load_in_4bit=settings.load_in_4bit,
+        dtype=settings.dtype,
+        cache_dir=settings.cache_dir,
+    )
     limit = models.max_positions(model)
     if limit and settings.max_seq_length > limit:
         if "max_seq_length" in settings.explicit:
             raise TrainingSetupError(
                 f"--max-seq-length {settings.max_seq_length} exceeds the {limit} positions "
-                f"{settings.model} allows")
+                f"{settings.model} allows"
+            )
         settings.max_seq_length = limit
     if settings.model == models.TINY and "target_modules" not in settings.explicit:
         # The tiny model's output head is as random as the rest of it: adapt it too, or the loss
@@ -76,14 +86,23 @@ def train(settings: Settings) -> int:
         settings.target_modules = [*settings.target_modules, "lm_head"]
     text = data.load_text(settings.dataset, settings.dataset_split, settings.cache_dir)
     train_set, eval_set = data.make_datasets(text, tokenizer, settings.max_seq_length)
-    model = models.add_lora(model, rank=settings.lora_rank, alpha=settings.lora_alpha,
-                            dropout=settings.lora_dropout, targets=settings.target_modules,
-                            bias=settings.lora_bias)
-
     out = Path(settings.output_dir).expanduser()
     ckpt_root, artifacts = out / "checkpoints", out / "artifacts"
     for directory in (ckpt_root, artifacts):
         directory.mkdir(parents=True, exist_ok=True)
+    if settings.model == models.TINY and rank == 0:
+        # The tiny base is built from a seed, not downloaded: keep it, so that the adapter can
+        # be loaded anywhere (PeftModel.from_pretrained needs its base).
+        model.save_pretrained(str(artifacts / "base_model"))
+        tokenizer.save_pretrained(str(artifacts / "base_model"))
+    model = models.add_lora(
+        model,
+        rank=settings.lora_rank,
+        alpha=settings.lora_alpha,
+        dropout=settings.lora_dropout,
+        targets=settings.target_modules,
+        bias=settings.lora_bias,
+    )
 
     from transformers import Trainer, TrainingArguments, default_data_collator
 
@@ -142,10 +161,13 @@ def train(settings: Settings) -> int:
     if rank == 0:
         if resume_from is None:
             metrics.unlink(missing_ok=True)
-        resolved = settings.to_json() | {"world_size": world, "resume_from": resume_from,
-                                         "device": "cuda" if cuda else "cpu",
-                                         "train_blocks": len(train_set),
-                                         "eval_blocks": len(eval_set)}
+        resolved = settings.to_json() | {
+            "world_size": world,
+            "resume_from": resume_from,
+            "device": "cuda" if cuda else "cpu",
+            "train_blocks": len(train_set),
+            "eval_blocks": len(eval_set),
+        }
         (out / "train_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
         log.info("settings: %s", json.dumps(resolved, sort_keys=True))
 
@@ -157,33 +179,34 @@ def train(settings: Settings) -> int:
         eval_dataset=eval_set if settings.eval_strategy != "no" else None,
         data_collator=default_data_collator,
         callbacks=[
-            MetricsCallback(metrics, tokens_per_step=global_batch * settings.max_seq_length,
-                            samples_per_step=global_batch, main=rank == 0),
+            MetricsCallback(
+                metrics,
+                tokens_per_step=global_batch * settings.max_seq_length,
+                samples_per_step=global_batch,
+                main=rank == 0,
+            ),
             SealCheckpoints(ckpt_root, local_main=local_rank == 0),
         ],
     )
     result = trainer.train(resume_from_checkpoint=resume_from)
     if rank == 0:
-        save_artifacts(trainer.model, tokenizer, eval_set, artifacts, tiny=settings.model == models.TINY)
-        log.info("done: %d steps, train loss %.4f; adapter in %s", trainer.state.global_step,
-                 result.training_loss, artifacts / "adapter")
+        save_artifacts(trainer.model, tokenizer, eval_set, artifacts)
+        log.info(
+            "done: %d steps, train loss %.4f; adapter in %s",
+            trainer.state.global_step,
+            result.training_loss,
+            artifacts / "adapter",
+        )
     _finish()
     return 0 if math.isfinite(result.training_loss) else 1
 
 
-def save_artifacts(model, tokenizer, eval_set, artifacts: Path, *, tiny: bool) -> None:
-    """The adapter, and for the tiny model its base and a reference forward pass."""
+def save_artifacts(model, tokenizer, eval_set, artifacts: Path) -> None:
+    """The adapter, and a reference forward pass to check a reloaded adapter against."""
     import torch
 
     model.save_pretrained(str(artifacts / "adapter"))
     tokenizer.save_pretrained(str(artifacts / "adapter"))
-    if tiny:
-        # The tiny base is built from a seed, not downloaded: keep it so the adapter can be
-        # loaded anywhere, with the logits it gave at the end of training to check against.
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        with model.disable_adapter():
-            base.save_pretrained(str(artifacts / "base_model"))
-        tokenizer.save_pretrained(str(artifacts / "base_model"))
     model.eval()
     sample = eval_set[0]["input_ids"][None, :].to(model.device)
     with torch.no_grad():

@@ -51,27 +51,34 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-
     from trainlib import callbacks, data, models
 
     cuda = torch.cuda.is_available()
     if args.device == "cuda" and not cuda:
         raise TrainingSetupError(
             f"--device cuda, but torch {torch.__version__} sees no GPU "
-            f"(CUDA build: {torch.version.cuda or 'none'})")
+            f"(CUDA build: {torch.version.cuda or 'none'})"
+        )
     device = torch.device("cuda" if (args.device != "cpu" and cuda) else "cpu")
     torch.manual_seed(args.seed)
-    model, tokenizer = models.load_model(args.model, seed=args.seed, load_in_4bit=cuda,
-                                         dtype="float16", cache_dir=None)
+    model, tokenizer = models.load_model(
+        args.model, seed=args.seed, load_in_4bit=cuda, dtype="float16", cache_dir=None
+    )
     limit = models.max_positions(model)
     if limit and args.max_seq_length > limit:
-        raise TrainingSetupError(f"--max-seq-length {args.max_seq_length} exceeds the model's {limit}")
+        raise TrainingSetupError(
+            f"--max-seq-length {args.max_seq_length} exceeds the model's {limit}"
+        )
     targets = ["q_proj", "v_proj"] + (["lm_head"] if args.model == models.TINY else [])
     model = models.add_lora(model, rank=8, alpha=16, dropout=0.0, targets=targets, bias="none")
     model.to(device)
     train_set, _ = data.make_datasets(data.load_text(args.dataset), tokenizer, args.max_seq_length)
-    loader = torch.utils.data.DataLoader(train_set, batch_size=args.batch_size, shuffle=True,
-                                         generator=torch.Generator().manual_seed(args.seed))
+    loader = torch.utils.data.DataLoader(
+        train_set,
+        batch_size=args.batch_size,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=args.lr)
     losses: list[float] = []
     model.train()
@@ -94,8 +101,10 @@ def run(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     tokens = args.steps * args.batch_size * args.max_seq_length
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-    print(f"device: {device} ({torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'}), "
-          f"torch {torch.__version__}")
+    print(
+        f"device: {device} ({torch.cuda.get_device_name(0) if device.type == 'cuda' else 'cpu'}), "
+        f"torch {torch.__version__}"
+    )
     print(f"throughput: {tokens / seconds:,.0f} tokens/s, {args.steps / seconds:.1f} steps/s")
     print(f"peak memory: {callbacks.peak_memory_mb():,.0f} MiB")
     print(f"loss: {first:.4f} -> {last:.4f} over {args.steps} steps")

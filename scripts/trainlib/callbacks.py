@@ -56,9 +56,12 @@ class MetricsCallback(TrainerCallback):
         if not self.main:
             return
         now = time.monotonic()
-        record = {"step": state.global_step, "epoch": logs.pop("epoch", state.epoch),
-                  "elapsed_s": round(now - self.started, 3),
-                  "peak_memory_mb": [round(m, 1) for m in memory]}
+        record = {
+            "step": state.global_step,
+            "epoch": logs.pop("epoch", state.epoch),
+            "elapsed_s": round(now - self.started, 3),
+            "peak_memory_mb": [round(m, 1) for m in memory],
+        }
         if "loss" in logs:
             then, step = self.last
             steps, seconds = state.global_step - step, max(now - then, 1e-9)

@@ -34,7 +34,9 @@ def seal(directory: Path, step: int) -> None:
     for path in sorted(directory.rglob("*")):
         if path.is_file() and path.name != SEAL:
             files[str(path.relative_to(directory))] = {
-                "size": path.stat().st_size, "sha256": _digest(path)}
+                "size": path.stat().st_size,
+                "sha256": _digest(path),
+            }
     tmp = directory / (SEAL + ".tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump({"step": step, "files": files}, handle, indent=1, sort_keys=True)
@@ -49,7 +51,9 @@ def is_complete(directory: Path) -> bool:
         for name, expected in manifest["files"].items():
             path = directory / name
             if path.stat().st_size != expected["size"] or _digest(path) != expected["sha256"]:
-                log.warning("checkpoint %s: %s does not match its seal; skipping it", directory, name)
+                log.warning(
+                    "checkpoint %s: %s does not match its seal; skipping it", directory, name
+                )
                 return False
         return bool(manifest["files"])
     except (OSError, ValueError, KeyError, TypeError):

@@ -14,18 +14,44 @@ BUILTIN = "builtin"
 # Hub data sets need a configuration name; these are the usual ones.
 HUB_CONFIGS = {"wikitext": "wikitext-2-raw-v1"}
 
-_SUBJECTS = ["the cluster", "a worker", "the master", "every node", "the scheduler", "a gpu",
-             "the model", "our job", "the network", "each rank"]
+_SUBJECTS = [
+    "the cluster",
+    "a worker",
+    "the master",
+    "every node",
+    "the scheduler",
+    "a gpu",
+    "the model",
+    "our job",
+    "the network",
+    "each rank",
+]
 _VERBS = ["trains", "syncs", "checks", "launches", "collects", "measures", "restarts", "reports"]
-_OBJECTS = ["the adapter", "its logs", "the metrics", "a checkpoint", "the gradients",
-            "the loss", "every batch", "the results"]
-_TAILS = ["before dawn", "over ssh", "on the lan", "without a hitch", "in parallel",
-          "with care", "after the sync", "at full speed"]
+_OBJECTS = [
+    "the adapter",
+    "its logs",
+    "the metrics",
+    "a checkpoint",
+    "the gradients",
+    "the loss",
+    "every batch",
+    "the results",
+]
+_TAILS = [
+    "before dawn",
+    "over ssh",
+    "on the lan",
+    "without a hitch",
+    "in parallel",
+    "with care",
+    "after the sync",
+    "at full speed",
+]
 
 
 def builtin_corpus(sentences: int = 3000, seed: int = 1234) -> str:
     """A small, deterministic, learnable corpus: nothing needs downloading."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible text, not secrets
     lines = []
     for _ in range(sentences):
         lines.append(
@@ -54,7 +80,9 @@ def load_text(dataset: str, split: str = "train", cache_dir: str | None = None) 
             ) from None
         try:
             loaded = datasets.load_dataset(
-                dataset, HUB_CONFIGS.get(dataset), split=split,
+                dataset,
+                HUB_CONFIGS.get(dataset),
+                split=split,
                 cache_dir=str(Path(cache_dir).expanduser()) if cache_dir else None,
             )
         except Exception as exc:  # the hub's errors are many; the message is what matters
@@ -80,8 +108,9 @@ class BlockDataset(Dataset):
         return {"input_ids": block, "attention_mask": torch.ones_like(block), "labels": block}
 
 
-def make_datasets(text: str, tokenizer, block: int, eval_fraction: float = 0.1,
-                  max_eval_blocks: int = 64):
+def make_datasets(
+    text: str, tokenizer, block: int, eval_fraction: float = 0.1, max_eval_blocks: int = 64
+):
     """Train and eval block datasets; at least one training block or a clear error.
 
     Evaluation takes the corpus's tail: a tenth of it, at most `max_eval_blocks` blocks, so an

