@@ -25,6 +25,17 @@ from trainlib.settings import Settings, build_parser, resolve
 log = logging.getLogger("train_production")
 
 
+def is_primary(rank: int, local_rank: int) -> bool:
+    """The rank that writes metrics and artifacts: rank 0, or under UGRO the master's first rank.
+
+    c10d hands out ranks in its own order, so rank 0 may sit on any node; UGRO marks the master's
+    agent (UGRO_PRIMARY=1) so the job's results land in the master's experiment directory. Every
+    rank holds the same model and logs, so any one of them can write them.
+    """
+    flag = os.environ.get("UGRO_PRIMARY")
+    return rank == 0 if flag is None else (flag == "1" and local_rank == 0)
+
+
 def rank_info() -> tuple[int, int, int, int]:
     env = os.environ
     return (
@@ -90,7 +101,7 @@ def train(settings: Settings) -> int:
     ckpt_root, artifacts = out / "checkpoints", out / "artifacts"
     for directory in (ckpt_root, artifacts):
         directory.mkdir(parents=True, exist_ok=True)
-    if settings.model == models.TINY and rank == 0:
+    if settings.model == models.TINY and is_primary(rank, local_rank):
         # The tiny base is built from a seed, not downloaded: keep it, so that the adapter can
         # be loaded anywhere (PeftModel.from_pretrained needs its base).
         model.save_pretrained(str(artifacts / "base_model"))
@@ -157,8 +168,9 @@ def train(settings: Settings) -> int:
     elif settings.resume != "no":
         resume_from = settings.resume
 
+    primary = is_primary(rank, local_rank)
     metrics = out / "metrics.jsonl"
-    if rank == 0:
+    if primary:
         if resume_from is None:
             metrics.unlink(missing_ok=True)
         resolved = settings.to_json() | {
@@ -183,13 +195,13 @@ def train(settings: Settings) -> int:
                 metrics,
                 tokens_per_step=global_batch * settings.max_seq_length,
                 samples_per_step=global_batch,
-                main=rank == 0,
+                main=primary,
             ),
             SealCheckpoints(ckpt_root, local_main=local_rank == 0),
         ],
     )
     result = trainer.train(resume_from_checkpoint=resume_from)
-    if rank == 0:
+    if primary:
         save_artifacts(trainer.model, tokenizer, eval_set, artifacts)
         log.info(
             "done: %d steps, train loss %.4f; adapter in %s",

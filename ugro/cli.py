@@ -23,12 +23,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ugro.cli")
 
-_JOB_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _EXTRA_VAR = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
 
 
 class _State:
-    def __init__(self, config: str | None, verbose: int) -> None:
+    def __init__(self, ctx: click.Context, config: str | None, verbose: int) -> None:
+        self.ctx = ctx
         self.config_path = config
         self.verbose = verbose
         self._cluster: Cluster | None = None
@@ -74,7 +74,7 @@ def cli(ctx: click.Context, config: str | None, verbose: int) -> None:
     from ugro.logsetup import setup_terminal
 
     setup_terminal(verbose)
-    ctx.obj = _State(config, verbose)
+    ctx.obj = _State(ctx, config, verbose)
 
 
 # --- health / status / inventory ----------------------------------------------------------------
@@ -114,22 +114,40 @@ def health(state: _State, as_json: bool, nodes: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
+@click.option("--recent", default=10, show_default=True, help="How many recent jobs to show.")
 @pass_state
-def status(state: _State, as_json: bool) -> None:
-    """The last known state of the cluster (from the last `ugro health`)."""
+def status(state: _State, as_json: bool, recent: int) -> None:
+    """The cluster's last known health, and running and recent jobs (live from the nodes)."""
+    from ugro.jobs import Jobs
+    from ugro.launch import refresh
     from ugro.state import read_json
 
     cluster = state.cluster()
     data = read_json(cluster.paths.cluster_state)
+    records = list(Jobs(cluster).records().values())[:recent]
+    # Running jobs are asked about on their nodes; finished ones are as the history says.
+    records = [refresh(cluster, r) if r.state in ("launching", "running") else r for r in records]
     if as_json:
-        click.echo(json.dumps(data or {}, indent=2, sort_keys=True))
+        click.echo(
+            json.dumps(
+                {"cluster": data or {}, "jobs": [r.__dict__ for r in records]},
+                indent=2,
+                sort_keys=True,
+            )
+        )
         return
-    if not data:
-        click.echo(f"No health check recorded yet for {cluster.name}: run `ugro health`.")
-        return
-    from ugro.display import cluster_state_table, console
+    from ugro.display import cluster_state_table, console, jobs_table
 
-    console.print(cluster_state_table(data))
+    if data:
+        console.print(cluster_state_table(data))
+    else:
+        click.echo(f"No health check recorded yet for {cluster.name}: run `ugro health`.")
+    if records:
+        running = [r for r in records if r.state in ("launching", "running")]
+        title = f"jobs ({len(running)} running, {len(records)} most recent shown)"
+        console.print(jobs_table(records, title=title))
+    else:
+        click.echo("No jobs yet: `ugro launch --name exp1` starts one.")
 
 
 @cli.command()
@@ -164,11 +182,9 @@ def parse_extra_vars(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def check_job_name(name: str) -> str:
-    if not _JOB_NAME.fullmatch(name) or name in {".", ".."}:
-        raise UsageError(
-            f"job name {name!r} is not valid; expected 1 to 64 of letters, digits, '_', '.', '-'"
-        )
-    return name
+    from ugro.jobs import check_name
+
+    return check_name(name)
 
 
 @cli.command(name="run")
@@ -204,9 +220,28 @@ def run_command(
 
     extravars = parse_extra_vars(extra)
     if job is not None:
-        extravars["ugro_job_name"] = check_job_name(job)
-    assets.playbook_path(playbook)  # an unknown playbook is a usage error before anything runs
+        check_job_name(job)
+    path = assets.playbook_path(
+        playbook
+    )  # an unknown playbook is a usage error before anything runs
     cluster = state.cluster()
+    if job is not None and path.parent == assets.project_dir() / "playbooks":
+        if path.stem == "launch":
+            # `ugro run launch exp1` is `ugro launch --name exp1`: a job needs an id, a directory
+            # and a history, not just a playbook run.
+            state.ctx.invoke(launch_command, name=job, nodes=",".join(nodes) or None, dry_run=check)
+            return
+        if path.stem in ("stop", "status", "collect"):
+            from ugro.jobs import Jobs
+
+            record = Jobs(cluster).resolve(job)
+            extravars["ugro_job_id"] = record.job_id
+            extravars.setdefault(
+                "ugro_collect_dest", str(Jobs(cluster).experiment_dir(record.job_id))
+            )
+            nodes = nodes or tuple(record.detail.get("nodes") or ())
+    if job is not None:
+        extravars.setdefault("ugro_job_name", job)
     for name in nodes:
         cluster.node(name)
     hosts = len(nodes) or len(cluster.nodes)
@@ -225,6 +260,245 @@ def run_command(
         click.echo(f"{outcome.name}: {verdict} (ok={outcome.ok} changed={outcome.changed}){detail}")
     click.echo(f"artifacts: {result.artifact_dir}")
     result.raise_for_status()
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--node", "nodes", multiple=True, metavar="NAME", help="Only this node (repeatable).")
+@pass_state
+def sync(state: _State, nodes: tuple[str, ...]) -> None:
+    """Give every node the scripts and its training environment; then check them."""
+    from ugro import health as health_mod
+    from ugro.display import RunProgress, console, health_table
+    from ugro.runner import run_playbook
+
+    cluster = state.cluster()
+    names = [cluster.node(n).name for n in nodes] or [n.name for n in cluster.nodes]
+    with RunProgress("sync", len(names)) as progress:
+        result = run_playbook(cluster, "sync", limit=list(nodes) or None, on_event=progress)
+    if result.hosts:
+        summary = health_mod.summarize(cluster, result, names)
+        health_mod.record(cluster, summary)
+        console.print(health_table(summary))
+    result.raise_for_status()
+    changed = {h.name: h.changed for h in result.hosts.values() if h.changed}
+    if changed:
+        click.echo("changed: " + ", ".join(f"{n} ({c} tasks)" for n, c in sorted(changed.items())))
+    else:
+        click.echo("no changes: every node was already in sync")
+
+
+@cli.command(name="launch")
+@click.option("--name", required=True, help="Job name (letters, digits, '_', '.', '-').")
+@click.option("--model", help="Model: hub name, local directory, or tiny-llama.")
+@click.option("--dataset", help="Data set: hub name, local .txt file, or builtin.")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Epochs.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
+@click.option(
+    "--script", help="Any torchrun-compatible script (default scripts/train_production.py)."
+)
+@click.option("--nodes", metavar="A,B", help="Run on these nodes only (the master among them).")
+@click.option("--detach", is_flag=True, help="Start the job and return at once.")
+@click.option(
+    "--dry-run", is_flag=True, help="Check mode: print each node's command, start nothing."
+)
+@click.option("--allow-drift", is_flag=True, help="Launch even if the nodes' environments differ.")
+@click.option("--verbose", is_flag=True, help="Print every metrics record while following.")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+@pass_state
+def launch_command(
+    state: _State,
+    name: str,
+    model: str | None = None,
+    dataset: str | None = None,
+    epochs: float | None = None,
+    lr: float | None = None,
+    script: str | None = None,
+    nodes: str | None = None,
+    detach: bool = False,
+    dry_run: bool = False,
+    allow_drift: bool = False,
+    verbose: bool = False,
+    script_args: tuple[str, ...] = (),
+) -> None:
+    """Train across the cluster, then follow the job until it ends (Ctrl-C detaches).
+
+    Arguments after `--` go to the script.
+    """
+    import os
+
+    from ugro import launch as launcher
+    from ugro.display import RunProgress, TrainingProgress, console, results_table
+    from ugro.jobs import Jobs, summarize
+
+    check_job_name(name)
+    cluster = state.cluster()
+    seed_options = {"--model": model, "--dataset": dataset, "--epochs": epochs, "--lr": lr}
+    if script and any(v is not None for v in seed_options.values()):
+        raise UsageError(
+            "--model/--dataset/--epochs/--lr are train_production.py's options; "
+            "pass your script's own options after --"
+        )
+    args = (
+        tuple(script_args)
+        if script
+        else launcher.training_args(cluster, overrides=seed_options, extra=tuple(script_args))
+    )
+    request = launcher.LaunchRequest(
+        name=name,
+        script=script or launcher.DEFAULT_SCRIPT,
+        args=args,
+        nodes=tuple(n for n in (nodes or "").split(",") if n),
+        allow_drift=allow_drift,
+        hf_token=os.environ.get("HF_TOKEN") or None,
+    )
+    node_count = len(request.nodes) or len(cluster.nodes)
+    with RunProgress("launch (dry run)" if dry_run else "launch", node_count) as progress:
+        result = launcher.launch(cluster, request, dry_run=dry_run, on_event=progress)
+    if dry_run:
+        import shlex
+
+        click.echo(f"Dry run of {result.job_id}: nothing was started. Each node would run:")
+        for node in result.nodes:
+            click.echo(f"  {node}: {shlex.join(result.commands.get(node, []))}")
+        return
+    click.echo(f"Launched {result.job_id} on {', '.join(result.nodes)}.")
+    if detach:
+        click.echo(f"Follow it with `ugro logs {name} --follow`; stop it with `ugro stop {name}`.")
+        return
+    try:
+        with TrainingProgress(result.job_id, verbose=verbose) as progress:
+            record = launcher.follow(cluster, result.job_id, on_metrics=progress)
+    except KeyboardInterrupt:
+        click.echo(
+            f"\nDetached from {result.job_id}; it keeps running. "
+            f"Follow again with `ugro logs {name} --follow`, stop it with `ugro stop {name}`."
+        )
+        return
+    jobs = Jobs(cluster)
+    console.print(results_table(summarize(jobs, record)))
+    failure = record.detail.get("failure")
+    if record.state != "succeeded":
+        if failure:
+            where = failure.get("node", "?") + (
+                f" rank {failure['rank']}" if "rank" in failure else ""
+            )
+            click.echo(
+                f"{record.job_id} failed on {where} (exit {failure.get('exit_code', '?')}); "
+                "last lines of its log:",
+                err=True,
+            )
+            for line in failure.get("tail") or []:
+                click.echo(f"  {line}", err=True)
+        sys.exit(ExitCode.FAILED)
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--rank", type=click.IntRange(min=0), help="Only this global rank.")
+@click.option("--follow", "-f", "follow_", is_flag=True, help="Keep printing until the job ends.")
+@pass_state
+def logs(state: _State, job: str, rank: int | None, follow_: bool) -> None:
+    """A job's per-rank logs (merged and prefixed by node and rank, or one rank's)."""
+    import time
+
+    from ugro import launch as launcher
+    from ugro.jobs import Jobs
+    from ugro.logview import LogView
+
+    cluster = state.cluster()
+    jobs = Jobs(cluster)
+    record = jobs.resolve(job)
+    nodes = record.detail.get("nodes") or []
+    running = record.state in ("launching", "running")
+    if running:
+        launcher.collect(cluster, record.job_id, nodes)
+    view = LogView(jobs.experiment_dir(record.job_id) / "logs", rank=rank)
+    if not view.files() and not running and not follow_:
+        raise UsageError(
+            f"no logs{f' for rank {rank}' if rank is not None else ''} in "
+            f"{jobs.experiment_dir(record.job_id) / 'logs'}"
+        )
+    for line in view.new_lines():
+        click.echo(line)
+    while follow_ and running:
+        time.sleep(3)
+        record = launcher.refresh(cluster, jobs.resolve(record.job_id))
+        running = record.state in ("launching", "running")
+        if running:
+            launcher.collect(cluster, record.job_id, nodes)
+        for line in view.new_lines():
+            click.echo(line)
+    if follow_:
+        click.echo(f"[{record.job_id} {record.state}]", err=True)
+
+
+@cli.command()
+@click.argument("job")
+@click.option("--json", "as_json", is_flag=True)
+@pass_state
+def results(state: _State, job: str, as_json: bool) -> None:
+    """A job's status, duration, losses, throughput, checkpoints and artifacts."""
+    from ugro import launch as launcher
+    from ugro.jobs import Jobs, summarize
+
+    cluster = state.cluster()
+    jobs = Jobs(cluster)
+    record = launcher.refresh(cluster, jobs.resolve(job))
+    summary = summarize(jobs, record)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+        return
+    from ugro.display import console, results_table
+
+    console.print(results_table(summary))
+
+
+@cli.command(name="stop")
+@click.argument("job")
+@pass_state
+def stop_command(state: _State, job: str) -> None:
+    """Stop every rank of a job on every node, and verify nothing of it is left."""
+    from ugro import launch as launcher
+    from ugro.jobs import Jobs
+
+    cluster = state.cluster()
+    jobs = Jobs(cluster)
+    record = jobs.resolve(job)
+    nodes = record.detail.get("nodes") or jobs.config(record.job_id).get("nodes") or []
+    states = launcher.stop(cluster, record.job_id, nodes)
+    stopped = sum(s.get("signalled", 0) for s in states.values())
+    try:
+        launcher.collect(cluster, record.job_id, nodes)
+    except UgroError as exc:
+        click.echo(f"warning: collecting logs failed: {exc.message}", err=True)
+    if record.state in ("launching", "running"):
+        jobs.record(record.job_id, "stopped")
+    click.echo(
+        f"Stopped {record.job_id}: {stopped} processes on {len(nodes)} nodes; "
+        "none of the job's processes is left."
+    )
+
+
+@cli.command(name="collect")
+@click.argument("job")
+@pass_state
+def collect_command(state: _State, job: str) -> None:
+    """Bring a job's logs, metrics, checkpoints and artifacts to the master now."""
+    from ugro import launch as launcher
+    from ugro.jobs import Jobs
+
+    cluster = state.cluster()
+    jobs = Jobs(cluster)
+    record = jobs.resolve(job)
+    result = launcher.collect(cluster, record.job_id, record.detail.get("nodes") or [])
+    changed = sum(h.changed for h in result.hosts.values())
+    click.echo(
+        f"Collected {record.job_id} into {jobs.experiment_dir(record.job_id)} "
+        f"({changed} transfers)."
+    )
 
 
 # --- sandbox ------------------------------------------------------------------------------------

@@ -29,6 +29,17 @@ MAX_CONFIG_BYTES = 1 << 20
 # A composed YAML graph bigger than this is an alias bomb, not a cluster description.
 MAX_YAML_NODES = 50_000
 LOCAL_CLUSTER_NAME = "local"
+# Training defaults for clusters that must work offline (the built-in one, the sandbox): the tiny
+# Llama built from a config, on the corpus the training scripts generate.
+OFFLINE_TRAINING = {
+    "default_model": "tiny-llama",
+    "default_dataset": "builtin",
+    "default_epochs": 1,
+    "default_learning_rate": 0.01,
+    "batch_size_per_gpu": 4,
+    "gradient_accumulation_steps": 1,
+    "max_seq_length": 64,
+}
 
 # --- Value checks -------------------------------------------------------------------------------
 # Names end up in argv lists, file names and Ansible host names. None of them may carry shell or
@@ -137,7 +148,10 @@ class MasterSection(_Model):
 class CommunicationSection(_Model):
     backend: Literal["c10d", "static"] = "c10d"
     master_port: Port = 29500
+    # How long a rank waits for its peers (the process-group timeout) before failing.
     timeout_seconds: Annotated[int, Field(ge=1, le=86400)] = 300
+    # torchrun --max-restarts: how often a failed worker group is restarted before giving up.
+    max_restarts: Annotated[int, Field(ge=0, le=100)] = 0
 
 
 class ClusterSection(_Model):
@@ -198,6 +212,15 @@ class EnvironmentSection(_Model):
     conda_env: EnvName = "main"  # the seed's name for the pixi environment
     path: PathStr | None = None
     python: PathStr | None = None
+    # What `ugro sync` installs. venv: a requirements file (default scripts/requirements.txt);
+    # pixi: the directory holding pixi.toml and pixi.lock (default the project root).
+    requirements: PathStr | None = None
+    pixi_manifest_dir: PathStr | None = None
+    pixi: PathStr = "~/.pixi/bin/pixi"
+    # The interpreter a venv is created from on each node, and an optional wheel directory
+    # (on each node) for air-gapped installs.
+    base_python: PathStr = "/usr/bin/python3"
+    wheelhouse: PathStr | None = None
     # What the nodes are expected to run; health warns where a node differs.
     python_version: str | None = None
     torch_version: str | None = None
@@ -284,6 +307,9 @@ class Cluster:
     paths: ClusterPaths
     ssh_identity_file: str | None
     ssh_known_hosts: str | None
+    # On the master: what `ugro sync` ships (a requirements file, or a pixi manifest directory);
+    # None means ugro's own scripts/requirements.txt (venv) or the project root (pixi).
+    env_source: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -355,6 +381,7 @@ def local_cluster() -> Cluster:
             },
             "paths": {"project_root": home},
             "environment": {"manager": "system"},
+            "training": OFFLINE_TRAINING,
         }
     )
     return resolve(config, source=None, base_dir=Path(home))
@@ -679,6 +706,12 @@ def resolve(config: ClusterConfig, *, source: Path | None, base_dir: Path) -> Cl
         paths=paths,
         ssh_identity_file=_local_path(config.ssh.identity_file, base_dir),
         ssh_known_hosts=_local_path(config.ssh.known_hosts, base_dir),
+        env_source=_local_path(
+            config.environment.requirements
+            if config.environment.manager == "venv"
+            else config.environment.pixi_manifest_dir,
+            base_dir,
+        ),
     )
 
 

@@ -156,3 +156,94 @@ def sandbox_table(sandbox: Sandbox, rows: Iterable[NodeStatus]) -> Table:
             row.name, row.user, row.address, row.netns, f"[{style}]{row.sshd}[/]", row.faults
         )
     return table
+
+
+def jobs_table(records: Iterable, *, title: str = "jobs") -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("Job", "State", "Started", "Updated", "Nodes"):
+        table.add_column(column, overflow="fold")
+    styles = {
+        "succeeded": "green",
+        "failed": "red",
+        "stopped": "yellow",
+        "running": "cyan",
+        "launching": "cyan",
+    }
+    for record in records:
+        nodes = ", ".join(record.detail.get("nodes") or [])
+        table.add_row(
+            record.job_id,
+            f"[{styles.get(record.state, '')}]{record.state}[/]",
+            record.created_at,
+            record.updated_at,
+            nodes,
+        )
+    return table
+
+
+def results_table(summary: Mapping[str, Any]) -> Table:
+    table = Table(title=f"results of {summary['job_id']}", title_justify="left", show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+
+    def fmt(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.4f}"
+        if isinstance(value, list):
+            return ", ".join(map(str, value)) or "-"
+        return str(value)
+
+    rows = [
+        ("status", summary["status"]),
+        ("duration (s)", summary["duration_s"]),
+        ("steps", summary["steps"]),
+        ("final loss", summary["final_loss"]),
+        ("best loss", summary["best_loss"]),
+        ("final eval loss", summary["final_eval_loss"]),
+        ("tokens/s", summary["tokens_per_s"]),
+        ("checkpoints", summary["checkpoints"]),
+        ("artifacts", summary["artifacts"]),
+        ("directory", summary["experiment_dir"]),
+    ]
+    failure = summary.get("detail", {}).get("failure")
+    if failure:
+        where = f"{failure.get('node')}" + (f" rank {failure['rank']}" if "rank" in failure else "")
+        rows.append(("failed on", f"{where} (exit {failure.get('exit_code', '?')})"))
+    for key, value in rows:
+        table.add_row(key, fmt(value))
+    return table
+
+
+class TrainingProgress:
+    """Steps and the latest loss of a followed job, on stderr (silent when not a terminal)."""
+
+    def __init__(self, job_id: str, *, verbose: bool = False) -> None:
+        self.job_id = job_id
+        self.verbose = verbose
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+            disable=not err_console.is_terminal,
+        )
+        self.task_id = self.progress.add_task(f"{job_id}: starting", total=None)
+
+    def __enter__(self) -> TrainingProgress:
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.__exit__(*exc)
+
+    def __call__(self, entry: Mapping[str, Any]) -> None:
+        if entry.get("kind") == "train":
+            text = f"{self.job_id}: step {entry.get('step')} loss {entry.get('loss', 0):.4f}"
+            if entry.get("tokens_per_s"):
+                text += f" ({entry['tokens_per_s']:.0f} tokens/s)"
+            self.progress.update(self.task_id, description=text)
+        if self.verbose:
+            err_console.print(entry)

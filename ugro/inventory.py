@@ -42,6 +42,7 @@ def host_vars(cluster: Cluster, node: Node) -> dict[str, Any]:
         "ugro_nnodes": len(cluster.nodes),
         "ugro_dist_timeout_seconds": config.cluster.communication.timeout_seconds,
         "ugro_env_expected": expected_versions(cluster),
+        **environment_vars(cluster, node),
     }
     if node.nproc_per_node is not None:
         variables["ugro_nproc_per_node"] = node.nproc_per_node
@@ -62,6 +63,25 @@ def host_vars(cluster: Cluster, node: Node) -> dict[str, Any]:
             ssh_args.append(f"-o UserKnownHostsFile={cluster.ssh_known_hosts}")
         variables["ansible_ssh_common_args"] = " ".join(ssh_args)
     return variables
+
+
+def environment_vars(cluster: Cluster, node: Node) -> dict[str, Any]:
+    """What the sync role needs to build this node's environment, and where its lock lives."""
+    env = cluster.config.environment
+    lock = {
+        "pixi": f"{node.project_path}/pixi.lock",
+        "venv": f"{node.project_path}/requirements.txt",
+    }
+    home_relative = env.pixi.replace("~", node.home, 1) if env.pixi.startswith("~") else env.pixi
+    return {
+        "ugro_env_lock_file": lock.get(env.manager, ""),
+        "ugro_env_name": env.conda_env,
+        "ugro_env_venv": node.python.removesuffix("/bin/python") if env.manager == "venv" else "",
+        "ugro_env_base_python": env.base_python,
+        "ugro_env_pixi": home_relative,
+        "ugro_env_wheelhouse": env.wheelhouse or "",
+        "ugro_env_source": cluster.env_source or "",
+    }
 
 
 def expected_versions(cluster: Cluster) -> dict[str, str]:

@@ -8,11 +8,13 @@ Artifacts stay in the run's own directory under data/runs/, and a run that does 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import secrets
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -129,6 +131,21 @@ def _unreachable_message(res: Mapping[str, Any]) -> str:
     return ssh_said if found and ssh_said else message
 
 
+# ansible-runner copies the whole process environment into each run's artifacts
+# (artifacts/<id>/command), so secrets must not be in it while a run starts. A job that needs a
+# token gets it as a file (see ugro.launch), never through the environment or a variable.
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDENTIAL", re.I)
+
+
+@contextlib.contextmanager
+def _without_secrets() -> Iterator[None]:
+    hidden = {k: os.environ.pop(k) for k in list(os.environ) if _SECRET_NAME.search(k)}
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
+
+
 def ansible_environment(cluster: Cluster) -> dict[str, str]:
     """What every run gets: ugro's own config, roles and plugins, wherever ugro is installed."""
     project = assets.project_dir()
@@ -221,7 +238,8 @@ def run_playbook(
     )
     collector = _EventCollector(on_event)
     log.debug("ansible-runner %s in %s (limit=%s, check=%s)", playbook, run_dir, limit, check)
-    runner = ansible_runner.run(event_handler=collector, **arguments)
+    with _without_secrets():
+        runner = ansible_runner.run(event_handler=collector, **arguments)
     artifact_dir = Path(runner.config.artifact_dir) if runner.config.artifact_dir else None
     result = RunResult(
         playbook=Path(arguments["playbook"]).stem,

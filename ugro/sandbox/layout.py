@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ugro.config import OFFLINE_TRAINING
 from ugro.errors import UsageError
 
 DEFAULT_NAME = "ugro"
@@ -240,6 +241,7 @@ def cluster_yaml(sandbox: Sandbox) -> dict[str, Any]:
         "workers": workers,
         "paths": {"project_root": str(sandbox.master_project)},
         "environment": {"manager": "venv", "path": sandbox.env_dir},
+        "training": dict(OFFLINE_TRAINING),
         "ssh": {
             "identity_file": str(sandbox.identity_file),
             "known_hosts": str(sandbox.known_hosts),

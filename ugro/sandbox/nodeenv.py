@@ -26,16 +26,25 @@ BASE_PYTHON = Path("/usr/bin/python3")
 MARKER = ".ugro-sandbox-env.json"
 
 
-def default_packages() -> list[str]:
-    """torch at the version this machine already has, so pip takes it from the same wheel source.
+# What training needs (scripts/requirements.txt), so that `ugro sync` finds it all in place.
+TRAINING_PACKAGES = ("torch", "numpy", "transformers", "peft", "accelerate", "pyyaml")
 
-    An unpinned `torch` would fetch a multi-GB CUDA build from the index.
+
+def default_packages() -> list[str]:
+    """The training packages at the versions this machine has, so the nodes match the master.
+
+    torch above all: pinned, pip takes it from the same wheel source; an unpinned `torch` would
+    fetch a multi-GB CUDA build from the index.
     """
-    try:
-        version = metadata.version("torch").split("+", 1)[0]
-    except metadata.PackageNotFoundError:
-        return ["torch", "numpy"]
-    return [f"torch=={version}", "numpy"]
+    packages = []
+    for name in TRAINING_PACKAGES:
+        try:
+            version = metadata.version(name).split("+", 1)[0]
+        except metadata.PackageNotFoundError:
+            packages.append(name)
+        else:
+            packages.append(f"{name}=={version}")
+    return packages
 
 
 def ensure_env(

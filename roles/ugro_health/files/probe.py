@@ -7,11 +7,15 @@ One program per node instead of one Ansible task per probe: each task costs a ro
 """
 
 import argparse
+import errno
+import fcntl
+import hashlib
 import json
 import os
 import re
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 
@@ -50,6 +54,11 @@ def main(argv=None):
     parser.add_argument("--nvidia-smi", default="nvidia-smi")
     parser.add_argument("--min-free-disk-gb", type=float, default=1.0)
     parser.add_argument("--torch-timeout", type=float, default=90.0)
+    # Launch preflight: the interface holding the node's cluster address (for the GLOO/NCCL
+    # socket variables), a free rendezvous port from a given one up, the environment's lock hash.
+    parser.add_argument("--address", default="")
+    parser.add_argument("--port-from", type=int, default=0)
+    parser.add_argument("--lock-file", default="")
     args = parser.parse_args(argv)
     print(json.dumps(probe(args), sort_keys=True))
     return 0
@@ -73,8 +82,57 @@ def probe(args):
         effective = "cuda" if report["gpus"] else "cpu"
     report["effective_accelerator"] = effective
     judge(report, env, effective)
+    if args.address:
+        report["interface"] = interface_for(args.address)
+        if report["interface"] is None:
+            report["problems"].append(f"no network interface holds {args.address}")
+        elif args.port_from:
+            report["free_port"] = free_port(args.address, args.port_from)
+    report["lock_hash"] = lock_hash(args.lock_file) if args.lock_file else None
     report["healthy"] = not report["problems"]
     return report
+
+
+def interface_for(address):
+    """The name of the interface that holds an IPv4 address (SIOCGIFADDR on each one)."""
+    if address in ("127.0.0.1", "localhost"):
+        return "lo"
+    probe_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        for _, name in socket.if_nameindex():
+            request = struct.pack("256s", name.encode()[:15])
+            try:
+                answer = fcntl.ioctl(probe_socket.fileno(), 0x8915, request)  # SIOCGIFADDR
+            except OSError:
+                continue
+            if socket.inet_ntoa(answer[20:24]) == address:
+                return name
+    finally:
+        probe_socket.close()
+    return None
+
+
+def free_port(address, start, tries=100):
+    """The first port from `start` that nothing listens on at `address` (None if all are taken)."""
+    for port in range(start, min(start + tries, 65536)):
+        candidate = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            candidate.bind((address, port))
+            return port
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
+                return None
+        finally:
+            candidate.close()
+    return None
+
+
+def lock_hash(path):
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.sha256(handle.read()).hexdigest()
+    except OSError:
+        return None
 
 
 def system_facts(project_path):

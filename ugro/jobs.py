@@ -1,0 +1,219 @@
+"""Jobs on the master: ids, experiment directories, the history of state changes, results.
+
+Layout (the seed's):
+
+    data/experiments/<job_id>/{config.json, metrics.jsonl, logs/, checkpoints/, artifacts/}
+    data/job_history.jsonl       one line per state change, appended under a lock
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from ugro.config import Cluster
+from ugro.errors import UsageError
+from ugro.state import append_jsonl, read_json, write_json_atomic
+
+State = Literal["launching", "running", "succeeded", "failed", "stopped"]
+FINAL_STATES = ("succeeded", "failed", "stopped")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_JOB_ID = re.compile(r"(?P<name>[A-Za-z0-9_.-]{1,64})_(?P<stamp>\d{8}_\d{6})")
+
+
+def check_name(name: str) -> str:
+    """A job name: 1 to 64 of letters, digits, '_', '.', '-' (and not '.' or '..')."""
+    if not _NAME.fullmatch(name) or name in {".", ".."}:
+        raise UsageError(
+            f"job name {name!r} is not valid; expected 1 to 64 of letters, digits, '_', '.', '-'"
+        )
+    return name
+
+
+def new_job_id(name: str, now: datetime | None = None) -> str:
+    return f"{check_name(name)}_{(now or datetime.now()).strftime('%Y%m%d_%H%M%S')}"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What the history says of one job: its latest state and when things happened."""
+
+    job_id: str
+    name: str
+    state: State
+    created_at: str
+    updated_at: str
+    detail: dict[str, Any]
+
+
+class Jobs:
+    """The master's record of jobs for one cluster."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        self.paths = cluster.paths
+
+    # -- directories -------------------------------------------------------------------------
+    def experiment_dir(self, job_id: str) -> Path:
+        return self.paths.experiments / job_id
+
+    def create(self, job_id: str) -> Path:
+        directory = self.experiment_dir(job_id)
+        try:
+            directory.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise UsageError(f"job {job_id} already exists; launch again in a second") from None
+        for sub in ("logs", "checkpoints", "artifacts"):
+            (directory / sub).mkdir()
+        return directory
+
+    def write_config(self, job_id: str, config: dict[str, Any]) -> None:
+        write_json_atomic(self.experiment_dir(job_id) / "config.json", config)
+
+    def config(self, job_id: str) -> dict[str, Any]:
+        return read_json(self.experiment_dir(job_id) / "config.json") or {}
+
+    # -- history -----------------------------------------------------------------------------
+    def record(self, job_id: str, state: State, **detail: Any) -> None:
+        name = _JOB_ID.fullmatch(job_id)
+        append_jsonl(
+            self.paths.job_history,
+            {
+                "job_id": job_id,
+                "name": name.group("name") if name else job_id,
+                "state": state,
+                "at": now_iso(),
+                **detail,
+            },
+        )
+
+    def history(self) -> list[dict[str, Any]]:
+        """Every readable line; a torn or foreign line is skipped, never fatal."""
+        entries = []
+        try:
+            with open(self.paths.job_history, encoding="utf-8") as handle:
+                for line in handle:
+                    try:
+                        entry = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(entry, dict) and "job_id" in entry and "state" in entry:
+                        entries.append(entry)
+        except FileNotFoundError:
+            pass
+        return entries
+
+    def records(self) -> dict[str, JobRecord]:
+        """The latest state of every job, newest job first."""
+        latest: dict[str, JobRecord] = {}
+        for entry in self.history():
+            job_id = entry["job_id"]
+            first = latest.get(job_id)
+            detail = {
+                **(first.detail if first else {}),
+                **{k: v for k, v in entry.items() if k not in ("job_id", "name", "state", "at")},
+            }
+            latest[job_id] = JobRecord(
+                job_id=job_id,
+                name=entry.get("name", job_id),
+                state=entry["state"],
+                created_at=first.created_at if first else entry.get("at", ""),
+                updated_at=entry.get("at", ""),
+                detail=detail,
+            )
+        return dict(sorted(latest.items(), key=lambda kv: kv[1].created_at, reverse=True))
+
+    def resolve(self, name_or_id: str) -> JobRecord:
+        """A job id, or a name meaning its newest job."""
+        records = self.records()
+        if name_or_id in records:
+            return records[name_or_id]
+        check_name(name_or_id)
+        matching = [r for r in records.values() if r.name == name_or_id]
+        if not matching:
+            raise UsageError(
+                f"no job named {name_or_id!r} on {self.cluster.name}; "
+                "`ugro status` lists the recent ones"
+            )
+        return max(matching, key=lambda r: r.job_id)
+
+
+def git_commit(directory: Path) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(directory), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+# --- results ------------------------------------------------------------------------------------
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    records = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    records.append(json.loads(line))
+                except ValueError:
+                    continue  # a line being written as we read
+    except FileNotFoundError:
+        pass
+    return records
+
+
+def summarize(jobs: Jobs, record: JobRecord) -> dict[str, Any]:
+    """Status, duration, final and best loss, throughput, checkpoints and artifacts of a job."""
+    directory = jobs.experiment_dir(record.job_id)
+    metrics = read_metrics(directory / "metrics.jsonl")
+    train = [m for m in metrics if m.get("kind", "train") == "train" and "loss" in m]
+    evals = [m for m in metrics if "eval_loss" in m]
+    started = _parse(record.created_at)
+    ended = (
+        _parse(record.updated_at) if record.state in FINAL_STATES else datetime.now(timezone.utc)
+    )
+    speeds = [m["tokens_per_s"] for m in train[1:] if m.get("tokens_per_s")]
+    checkpoints = sorted(
+        (p.name for p in (directory / "checkpoints").glob("checkpoint-*") if p.is_dir()),
+        key=lambda n: int(n.split("-")[-1]) if n.split("-")[-1].isdigit() else -1,
+    )
+    artifacts = sorted(
+        str(p.relative_to(directory / "artifacts")) for p in (directory / "artifacts").glob("*")
+    )
+    return {
+        "job_id": record.job_id,
+        "status": record.state,
+        "duration_s": round((ended - started).total_seconds(), 1) if started and ended else None,
+        "steps": train[-1]["step"] if train else 0,
+        "final_loss": train[-1]["loss"] if train else None,
+        "best_loss": min(m["loss"] for m in train) if train else None,
+        "final_eval_loss": evals[-1]["eval_loss"] if evals else None,
+        "tokens_per_s": round(sum(speeds) / len(speeds), 1) if speeds else None,
+        "checkpoints": checkpoints,
+        "artifacts": artifacts,
+        "experiment_dir": str(directory),
+        "detail": record.detail,
+    }
+
+
+def _parse(stamp: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(stamp)
+    except (TypeError, ValueError):
+        return None
