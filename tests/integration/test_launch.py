@@ -1,0 +1,248 @@
+"""Launch across the 3-node sandbox: sync, real torchrun training, logs/results/status, failure,
+stop, dry run and secrets. Every node is a real host (namespace + sshd), every rank a real
+process; the tiny Llama trains on the CPU with gloo."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_ugro
+from ugro.config import load_cluster_file
+from ugro.jobs import Jobs
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+SHORT = [
+    "--",
+    "--max-steps",
+    "12",
+    "--logging-steps",
+    "2",
+    "--eval-strategy",
+    "no",
+    "--save-strategy",
+    "steps",
+    "--save-steps",
+    "6",
+]
+
+
+@pytest.fixture(scope="module")
+def cluster_env(sandbox) -> dict[str, str]:
+    """The sandbox's cluster, synced once for this module."""
+    env = {"UGRO_CONFIG": str(sandbox.cluster_file)}
+    done = run_ugro("sync", env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return env
+
+
+def tagged(job_id: str) -> list[int]:
+    """Every process on this machine (any node) carrying the job's tag."""
+    needle = f"UGRO_JOB_ID={job_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def history(sandbox, job_id: str) -> list[str]:
+    jobs = Jobs(load_cluster_file(sandbox.cluster_file))
+    return [e["state"] for e in jobs.history() if e["job_id"] == job_id]
+
+
+def job_id_from(output: str) -> str:
+    return output.split("Launched ", 1)[1].split(" ", 1)[0]
+
+
+def write_script(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / name
+    path.write_text(body)
+    return path
+
+
+def test_second_sync_changes_nothing(cluster_env) -> None:
+    done = run_ugro("sync", env=cluster_env, timeout=900)
+    assert done.returncode == 0, done.stderr
+    assert "no changes: every node was already in sync" in done.stdout
+
+
+def test_dry_run_starts_nothing(sandbox, cluster_env) -> None:
+    experiments = Path(load_cluster_file(sandbox.cluster_file).paths.experiments)
+    before = set(experiments.glob("*")) if experiments.exists() else set()
+    for command in (["launch", "--name", "dry", "--dry-run"], ["run", "launch", "dry", "--check"]):
+        done = run_ugro(*command, env=cluster_env)
+        assert done.returncode == 0, done.stderr
+        assert "nothing was started" in done.stdout
+        lines = {
+            line.split(":", 1)[0].strip(): line
+            for line in done.stdout.splitlines()
+            if "torch.distributed.run" in line
+        }
+        assert sorted(lines) == ["gpu-master", *(n.name for n in sandbox.nodes)]
+        assert "is_host=1" in lines["gpu-master"]
+        for node in sandbox.nodes:
+            assert "is_host=0" in lines[node.name]
+            assert f"--local-addr {node.address}" in lines[node.name]
+            assert f"--rdzv-endpoint {sandbox.master_address}:" in lines[node.name]
+    after = set(experiments.glob("*")) if experiments.exists() else set()
+    assert after == before
+    assert not [p for p in Path("/proc").glob("[0-9]*") if b"UGRO_JOB_ID=dry_" in _environ(p)]
+
+
+def _environ(proc: Path) -> bytes:
+    try:
+        return (proc / "environ").read_bytes()
+    except OSError:
+        return b""
+
+
+def test_launch_trains_and_everything_comes_home(sandbox, cluster_env) -> None:
+    done = run_ugro("launch", "--name", "exp1", *SHORT, env=cluster_env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    job_id = job_id_from(done.stdout)
+    assert history(sandbox, job_id) == ["launching", "running", "succeeded"]
+    assert not tagged(job_id)
+
+    directory = Jobs(load_cluster_file(sandbox.cluster_file)).experiment_dir(job_id)
+    config = json.loads((directory / "config.json").read_text())
+    assert config["nodes"] == ["gpu-master", *(n.name for n in sandbox.nodes)]
+    assert set(config["fingerprints"]) == set(config["nodes"])
+    assert "torch.distributed.run" in config["commands"]["gpu1"]
+    metrics = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
+    train = [m for m in metrics if m["kind"] == "train"]
+    assert [m["step"] for m in train] == [2, 4, 6, 8, 10, 12]
+    assert len(train[0]["peak_memory_mb"]) == 3  # world size 3
+    assert train[-1]["loss"] < train[0]["loss"]
+    for rank, node in enumerate(["gpu-master", *(n.name for n in sandbox.nodes)]):
+        log = directory / "logs" / f"{node}.rank{rank}.log"
+        assert log.stat().st_size > 0, log
+        assert (directory / "logs" / f"{node}.rank{rank}.exit").read_text().strip() == "0"
+    assert (directory / "checkpoints" / "checkpoint-12" / "ugro_complete.json").exists()
+
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(directory / "artifacts" / "base_model")
+    model = PeftModel.from_pretrained(base, directory / "artifacts" / "adapter").eval()
+    probe = torch.load(directory / "artifacts" / "probe.pt")
+    with torch.no_grad():
+        torch.testing.assert_close(
+            model(input_ids=probe["input_ids"]).logits, probe["logits"], rtol=1e-5, atol=1e-5
+        )
+
+    results = run_ugro("results", "exp1", "--json", env=cluster_env)
+    summary = json.loads(results.stdout)
+    assert summary["status"] == "succeeded" and summary["steps"] == 12
+    assert summary["final_loss"] == train[-1]["loss"]
+    assert "adapter" in summary["artifacts"] and "checkpoint-12" in summary["checkpoints"]
+    rank2 = run_ugro("logs", "exp1", "--rank", "2", env=cluster_env)
+    assert rank2.returncode == 0 and rank2.stdout.strip()
+    assert "[gpu2 r2] " not in rank2.stdout  # one rank's log is printed as it is
+    merged = run_ugro("logs", job_id, env=cluster_env)
+    assert "[gpu2 r2] " in merged.stdout and "[gpu-master r0] " in merged.stdout
+    status = json.loads(run_ugro("status", "--json", env=cluster_env).stdout)
+    assert {j["job_id"]: j["state"] for j in status["jobs"]}[job_id] == "succeeded"
+
+
+FAIL_ON_RANK_2 = """\
+import os, sys, time
+rank = int(os.environ["RANK"])
+print(f"rank {rank} of {os.environ['WORLD_SIZE']} starting", flush=True)
+if rank == 2:
+    print("rank 2 fails on purpose", flush=True)
+    sys.exit(1)
+time.sleep(600)
+"""
+
+
+def test_a_failing_rank_fails_the_job_and_stops_the_rest(sandbox, cluster_env, tmp_path) -> None:
+    script = write_script(tmp_path, "fail_on_rank2.py", FAIL_ON_RANK_2)
+    started = time.monotonic()
+    done = run_ugro(
+        "launch", "--name", "failing", "--script", str(script), env=cluster_env, timeout=600
+    )
+    assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
+    assert time.monotonic() - started < 300
+    job_id = job_id_from(done.stdout)
+    assert history(sandbox, job_id)[-1] == "failed"
+    assert "failed on gpu2 rank 2 (exit 1)" in done.stderr
+    assert "rank 2 fails on purpose" in done.stderr
+    assert not tagged(job_id)  # the ranks that were sleeping were stopped
+    directory = Jobs(load_cluster_file(sandbox.cluster_file)).experiment_dir(job_id)
+    assert "rank 2 fails on purpose" in (directory / "logs" / "gpu2.rank2.log").read_text()
+
+
+SLEEPER = """\
+import os, time
+for i in range(600):
+    print(f"rank {os.environ['RANK']} tick {i}", flush=True)
+    time.sleep(1)
+"""
+
+
+def test_stop_mid_run_leaves_nothing(sandbox, cluster_env, tmp_path) -> None:
+    script = write_script(tmp_path, "sleeper.py", SLEEPER)
+    done = run_ugro(
+        "launch", "--name", "sleepy", "--script", str(script), "--detach", env=cluster_env
+    )
+    assert done.returncode == 0, done.stderr
+    job_id = job_id_from(done.stdout)
+    deadline = time.monotonic() + 120
+    while len(tagged(job_id)) < 6 and time.monotonic() < deadline:  # 3 agents + 3 workers
+        time.sleep(0.5)
+    assert len(tagged(job_id)) >= 6
+    stopped = run_ugro("stop", "sleepy", env=cluster_env)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "none of the job's processes is left" in stopped.stdout
+    assert not tagged(job_id)
+    assert history(sandbox, job_id) == ["launching", "running", "stopped"]
+    logs = run_ugro("logs", "sleepy", "--rank", "1", env=cluster_env)
+    assert "rank 1 tick 0" in logs.stdout
+
+
+TOKEN_CHECK = """\
+import hashlib, os, sys
+token = os.environ.get("HF_TOKEN", "")
+print("token present:", bool(token), flush=True)
+sys.exit(0 if hashlib.sha256(token.encode()).hexdigest() == sys.argv[1] else 3)
+"""
+
+
+def test_a_token_reaches_the_ranks_and_no_file(sandbox, cluster_env, tmp_path) -> None:
+    canary = "hf_canary_" + os.urandom(8).hex()
+    script = write_script(tmp_path, "token_check.py", TOKEN_CHECK)
+    digest = hashlib.sha256(canary.encode()).hexdigest()
+    done = run_ugro(
+        "launch",
+        "--name",
+        "secret",
+        "--script",
+        str(script),
+        "--",
+        digest,
+        env={**cluster_env, "HF_TOKEN": canary},
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert canary not in done.stdout + done.stderr
+    cluster = load_cluster_file(sandbox.cluster_file)
+    roots = [cluster.paths.project_root, *(Path(n.home) for n in sandbox.nodes), Path(tmp_path)]
+    leaks = []
+    for root in roots:
+        for path in root.rglob("*"):
+            if path.is_file() and not path.is_symlink() and path.stat().st_size < 50_000_000:
+                if canary.encode() in path.read_bytes():
+                    leaks.append(str(path))
+    assert leaks == []
