@@ -186,11 +186,11 @@ def results_table(summary: Mapping[str, Any]) -> Table:
     table.add_column("key", style="bold")
     table.add_column("value", overflow="fold")
 
-    def fmt(value: Any) -> str:
+    def fmt(key: str, value: Any) -> str:
         if value is None:
             return "-"
         if isinstance(value, float):
-            return f"{value:.4f}"
+            return f"{value:.4f}" if "loss" in key else f"{value:,.1f}"
         if isinstance(value, list):
             return ", ".join(map(str, value)) or "-"
         return str(value)
@@ -212,7 +212,7 @@ def results_table(summary: Mapping[str, Any]) -> Table:
         where = f"{failure.get('node')}" + (f" rank {failure['rank']}" if "rank" in failure else "")
         rows.append(("failed on", f"{where} (exit {failure.get('exit_code', '?')})"))
     for key, value in rows:
-        table.add_row(key, fmt(value))
+        table.add_row(key, fmt(key, value))
     return table
 
 

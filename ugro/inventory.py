@@ -8,6 +8,7 @@ plugin (ugro/ansible_plugins/inventory) builds the same for a plain `ansible-pla
 
 from __future__ import annotations
 
+import shlex
 import sys
 from typing import Any
 
@@ -62,7 +63,36 @@ def host_vars(cluster: Cluster, node: Node) -> dict[str, Any]:
         if cluster.ssh_known_hosts:
             ssh_args.append(f"-o UserKnownHostsFile={cluster.ssh_known_hosts}")
         variables["ansible_ssh_common_args"] = " ".join(ssh_args)
+    variables.update(rsync_vars(cluster, node))
     return variables
+
+
+def rsync_vars(cluster: Cluster, node: Node) -> dict[str, str]:
+    """How rsync on the master reaches this node: the same key, port and known_hosts as Ansible.
+
+    `ugro_rsync_prefix` goes before a path on the node (`user@address:`, or nothing for a node
+    reached locally); `ugro_rsync_rsh` is rsync's --rsh, which rsync splits itself (quotes
+    allowed, no shell involved).
+    """
+    if node.connection == "local":
+        return {"ugro_rsync_prefix": "", "ugro_rsync_rsh": ""}
+    rsh = [
+        "ssh",
+        "-p",
+        str(node.port),
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"ConnectTimeout={cluster.config.ssh.connect_timeout}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+    ]
+    if cluster.ssh_known_hosts:
+        rsh += ["-o", f"UserKnownHostsFile={cluster.ssh_known_hosts}"]
+    if cluster.ssh_identity_file:
+        rsh += ["-i", cluster.ssh_identity_file]
+    host = f"[{node.address}]" if ":" in node.address else node.address
+    return {"ugro_rsync_prefix": f"{node.user}@{host}:", "ugro_rsync_rsh": shlex.join(rsh)}
 
 
 def environment_vars(cluster: Cluster, node: Node) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def training_args(
 
 
 def _script_vars(script: str) -> dict[str, str]:
-    """A script under scripts/ (synced to every node), or a file on the master to ship with the job."""
+    """A script under scripts/ (synced to every node), or a master's file shipped with the job."""
     scripts = assets.project_dir() / "scripts"
     candidate = (scripts / script).resolve()
     if candidate.is_file() and candidate.is_relative_to(scripts.resolve()):

@@ -1,4 +1,4 @@
-"""Reading a job's collected rank logs: merged with a node/rank prefix, or one rank's, as they grow."""
+"""A job's collected rank logs: merged with a node/rank prefix, or one rank's, as they grow."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ its workers in sessions of their own, so the agent's process group alone would m
 """
 
 import argparse
+import contextlib
 import glob
 import json
 import os
@@ -54,7 +55,7 @@ def tagged_processes(job_id):
 
 def _zombie(pid):
     try:
-        with open("/proc/%d/stat" % pid) as handle:
+        with open(f"/proc/{pid}/stat") as handle:
             return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
     except (OSError, IndexError):
         return True
@@ -77,10 +78,8 @@ def stop(job_id, grace):
 
 
 def _signal(pid, sig):
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def state(job_id, job_dir, log_lines):
@@ -88,7 +87,8 @@ def state(job_id, job_dir, log_lines):
     report["pid"] = _read_int(os.path.join(job_dir, "pid"))
     report["exit_code"] = _read_int(os.path.join(job_dir, "exit_code"))
     report["running"] = bool(report["processes"]) or (
-        report["pid"] is not None and report["exit_code"] is None and _alive(report["pid"]))
+        report["pid"] is not None and report["exit_code"] is None and _alive(report["pid"])
+    )
     ranks = {}
     for path in glob.glob(os.path.join(job_dir, "logs", "*.rank*.exit")):
         match = re.search(r"\.rank(\d+)\.exit$", path)
