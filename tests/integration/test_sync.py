@@ -38,13 +38,28 @@ def pixi_cluster(tmp_path: Path) -> Path:
     (tools / "pixi").write_text(STANDIN_PIXI)
     (tools / "pixi").chmod(0o755)
     config = tmp_path / "cluster.yaml"
-    config.write_text(yaml.safe_dump({
-        "cluster": {"name": "pixi-box", "master": {
-            "hostname": "box", "ip": "127.0.0.1", "user": "root", "accelerator": "cpu"}},
-        "paths": {"project_root": str(tmp_path / "project")},
-        "environment": {"manager": "pixi", "conda_env": "main", "pixi": str(tools / "pixi"),
-                        "pixi_manifest_dir": str(manifest)},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "cluster": {
+                    "name": "pixi-box",
+                    "master": {
+                        "hostname": "box",
+                        "ip": "127.0.0.1",
+                        "user": "root",
+                        "accelerator": "cpu",
+                    },
+                },
+                "paths": {"project_root": str(tmp_path / "project")},
+                "environment": {
+                    "manager": "pixi",
+                    "conda_env": "main",
+                    "pixi": str(tools / "pixi"),
+                    "pixi_manifest_dir": str(manifest),
+                },
+            }
+        )
+    )
     return config
 
 
@@ -55,7 +70,13 @@ def test_pixi_sync_installs_once_per_lock(pixi_cluster: Path) -> None:
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     project = root / "project"
     assert calls.read_text().split() == [
-        "install", "--locked", "--manifest-path", f"{project}/pixi.toml", "--environment", "main"]
+        "install",
+        "--locked",
+        "--manifest-path",
+        f"{project}/pixi.toml",
+        "--environment",
+        "main",
+    ]
     assert (project / "pixi.lock").read_text() == "version: 6\n"
     assert (project / "scripts" / "train_production.py").is_file()
     assert not (project / "scripts" / "trainlib" / "__pycache__").exists()

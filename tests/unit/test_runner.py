@@ -46,7 +46,9 @@ def test_arguments(cluster, tmp_path: Path) -> None:
 
 
 def test_unknown_playbook_is_a_usage_error(cluster, tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="no playbook .nope.; expected one of: collect, health, launch"):
+    with pytest.raises(
+        UsageError, match=r"no playbook .nope.; expected one of: collect, health, launch"
+    ):
         runner_arguments(cluster, "nope", run_dir=tmp_path)
     with pytest.raises(UsageError):
         runner_arguments(cluster, "../../etc/passwd", run_dir=tmp_path)

@@ -1,0 +1,509 @@
+#!/usr/bin/env python3
+"""UGRO benchmarks: how fast it fans out, launches and answers, side by side with the baselines.
+
+Runs on a sandbox of its own (root needed), measures each pair of contenders interleaved, and
+reports medians and ratios (absolute times drift on a shared machine; ratios measured side by
+side hold). Results go to bench/results/<date>.json and a table on the terminal.
+
+    python bench/run.py                 # the full set: 3, 8, 16, 32 nodes, 5 repetitions
+    python bench/run.py --smoke         # one repetition on 3 nodes (CI runs this)
+
+Contenders for health fan-out, all running the same probe (roles/ugro_health/files/probe.py):
+  ugro      `ugro health --json`
+  floor     the probe over plain `ssh`, to every node at once
+  seed      the original guide's approach: one `ssh` per probe per node, nodes one after another
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+PROBE = REPO / "roles" / "ugro_health" / "files" / "probe.py"
+RESULTS = REPO / "bench" / "results"
+SANDBOX = "bench"
+SUBNET = "10.215.0.0/24"
+UGRO = [sys.executable, "-m", "ugro"]
+
+sys.path.insert(0, str(REPO))
+from ugro.sandbox import layout, lifecycle  # noqa: E402
+
+# --- measuring ----------------------------------------------------------------------------------
+
+
+def timed(argv: list[str], *, env: dict[str, str] | None = None, check: bool = True) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(
+        argv,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    elapsed = time.perf_counter() - started
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{argv[:4]} failed ({done.returncode}): {done.stderr[-1000:]}")
+    return elapsed
+
+
+def interleaved(contenders: dict[str, Callable[[], float]], reps: int) -> dict[str, dict]:
+    """Each repetition runs every contender once, in turn, so drift hits them all alike."""
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(reps):
+        for name, run in contenders.items():
+            samples[name].append(run())
+    return {
+        name: {"median_s": round(statistics.median(v), 3), "samples_s": [round(x, 3) for x in v]}
+        for name, v in samples.items()
+    }
+
+
+class PeakRss:
+    """Samples the peak RSS of a process and of its descendants while it runs (from /proc)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak_self = 0
+        self.peak_tree = 0
+        self.peak_ansible = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            tree = _descendants(self.pid)
+            rss = {pid: _rss_kib(pid) for pid in tree}
+            self.peak_self = max(self.peak_self, rss.get(self.pid, 0))
+            self.peak_tree = max(self.peak_tree, sum(rss.values()))
+            ansible = sum(v for p, v in rss.items() if p != self.pid and "ansible" in _cmdline(p))
+            self.peak_ansible = max(self.peak_ansible, ansible)
+            time.sleep(0.05)
+
+
+def _descendants(root: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parts = stat.read_text().rsplit(")", 1)[1].split()
+            children.setdefault(int(parts[1]), []).append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            continue
+    found, queue = [], [root]
+    while queue:
+        pid = queue.pop()
+        found.append(pid)
+        queue.extend(children.get(pid, []))
+    return found
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+# --- the sandbox and its subsets ----------------------------------------------------------------
+
+
+def cluster_files(box: layout.Sandbox, sizes: list[int], workdir: Path) -> dict[int, Path]:
+    """A cluster.yaml per size: the master plus the first size-1 workers of one big sandbox."""
+    base = yaml.safe_load(box.cluster_file.read_text())
+    files = {}
+    for size in sizes:
+        data = {**base, "workers": base["workers"][: size - 1]}
+        data["paths"] = {"project_root": str(workdir / f"n{size}")}
+        path = workdir / f"cluster-{size}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        files[size] = path
+    return files
+
+
+def ssh_argv(box: layout.Sandbox, node: layout.NodePlan, command: list[str]) -> list[str]:
+    import shlex
+
+    return [
+        "ssh",
+        "-i",
+        str(box.identity_file),
+        "-o",
+        f"UserKnownHostsFile={box.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "ConnectTimeout=5",
+        f"{node.user}@{node.address}",
+        "--",
+        shlex.join(command),
+    ]
+
+
+def probe_command(box: layout.Sandbox, node: layout.NodePlan | None) -> list[str]:
+    python = f"{box.env_dir}/bin/python"
+    project = f"{node.home}/projects/UGRO" if node else str(box.master_project)
+    return [
+        "/usr/bin/python3",
+        "-c",
+        PROBE.read_text(),
+        "--python",
+        python,
+        "--accelerator",
+        "cpu",
+        "--project-path",
+        project,
+    ]
+
+
+def floor(box: layout.Sandbox, nodes: list[layout.NodePlan]) -> float:
+    """The probe over plain ssh to every node at once (the master's runs locally)."""
+    started = time.perf_counter()
+    processes = [subprocess.Popen(probe_command(box, None), stdout=subprocess.DEVNULL)]
+    for node in nodes:
+        processes.append(
+            subprocess.Popen(
+                ssh_argv(box, node, probe_command(box, node)), stdout=subprocess.DEVNULL
+            )
+        )
+    if any(p.wait() != 0 for p in processes):
+        raise RuntimeError("the floor's probe failed on a node")
+    return time.perf_counter() - started
+
+
+def seed(box: layout.Sandbox, nodes: list[layout.NodePlan]) -> float:
+    """The guide's cluster.py: per node, `ssh echo OK`, `ssh nvidia-smi -L`, `ssh python -c
+    'import torch; ...'`, one node after another (master included, over its own probes)."""
+    python = f"{box.env_dir}/bin/python"
+    started = time.perf_counter()
+    for node in nodes:
+        for command in (
+            ["echo", "OK"],
+            ["nvidia-smi", "-L"],
+            [python, "-c", "import torch; print(torch.cuda.is_available())"],
+        ):
+            subprocess.run(ssh_argv(box, node, command), capture_output=True, check=False)
+    # The master's probes run locally in the guide too (it connects to itself by address).
+    for command in (["echo", "OK"], [python, "-c", "import torch"]):
+        subprocess.run(command, capture_output=True, check=False)
+    return time.perf_counter() - started
+
+
+# --- the benchmarks -----------------------------------------------------------------------------
+
+
+def bench_fanout(box, files, sizes, reps, seed_sizes) -> dict:
+    out = {}
+    for size in sizes:
+        nodes = box.nodes[: size - 1]
+        contenders = {
+            "ugro": lambda f=files[size]: timed([*UGRO, "--config", str(f), "health", "--json"]),
+            "floor": lambda n=nodes: floor(box, n),
+        }
+        if size in seed_sizes:
+            contenders["seed"] = lambda n=nodes: seed(box, n)
+        result = interleaved(contenders, reps)
+        ugro = result["ugro"]["median_s"]
+        result["ugro_over_floor"] = round(ugro / result["floor"]["median_s"], 2)
+        if "seed" in result:
+            result["seed_over_ugro"] = round(result["seed"]["median_s"] / ugro, 2)
+        out[str(size)] = result
+        print(f"  fan-out {size:>2} nodes: {_summary(result)}", flush=True)
+    if str(min(sizes)) in out and str(max(sizes)) in out and max(sizes) != min(sizes):
+        out["growth_ugro"] = round(
+            out[str(max(sizes))]["ugro"]["median_s"] / out[str(min(sizes))]["ugro"]["median_s"], 2
+        )
+        out["growth_floor"] = round(
+            out[str(max(sizes))]["floor"]["median_s"] / out[str(min(sizes))]["floor"]["median_s"], 2
+        )
+    return out
+
+
+SETTINGS = {
+    "defaults (pipelining, ControlPersist, 64 forks, no facts)": {},
+    "no pipelining": {"ANSIBLE_PIPELINING": "False"},
+    "no ControlPersist": {"ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o BatchMode=yes"},
+    "5 forks (Ansible's default)": {"ANSIBLE_FORKS": "5"},
+    "fact gathering on": {"ANSIBLE_GATHERING": "implicit"},
+}
+
+
+def bench_settings(files, size, reps) -> dict:
+    variants = dict(SETTINGS)
+    try:
+        import ansible_mitogen
+
+        plugins = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
+        variants["mitogen_linear strategy"] = {
+            "ANSIBLE_STRATEGY_PLUGINS": str(plugins),
+            "ANSIBLE_STRATEGY": "mitogen_linear",
+        }
+    except ImportError:
+        pass
+    argv = [*UGRO, "--config", str(files[size]), "health", "--json"]
+    contenders = {
+        name: (lambda e=env: timed(argv, env=e, check=False)) for name, env in variants.items()
+    }
+    result = interleaved(contenders, reps)
+    base = result["defaults (pipelining, ControlPersist, 64 forks, no facts)"]["median_s"]
+    for name, entry in result.items():
+        entry["over_defaults"] = round(entry["median_s"] / base, 2)
+        print(
+            f"  settings ({size} nodes) {name}: {entry['median_s']}s ({entry['over_defaults']}x)",
+            flush=True,
+        )
+    if "mitogen_linear strategy" not in variants:
+        result["mitogen_linear strategy"] = {"skipped": "ansible_mitogen is not installed"}
+    return result
+
+
+TINY_JOB = [
+    "--",
+    "--max-steps",
+    "3",
+    "--logging-steps",
+    "1",
+    "--eval-strategy",
+    "no",
+    "--save-strategy",
+    "no",
+]
+
+
+def _first_step_seconds(metrics: Path, started: float, timeout: float = 600) -> float:
+    while time.perf_counter() - started < timeout:
+        if metrics.exists() and '"kind": "train"' in metrics.read_text():
+            return time.perf_counter() - started
+        time.sleep(0.05)
+    raise RuntimeError(f"no training step in {metrics}")
+
+
+def bench_launch(box, files, size, reps) -> dict:
+    """`ugro launch` against the same torchrun commands started by hand over ssh."""
+    config = files[size]
+    project = Path(yaml.safe_load(config.read_text())["paths"]["project_root"])
+    subprocess.run([*UGRO, "--config", str(config), "sync"], check=True, capture_output=True)
+    counter = iter(range(1000))
+
+    def ugro_launch() -> dict[str, float]:
+        name = f"bench{next(counter)}"
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [*UGRO, "--config", str(config), "launch", "--name", name, *TINY_JOB],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        first = None
+        while first is None:
+            found = list((project / "data" / "experiments").glob(f"{name}_*/metrics.jsonl"))
+            if found and '"kind": "train"' in found[0].read_text():
+                first = time.perf_counter() - started
+            elif process.poll() is not None:
+                raise RuntimeError(f"ugro launch ended early: {process.stderr.read()[-1000:]}")
+            time.sleep(0.05)
+        process.wait()
+        return {
+            "first_step": first,
+            "total": time.perf_counter() - started,
+            "job_dir": str(found[0].parent),
+        }
+
+    def by_hand(job_dir: str) -> dict[str, float]:
+        """The job's own torchrun commands (from config.json), by ssh to each node at once."""
+        job = json.loads((Path(job_dir) / "config.json").read_text())
+        port = 29800 + next(counter)
+        metrics = Path(job_dir + "-byhand") / "metrics.jsonl"
+        metrics.parent.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        processes = []
+        for name, command in job["commands"].items():
+            command = [c.replace(job["job_id"], f"{job['job_id']}-byhand") for c in command]
+            command = [c.replace(f":{job['rendezvous_port']}", f":{port}") for c in command]
+            master = name == "gpu-master"
+            env = [
+                "env",
+                "OMP_NUM_THREADS=1",
+                f"UGRO_NODE={name}",
+                f"UGRO_PRIMARY={1 if master else 0}",
+                f"GLOO_SOCKET_IFNAME={box.bridge if master else 'eth0'}",
+            ]
+            if master:
+                env.append(f"UGRO_OUTPUT_DIR={metrics.parent}")
+                argv = [*env, *command]
+            else:
+                node = next(n for n in box.nodes if n.name == name)
+                argv = ssh_argv(box, node, [*env, *command])
+            processes.append(
+                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
+        first = _first_step_seconds(metrics, started)
+        for process in processes:
+            process.wait()
+        return {"first_step": first, "total": time.perf_counter() - started}
+
+    samples: dict[str, list[dict]] = {"ugro": [], "by_hand": []}
+    for _ in range(reps):
+        run = ugro_launch()
+        samples["ugro"].append(run)
+        samples["by_hand"].append(by_hand(run["job_dir"]))
+    result = {}
+    for name, runs in samples.items():
+        result[name] = {
+            key: round(statistics.median(r[key] for r in runs), 2)
+            for key in ("first_step", "total")
+        }
+    result["added_to_first_step_s"] = round(
+        result["ugro"]["first_step"] - result["by_hand"]["first_step"], 2
+    )
+    result["added_to_total_s"] = round(result["ugro"]["total"] - result["by_hand"]["total"], 2)
+    print(f"  launch ({size} nodes): {result}", flush=True)
+    return result
+
+
+def bench_cli(config: Path, job: str | None, reps: int) -> dict:
+    contenders = {
+        "python -c pass": lambda: timed([sys.executable, "-c", "pass"]),
+        "ugro --help": lambda: timed([*UGRO, "--help"]),
+    }
+    if job:
+        contenders["ugro results"] = lambda: timed([*UGRO, "--config", str(config), "results", job])
+        contenders["ugro logs"] = lambda: timed([*UGRO, "--config", str(config), "logs", job])
+    result = interleaved(contenders, reps)
+    base = result["python -c pass"]["median_s"]
+    for entry in result.values():
+        entry["above_python_s"] = round(entry["median_s"] - base, 3)
+    print(f"  cli: {_summary(result)}", flush=True)
+    return result
+
+
+def bench_memory(files, size) -> dict:
+    process = subprocess.Popen(
+        [*UGRO, "--config", str(files[size]), "health", "--json"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with PeakRss(process.pid) as peak:
+        process.wait()
+    result = {
+        "nodes": size,
+        "ugro_peak_rss_mib": round(peak.peak_self / 1024, 1),
+        "ansible_peak_rss_mib": round(peak.peak_ansible / 1024, 1),
+        "tree_peak_rss_mib": round(peak.peak_tree / 1024, 1),
+    }
+    print(f"  memory: {result}", flush=True)
+    return result
+
+
+def _summary(result: dict) -> str:
+    return ", ".join(
+        f"{k} {v['median_s']}s" if isinstance(v, dict) and "median_s" in v else f"{k} {v}"
+        for k, v in result.items()
+    )
+
+
+def machine() -> dict:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="one repetition on 3 nodes")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--sizes", default="3,8,16,32")
+    parser.add_argument("--only", default="fanout,settings,launch,cli,memory")
+    parser.add_argument("--keep", action="store_true", help="leave the bench sandbox up")
+    args = parser.parse_args(argv)
+    sizes = [3] if args.smoke else sorted(int(s) for s in args.sizes.split(","))
+    reps = 1 if args.smoke else args.reps
+    only = set(args.only.split(","))
+    workdir = Path(os.environ.get("UGRO_BENCH_DIR") or REPO / "bench" / "work")
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    if layout.load(SANDBOX) is None:
+        print(f"bringing up a {max(sizes)}-node sandbox ...", flush=True)
+        lifecycle.up(
+            SANDBOX,
+            nodes=max(sizes),
+            subnet=SUBNET,
+            wheelhouse=os.environ.get("UGRO_WHEELHOUSE"),
+            echo=lambda _l: None,
+        )
+    box = layout.load(SANDBOX)
+    if len(box.nodes) + 1 < max(sizes):
+        sys.exit(
+            f"the {SANDBOX} sandbox has {len(box.nodes) + 1} nodes; `ugro sandbox down "
+            f"--name {SANDBOX}` and rerun"
+        )
+    files = cluster_files(box, sizes, workdir)
+    report: dict = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "reps": reps,
+        "sizes": sizes,
+    }
+    try:
+        small = min(sizes)
+        if "fanout" in only:
+            report["fanout"] = bench_fanout(box, files, sizes, reps, seed_sizes={3, 8} & set(sizes))
+        if "settings" in only:
+            report["settings"] = bench_settings(files, 8 if 8 in sizes else small, reps)
+        job = None
+        if "launch" in only:
+            report["launch"] = bench_launch(box, files, small, reps)
+            job = "bench0"
+        if "cli" in only:
+            report["cli"] = bench_cli(files[small], job, max(reps, 5))
+        if "memory" in only:
+            report["memory"] = bench_memory(files, max(sizes))
+    finally:
+        if not args.keep:
+            lifecycle.down(SANDBOX, echo=lambda _l: None)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "smoke" if args.smoke else datetime.now().strftime("%Y-%m-%d")
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
