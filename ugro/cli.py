@@ -182,7 +182,7 @@ def parse_extra_vars(pairs: tuple[str, ...]) -> dict[str, Any]:
 
 
 def check_job_name(name: str) -> str:
-    from ugro.jobs import check_name
+    from ugro.jobs import check_name  # deferred: the CLI starts without pydantic
 
     return check_name(name)
 
@@ -239,7 +239,7 @@ def run_command(
             extravars.setdefault(
                 "ugro_collect_dest", str(Jobs(cluster).experiment_dir(record.job_id))
             )
-            nodes = nodes or tuple(record.detail.get("nodes") or ())
+            nodes = nodes or tuple(Jobs(cluster).nodes(record))
     if job is not None:
         extravars.setdefault("ugro_job_name", job)
     for name in nodes:
@@ -411,7 +411,7 @@ def logs(state: _State, job: str, rank: int | None, follow_: bool) -> None:
     cluster = state.cluster()
     jobs = Jobs(cluster)
     record = jobs.resolve(job)
-    nodes = record.detail.get("nodes") or []
+    nodes = jobs.nodes(record)
     running = record.state in ("launching", "running")
     if running:
         launcher.collect(cluster, record.job_id, nodes)
@@ -467,7 +467,7 @@ def stop_command(state: _State, job: str) -> None:
     cluster = state.cluster()
     jobs = Jobs(cluster)
     record = jobs.resolve(job)
-    nodes = record.detail.get("nodes") or jobs.config(record.job_id).get("nodes") or []
+    nodes = jobs.nodes(record)
     states = launcher.stop(cluster, record.job_id, nodes)
     stopped = sum(s.get("signalled", 0) for s in states.values())
     try:
@@ -493,7 +493,7 @@ def collect_command(state: _State, job: str) -> None:
     cluster = state.cluster()
     jobs = Jobs(cluster)
     record = jobs.resolve(job)
-    result = launcher.collect(cluster, record.job_id, record.detail.get("nodes") or [])
+    result = launcher.collect(cluster, record.job_id, jobs.nodes(record))
     changed = sum(h.changed for h in result.hosts.values())
     click.echo(
         f"Collected {record.job_id} into {jobs.experiment_dir(record.job_id)} "

@@ -14,7 +14,7 @@ import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -310,7 +310,6 @@ class Cluster:
     # On the master: what `ugro sync` ships (a requirements file, or a pixi manifest directory);
     # None means ugro's own scripts/requirements.txt (venv) or the project root (pixi).
     env_source: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def master(self) -> Node:

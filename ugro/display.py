@@ -24,6 +24,18 @@ err_console = Console(stderr=True)
 _STATUS_STYLE = {"healthy": "green", "unhealthy": "red", "unreachable": "red"}
 
 
+def _spinner() -> Progress:
+    """A one-line live display on stderr, silent when stderr is not a terminal."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
+
+
 class RunProgress:
     """A spinner with the running task and how many hosts have finished it, on stderr.
 
@@ -35,14 +47,7 @@ class RunProgress:
         self.hosts = hosts
         self.done: set[str] = set()
         self.task_name = "starting"
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-            disable=not err_console.is_terminal,
-        )
+        self.progress = _spinner()
         self.task_id = self.progress.add_task(self._text(), total=None)
 
     def _text(self) -> str:
@@ -222,14 +227,7 @@ class TrainingProgress:
     def __init__(self, job_id: str, *, verbose: bool = False) -> None:
         self.job_id = job_id
         self.verbose = verbose
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-            disable=not err_console.is_terminal,
-        )
+        self.progress = _spinner()
         self.task_id = self.progress.add_task(f"{job_id}: starting", total=None)
 
     def __enter__(self) -> TrainingProgress:

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 from ugro.config import Cluster
+from ugro.inventory import expected_versions
 from ugro.runner import RunResult
 from ugro.state import write_json_atomic
 
@@ -91,8 +92,6 @@ def summarize(cluster: Cluster, result: RunResult, names: list[str]) -> HealthSu
             status: Status = "healthy" if report.get("healthy") and not problems else "unhealthy"
             message = "; ".join(problems) if problems else _ready_message(report)
             nodes.append(NodeHealth(name, node.rank, status, message, dict(report)))
-    from ugro.inventory import expected_versions
-
     drift = find_drift(reports, expected_versions(cluster))
     return HealthSummary(
         cluster=cluster.name,

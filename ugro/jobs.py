@@ -82,6 +82,10 @@ class Jobs:
     def config(self, job_id: str) -> dict[str, Any]:
         return read_json(self.experiment_dir(job_id) / "config.json") or {}
 
+    def nodes(self, record: JobRecord) -> list[str]:
+        """The nodes a job runs on (from its history, else its config.json)."""
+        return record.detail.get("nodes") or self.config(record.job_id).get("nodes") or []
+
     # -- history -----------------------------------------------------------------------------
     def record(self, job_id: str, state: State, **detail: Any) -> None:
         name = _JOB_ID.fullmatch(job_id)

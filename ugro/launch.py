@@ -246,13 +246,9 @@ def _first_failure(result: RunResult) -> str:
 # --- live state, stop, collect ------------------------------------------------------------------
 
 
-def _job_vars(cluster: Cluster, job_id: str) -> dict[str, Any]:
-    return {"ugro_job_id": job_id}
-
-
 def live_state(cluster: Cluster, job_id: str, nodes: list[str]) -> dict[str, dict[str, Any]]:
     """Each node's view of the job: processes, pid, exit codes, failed ranks' log tails."""
-    result = run_playbook(cluster, "status", extravars=_job_vars(cluster, job_id), limit=nodes)
+    result = run_playbook(cluster, "status", extravars={"ugro_job_id": job_id}, limit=nodes)
     states = _facts(result, "ugro_job_state")
     for name in nodes:
         if name not in states:
@@ -266,14 +262,14 @@ def live_state(cluster: Cluster, job_id: str, nodes: list[str]) -> dict[str, dic
 
 def stop(cluster: Cluster, job_id: str, nodes: list[str]) -> dict[str, dict[str, Any]]:
     """Stop every process of the job on every node; fails if any survives."""
-    result = run_playbook(cluster, "stop", extravars=_job_vars(cluster, job_id), limit=nodes)
+    result = run_playbook(cluster, "stop", extravars={"ugro_job_id": job_id}, limit=nodes)
     result.raise_for_status()
     return _facts(result, "ugro_job_state")
 
 
 def collect(cluster: Cluster, job_id: str, nodes: list[str]) -> RunResult:
     destination = Jobs(cluster).experiment_dir(job_id)
-    extravars = {**_job_vars(cluster, job_id), "ugro_collect_dest": str(destination)}
+    extravars = {"ugro_job_id": job_id, "ugro_collect_dest": str(destination)}
     return run_playbook(cluster, "collect", extravars=extravars, limit=nodes).raise_for_status()
 
 
@@ -319,7 +315,7 @@ def judge(states: dict[str, dict[str, Any]]) -> Verdict:
 def finish(cluster: Cluster, record: JobRecord, verdict: Verdict) -> None:
     """A job has ended (or failed on some node): stop what is left, collect, record."""
     jobs = Jobs(cluster)
-    nodes = record.detail.get("nodes") or jobs.config(record.job_id).get("nodes") or []
+    nodes = jobs.nodes(record)
     if verdict.state == "failed":
         stop(cluster, record.job_id, nodes)
     try:
@@ -335,8 +331,7 @@ def refresh(cluster: Cluster, record: JobRecord) -> JobRecord:
     """Bring a job's recorded state up to date with the nodes (for status, results, logs)."""
     if record.state not in ("launching", "running"):
         return record
-    nodes = record.detail.get("nodes") or Jobs(cluster).config(record.job_id).get("nodes") or []
-    verdict = judge(live_state(cluster, record.job_id, nodes))
+    verdict = judge(live_state(cluster, record.job_id, Jobs(cluster).nodes(record)))
     if verdict.state != "running":
         finish(cluster, record, verdict)
     return Jobs(cluster).resolve(record.job_id)
