@@ -1,0 +1,140 @@
+"""Jobs on the master: names, ids, history under concurrent writers, results; launch verdicts."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ugro.config import load_cluster_file
+from ugro.errors import UsageError
+from ugro.jobs import Jobs, check_name, new_job_id, summarize
+from ugro.launch import judge, training_args
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    path = tmp_path / "cluster.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "cluster": {
+                    "name": "t",
+                    "master": {"hostname": "m", "ip": "127.0.0.1", "user": "root"},
+                },
+                "paths": {"project_root": str(tmp_path / "project")},
+                "training": {
+                    "default_model": "tiny-llama",
+                    "max_seq_length": 64,
+                    "lora": {"target_modules": ["q_proj", "k_proj"]},
+                },
+            }
+        )
+    )
+    return load_cluster_file(path)
+
+
+@pytest.mark.parametrize("bad", ["../x", "a;rm -rf ~", "", "x" * 65, ".", "..", "a b", "é"])
+def test_bad_names(bad: str) -> None:
+    with pytest.raises(UsageError, match="job name"):
+        check_name(bad)
+
+
+def test_job_id_is_name_and_timestamp() -> None:
+    assert new_job_id("exp1", datetime(2026, 1, 20, 12, 0, 0)) == "exp1_20260120_120000"
+
+
+def _append_many(args: tuple[str, int]) -> None:
+    project, worker = args
+    path = Path(project) / "cluster.yaml"
+    jobs = Jobs(load_cluster_file(path))
+    for i in range(50):
+        jobs.record(f"w{worker}_20260101_00000{i % 10}", "running", payload="x" * 2000, i=i)
+
+
+def test_concurrent_writers_never_corrupt_the_history(cluster) -> None:
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        pool.map(_append_many, [(str(cluster.source.parent), w) for w in range(4)])
+    lines = cluster.paths.job_history.read_text().splitlines()
+    assert len(lines) == 200
+    assert all(json.loads(line)["payload"] == "x" * 2000 for line in lines)
+
+
+def test_history_resolve_and_results(cluster) -> None:
+    jobs = Jobs(cluster)
+    for job_id in ("exp1_20260101_000000", "exp1_20260102_000000"):
+        jobs.create(job_id)
+        jobs.record(job_id, "launching", nodes=["m"])
+        jobs.record(job_id, "running")
+    jobs.record("exp1_20260102_000000", "succeeded")
+    # A torn line (a writer killed mid-line) is skipped, never fatal.
+    with open(cluster.paths.job_history, "a") as handle:
+        handle.write('{"job_id": "broken", "sta')
+    record = jobs.resolve("exp1")
+    assert record.job_id == "exp1_20260102_000000" and record.state == "succeeded"
+    assert jobs.nodes(record) == ["m"]
+    assert jobs.resolve("exp1_20260101_000000").state == "running"
+    with pytest.raises(UsageError, match="no job named 'exp9'"):
+        jobs.resolve("exp9")
+    with pytest.raises(UsageError, match="job name"):
+        jobs.resolve("../etc")
+    with pytest.raises(UsageError, match="already exists"):
+        jobs.create("exp1_20260101_000000")
+
+    directory = jobs.experiment_dir(record.job_id)
+    lines = [
+        {"kind": "train", "step": s, "loss": loss, "tokens_per_s": 100.0 * s}
+        for s, loss in ((10, 3.0), (20, 2.0), (30, 2.5))
+    ]
+    lines.append({"kind": "eval", "step": 30, "eval_loss": 2.2})
+    (directory / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (directory / "checkpoints" / "checkpoint-30").mkdir()
+    (directory / "checkpoints" / "checkpoint-5").mkdir()
+    (directory / "artifacts" / "adapter").mkdir()
+    summary = summarize(jobs, record)
+    assert summary["status"] == "succeeded" and summary["steps"] == 30
+    assert (summary["final_loss"], summary["best_loss"], summary["final_eval_loss"]) == (
+        2.5,
+        2.0,
+        2.2,
+    )
+    assert summary["tokens_per_s"] == 2500.0  # the first logging step's rate includes start-up
+    assert summary["checkpoints"] == ["checkpoint-5", "checkpoint-30"]
+    assert summary["artifacts"] == ["adapter"]
+
+
+def test_training_args_take_cluster_yaml_then_the_command_line(cluster) -> None:
+    args = training_args(
+        cluster, overrides={"--model": None, "--epochs": 2.0}, extra=("--max-steps", "5")
+    )
+    pairs = dict(zip(args[::2], args[1::2], strict=False))
+    assert pairs["--model"] == "tiny-llama"  # from cluster.yaml (the flag was not given)
+    assert pairs["--epochs"] == "2.0"
+    assert pairs["--max-seq-length"] == "64"
+    assert pairs["--target-modules"] == "q_proj,k_proj"
+    assert pairs["--ddp-timeout"] == "300"
+    assert "--dataset" not in pairs  # unset in cluster.yaml: the script's defaults apply
+    assert args[-2:] == ("--max-steps", "5")
+
+
+def test_judge() -> None:
+    running = {"m": {"running": True, "exit_code": None, "ranks": {}}}
+    assert judge(running).state == "running"
+    done = {
+        "m": {"running": False, "exit_code": 0, "ranks": {"0": {"exit_code": 0}}},
+        "w": {"running": False, "exit_code": 0, "ranks": {"1": {"exit_code": 0}}},
+    }
+    assert judge(done).state == "succeeded"
+    failed = {
+        "m": {"running": True, "exit_code": None, "ranks": {}},
+        "w": {"running": False, "exit_code": 1, "ranks": {"2": {"exit_code": 1, "tail": ["boom"]}}},
+    }
+    verdict = judge(failed)
+    assert verdict.state == "failed"
+    assert verdict.failure == {"node": "w", "rank": 2, "exit_code": 1, "tail": ["boom"]}
+    gone = {"m": {"running": True}, "w": {"unreachable": True, "message": "timed out"}}
+    assert judge(gone).failure["reason"] == "unreachable: timed out"
