@@ -203,9 +203,9 @@ def launch(
     )
     jobs.write_config(job_id, config)
     if not result.successful:
-        # Whatever did start must not be left running.
-        if pids:
-            stop(cluster, job_id, nodes)
+        # Whatever did start must not be left running; a node may have started before another
+        # failed, without its pid being recorded, so every node is asked.
+        _stop_quietly(cluster, job_id, nodes)
         reason = _first_failure(result)
         jobs.record(job_id, "failed", reason=reason)
         raise RunError(
@@ -267,6 +267,14 @@ def stop(cluster: Cluster, job_id: str, nodes: list[str]) -> dict[str, dict[str,
     return _facts(result, "ugro_job_state")
 
 
+def _stop_quietly(cluster: Cluster, job_id: str, nodes: list[str]) -> None:
+    """Stop on the way out of a failure: a node that cannot be reached must not hide the failure."""
+    try:
+        stop(cluster, job_id, nodes)
+    except UgroError as exc:
+        log.warning("stopping %s after a failure: %s", job_id, exc.message)
+
+
 def collect(cluster: Cluster, job_id: str, nodes: list[str]) -> RunResult:
     destination = Jobs(cluster).experiment_dir(job_id)
     extravars = {"ugro_job_id": job_id, "ugro_collect_dest": str(destination)}
@@ -317,7 +325,7 @@ def finish(cluster: Cluster, record: JobRecord, verdict: Verdict) -> None:
     jobs = Jobs(cluster)
     nodes = jobs.nodes(record)
     if verdict.state == "failed":
-        stop(cluster, record.job_id, nodes)
+        _stop_quietly(cluster, record.job_id, nodes)
     try:
         collect(cluster, record.job_id, nodes)
     except UgroError as exc:

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up this checkout and run UGRO's benchmarks (root: they run on a sandbox). Extra arguments
+# go to bench/run.py, e.g. --smoke, --reps 3, --sizes 3,8.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+if [ -z "${UGRO_WHEELHOUSE:-}" ] && [ -d /opt/wheels ]; then
+  export UGRO_WHEELHOUSE=/opt/wheels
+fi
+exec .venv/bin/python bench/run.py "$@"

@@ -1,0 +1,42 @@
+"""The benchmark harness runs end to end (one repetition, 3 nodes), so that it cannot rot.
+
+Nothing here is timed: the smoke run checks that every section produces its figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+from tests.integration.conftest import sandbox_unavailable
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+
+def test_bench_smoke(tmp_path) -> None:
+    reason = sandbox_unavailable()
+    if reason:
+        pytest.skip(f"no sandbox: {reason}")
+    done = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "run.py"), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+        check=False,
+        env={**os.environ, "UGRO_BENCH_DIR": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    report = json.loads((REPO / "bench" / "results" / "smoke.json").read_text())
+    fanout = report["fanout"]["3"]
+    assert {"ugro", "floor", "seed"} <= set(fanout)
+    assert fanout["ugro_over_floor"] > 0 and fanout["seed_over_ugro"] > 0
+    assert report["launch"]["ugro"]["first_step"] > 0
+    assert report["launch"]["by_hand"]["first_step"] > 0
+    assert report["cli"]["ugro --help"]["median_s"] > 0
+    assert report["memory"]["ugro_peak_rss_mib"] > 0
+    assert "defaults (pipelining, ControlPersist, 64 forks, no facts)" in report["settings"]
