@@ -43,6 +43,7 @@ class _State:
             logs = self._cluster.paths.logs
             attach_file(logs / "agent.log")
             attach_file(logs / "health.log", logger="ugro.health", level=logging.INFO)
+            attach_file(logs / "launcher.log", logger="ugro.launch", level=logging.INFO)
             log.debug("cluster %s from %s", self._cluster.name, self._cluster.describe())
         return self._cluster
 

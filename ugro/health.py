@@ -28,6 +28,7 @@ _DRIFT_KEYS = {
     "cuda": lambda r: r.get("env", {}).get("cuda_build"),
     "nccl": lambda r: r.get("env", {}).get("nccl_version"),
     "driver": lambda r: r.get("driver_version"),
+    "lock": lambda r: (r.get("lock_hash") or "")[:12] or None,
 }
 
 

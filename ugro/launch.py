@@ -184,6 +184,13 @@ def launch(
     }
     jobs.write_config(job_id, config)
     jobs.record(job_id, "launching", nodes=nodes)
+    log.info(
+        "launching %s on %s: %s %s",
+        job_id,
+        ", ".join(nodes),
+        request.script,
+        " ".join(request.args),
+    )
     with _secret_file(request.hf_token) as secret:
         extravars["ugro_launch_secret_file"] = secret
         result = run_playbook(
@@ -208,6 +215,7 @@ def launch(
         _stop_quietly(cluster, job_id, nodes)
         reason = _first_failure(result)
         jobs.record(job_id, "failed", reason=reason)
+        log.info("launch of %s failed: %s", job_id, reason)
         raise RunError(
             f"launch of {job_id} failed: {reason} (log: {result.stdout_path})",
             status=result.status,
@@ -215,7 +223,9 @@ def launch(
             artifact_dir=result.artifact_dir,
         )
     jobs.record(job_id, "running", pids=pids)
-    log.info("launched %s on %s into %s", job_id, ", ".join(nodes), directory)
+    for node, command in commands.items():
+        log.info("%s on %s (pid %s): %s", job_id, node, pids.get(node), " ".join(command))
+    log.info("launched %s into %s", job_id, directory)
     return LaunchResult(job_id, nodes, commands, pids, result)
 
 
@@ -262,6 +272,7 @@ def live_state(cluster: Cluster, job_id: str, nodes: list[str]) -> dict[str, dic
 
 def stop(cluster: Cluster, job_id: str, nodes: list[str]) -> dict[str, dict[str, Any]]:
     """Stop every process of the job on every node; fails if any survives."""
+    log.info("stopping %s on %s", job_id, ", ".join(nodes))
     result = run_playbook(cluster, "stop", extravars={"ugro_job_id": job_id}, limit=nodes)
     result.raise_for_status()
     return _facts(result, "ugro_job_state")
@@ -330,9 +341,9 @@ def finish(cluster: Cluster, record: JobRecord, verdict: Verdict) -> None:
         collect(cluster, record.job_id, nodes)
     except UgroError as exc:
         log.warning("collecting %s: %s", record.job_id, exc.message)
-    jobs.record(
-        record.job_id, verdict.state, **({"failure": verdict.failure} if verdict.failure else {})
-    )
+    detail = {"failure": verdict.failure} if verdict.failure else {}
+    jobs.record(record.job_id, verdict.state, **detail)
+    log.info("%s %s %s", record.job_id, verdict.state, verdict.failure or "")
 
 
 def refresh(cluster: Cluster, record: JobRecord) -> JobRecord:

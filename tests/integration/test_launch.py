@@ -113,8 +113,11 @@ def test_launch_trains_and_everything_comes_home(sandbox, cluster_env) -> None:
     job_id = job_id_from(done.stdout)
     assert history(sandbox, job_id) == ["launching", "running", "succeeded"]
     assert not tagged(job_id)
+    cluster = load_cluster_file(sandbox.cluster_file)
+    launcher_log = (cluster.paths.logs / "launcher.log").read_text()
+    assert f"launched {job_id}" in launcher_log and f"{job_id} succeeded" in launcher_log
 
-    directory = Jobs(load_cluster_file(sandbox.cluster_file)).experiment_dir(job_id)
+    directory = Jobs(cluster).experiment_dir(job_id)
     config = json.loads((directory / "config.json").read_text())
     assert config["nodes"] == ["gpu-master", *(n.name for n in sandbox.nodes)]
     assert set(config["fingerprints"]) == set(config["nodes"])
@@ -246,3 +249,21 @@ def test_a_token_reaches_the_ranks_and_no_file(sandbox, cluster_env, tmp_path) -
             if readable and canary.encode() in path.read_bytes():
                 leaks.append(str(path))
     assert leaks == []
+
+
+def test_launch_refuses_on_drift_unless_allowed(sandbox, cluster_env) -> None:
+    lock = Path(sandbox.nodes[-1].home) / "projects" / "UGRO" / "requirements.txt"
+    original = lock.read_bytes()
+    lock.write_bytes(original + b"# a node that drifted\n")
+    try:
+        refused = run_ugro("launch", "--name", "drifty", "--dry-run", env=cluster_env)
+        assert refused.returncode == 1
+        assert "not launching on drifting environments" in refused.stderr
+        assert "lock differs across nodes" in refused.stderr
+        assert f"{sandbox.nodes[-1].name}=" in refused.stderr
+        allowed = run_ugro(
+            "launch", "--name", "drifty", "--dry-run", "--allow-drift", env=cluster_env
+        )
+        assert allowed.returncode == 0, allowed.stderr
+    finally:
+        lock.write_bytes(original)

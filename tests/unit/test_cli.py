@@ -83,3 +83,26 @@ def test_inventory_json_is_the_listing(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     listing = json.loads(done.stdout)
     assert listing["master"]["hosts"] == ["local"]
+
+
+@pytest.mark.parametrize("name", ["../x", "a;rm -rf ~", "x" * 65])
+def test_launch_refuses_a_bad_name_before_writing_anything(tmp_path: Path, name: str) -> None:
+    done = run_ugro("launch", "--name", name, cwd=tmp_path, env={"UGRO_HOME": str(tmp_path / "h")})
+    assert done.returncode == 2
+    assert "job name" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "h").exists()
+
+
+def test_sandbox_needs_root_and_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A non-root session cannot exist in this root-only workplace: euid is the stand-in here."""
+    from ugro.errors import ExitCode, PrerequisiteError
+    from ugro.sandbox import system
+
+    monkeypatch.setattr(system.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(system, "which", lambda tool: None if tool == "sshd" else f"/bin/{tool}")
+    with pytest.raises(PrerequisiteError) as caught:
+        system.check_prerequisites()
+    message = caught.value.message
+    assert message.startswith("ugro sandbox needs root, sshd (openssh-server) on this machine")
+    assert "the built-in local cluster works without them" in message.lower()
+    assert caught.value.exit_code == ExitCode.USAGE
