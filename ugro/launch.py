@@ -356,29 +356,45 @@ def refresh(cluster: Cluster, record: JobRecord) -> JobRecord:
     return Jobs(cluster).resolve(record.job_id)
 
 
+def _master_job_dir(cluster: Cluster, job_id: str) -> Path:
+    return Path(cluster.master.project_path) / "data" / "experiments" / job_id
+
+
 def follow(
     cluster: Cluster,
     job_id: str,
     *,
     on_metrics: Callable[[dict[str, Any]], None],
-    check_every: float = 5.0,
-    poll: float = 1.0,
+    check_every: float = 20.0,
+    poll: float = 0.5,
 ) -> JobRecord:
-    """Watch a job until it ends: metrics as they come, the nodes' states every few seconds."""
+    """Watch a job until it ends: metrics as they come, the nodes' states now and then.
+
+    Asking the nodes is an Ansible run, which on a small master competes with the job's own ranks
+    for the CPU (measured in bench/: every 5 s it delayed the first step by seconds). So the loop
+    watches the master's own job directory, which is local and free to read, and asks the nodes
+    only when the master's agent has exited (a worker's failure ends it too, through the
+    rendezvous) and every `check_every` seconds as a fallback.
+    """
     jobs = Jobs(cluster)
     metrics = jobs.experiment_dir(job_id) / "metrics.jsonl"
+    master_exit = _master_job_dir(cluster, job_id) / "exit_code"
     seen = 0
+    asked_after_end = False
     next_check = time.monotonic() + check_every
     while True:
         records = read_metrics(metrics)
         for entry in records[seen:]:
             on_metrics(entry)
         seen = len(records)
-        if time.monotonic() >= next_check:
+        ended_here = master_exit.exists()
+        if time.monotonic() >= next_check or (ended_here and not asked_after_end):
+            asked_after_end = ended_here
             record = refresh(cluster, jobs.resolve(job_id))
             if record.state not in ("launching", "running"):
                 for entry in read_metrics(metrics)[seen:]:
                     on_metrics(entry)
                 return record
-            next_check = time.monotonic() + check_every
+            # Once the master is done, the workers are finishing too: ask again soon.
+            next_check = time.monotonic() + (3.0 if ended_here else check_every)
         time.sleep(poll)
