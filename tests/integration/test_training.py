@@ -283,7 +283,9 @@ def test_bad_options_stop_every_rank(tmp_path: Path, args: list[str], message: s
         2, "train_production.py", *base, *args, "--output-dir", str(tmp_path / "o"), timeout=180
     )
     assert done.returncode != 0
-    assert done.stderr.count(message) == 2, done.stderr[-3000:]  # once per rank
+    # Each rank checks its options before any collective and stops with this line; torchrun may
+    # stop a rank's sibling before it gets to print it, so at least one rank says it.
+    assert message in done.stderr, done.stderr[-3000:]
     # torchrun prints its own ChildFailedError traceback; none may come from our code.
     assert f'File "{SCRIPTS}' not in done.stderr
     assert time.monotonic() - started < 150
