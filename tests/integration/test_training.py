@@ -33,7 +33,14 @@ TINY = [
     "--save-strategy",
     "no",
 ]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+# Single-host gloo on loopback: without an interface named, gloo may pick an address another
+# interface (a sandbox bridge) holds and hang.
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "GLOO_SOCKET_IFNAME": "lo",
+}
 
 
 def torchrun(nproc: int, script: str, *args: str, timeout: float = 300, **popen):
