@@ -22,6 +22,7 @@ def _isolated_home(
     monkeypatch.setenv("ANSIBLE_HOME", str(base / "ansible-home"))
     monkeypatch.setenv("ANSIBLE_LOCAL_TEMP", str(base / "ansible-tmp"))
     monkeypatch.setenv("UGRO_HOME", str(base / "ugro-home"))
+    monkeypatch.setenv("UGRO_CACHE_DIR", str(base / "ugro-cache"))
     monkeypatch.delenv("UGRO_CONFIG", raising=False)
 
 

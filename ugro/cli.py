@@ -20,6 +20,7 @@ from ugro.errors import ExitCode, UgroError, UsageError
 
 if TYPE_CHECKING:
     from ugro.config import Cluster
+    from ugro.resolved import ResolvedCluster
 
 log = logging.getLogger("ugro.cli")
 
@@ -32,20 +33,40 @@ class _State:
         self.config_path = config
         self.verbose = verbose
         self._cluster: Cluster | None = None
+        self._resolved: ResolvedCluster | None = None
 
     def cluster(self) -> Cluster:
         """Load cluster.yaml once, and start the log files the seed's layout names."""
         if self._cluster is None:
+            from ugro import resolved
             from ugro.config import load_cluster
-            from ugro.logsetup import attach_file
 
             self._cluster = load_cluster(self.config_path)
-            logs = self._cluster.paths.logs
-            attach_file(logs / "agent.log")
-            attach_file(logs / "health.log", logger="ugro.health", level=logging.INFO)
-            attach_file(logs / "launcher.log", logger="ugro.launch", level=logging.INFO)
-            log.debug("cluster %s from %s", self._cluster.name, self._cluster.describe())
+            self._resolved = resolved.remember(self._cluster)
+            self._attach_logs(self._resolved)
         return self._cluster
+
+    def resolved(self) -> ResolvedCluster:
+        """The cluster's name and directories, from ugro.resolved's cache when it is current.
+
+        For commands that only read the master's files: they start without pydantic.
+        """
+        if self._resolved is None:
+            from ugro import resolved
+
+            self._resolved = resolved.load(self.config_path)
+            self._attach_logs(self._resolved)
+        return self._resolved
+
+    @staticmethod
+    def _attach_logs(cluster: ResolvedCluster) -> None:
+        from ugro.logsetup import attach_file
+
+        logs = cluster.paths.logs
+        attach_file(logs / "agent.log")
+        attach_file(logs / "health.log", logger="ugro.health", level=logging.INFO)
+        attach_file(logs / "launcher.log", logger="ugro.launch", level=logging.INFO)
+        log.debug("cluster %s from %s", cluster.name, cluster.describe())
 
 
 pass_state = click.make_pass_decorator(_State)
@@ -120,14 +141,19 @@ def health(state: _State, as_json: bool, nodes: tuple[str, ...]) -> None:
 def status(state: _State, as_json: bool, recent: int) -> None:
     """The cluster's last known health, and running and recent jobs (live from the nodes)."""
     from ugro.jobs import Jobs
-    from ugro.launch import refresh
     from ugro.state import read_json
 
-    cluster = state.cluster()
+    cluster = state.resolved()
     data = read_json(cluster.paths.cluster_state)
     records = list(Jobs(cluster).records().values())[:recent]
     # Running jobs are asked about on their nodes; finished ones are as the history says.
-    records = [refresh(cluster, r) if r.state in ("launching", "running") else r for r in records]
+    if any(r.state in ("launching", "running") for r in records):
+        from ugro.launch import refresh
+
+        records = [
+            refresh(state.cluster(), r) if r.state in ("launching", "running") else r
+            for r in records
+        ]
     if as_json:
         click.echo(
             json.dumps(
@@ -405,16 +431,17 @@ def logs(state: _State, job: str, rank: int | None, follow_: bool) -> None:
     """A job's per-rank logs (merged and prefixed by node and rank, or one rank's)."""
     import time
 
-    from ugro import launch as launcher
     from ugro.jobs import Jobs
     from ugro.logview import LogView
 
-    cluster = state.cluster()
-    jobs = Jobs(cluster)
+    jobs = Jobs(state.resolved())
     record = jobs.resolve(job)
     nodes = jobs.nodes(record)
     running = record.state in ("launching", "running")
     if running:
+        from ugro import launch as launcher
+
+        cluster = state.cluster()
         launcher.collect(cluster, record.job_id, nodes)
     view = LogView(jobs.experiment_dir(record.job_id) / "logs", rank=rank)
     if not view.files() and not running and not follow_:
@@ -442,12 +469,14 @@ def logs(state: _State, job: str, rank: int | None, follow_: bool) -> None:
 @pass_state
 def results(state: _State, job: str, as_json: bool) -> None:
     """A job's status, duration, losses, throughput, checkpoints and artifacts."""
-    from ugro import launch as launcher
     from ugro.jobs import Jobs, summarize
 
-    cluster = state.cluster()
-    jobs = Jobs(cluster)
-    record = launcher.refresh(cluster, jobs.resolve(job))
+    jobs = Jobs(state.resolved())
+    record = jobs.resolve(job)
+    if record.state in ("launching", "running"):
+        from ugro import launch as launcher
+
+        record = launcher.refresh(state.cluster(), record)
     summary = summarize(jobs, record)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))

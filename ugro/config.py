@@ -22,9 +22,8 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from ugro.errors import ConfigError
+from ugro.paths import ENV_REFERENCE, HOME_ENV, ClusterPaths, locate_config
 
-CONFIG_ENV = "UGRO_CONFIG"
-HOME_ENV = "UGRO_HOME"
 MAX_CONFIG_BYTES = 1 << 20
 # A composed YAML graph bigger than this is an alias bomb, not a cluster description.
 MAX_YAML_NODES = 50_000
@@ -50,7 +49,6 @@ _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_HOST_LABEL}(?:\.{_HOST_LABEL})*")
 _USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
 _ENV_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 def _node_name(value: str) -> str:
@@ -277,28 +275,6 @@ class Node:
 
 
 @dataclass(frozen=True)
-class ClusterPaths:
-    """Where ugro keeps its own files on the master (the seed's data/ and logs/ layout)."""
-
-    project_root: Path
-    data: Path
-    logs: Path
-    experiments: Path
-
-    @property
-    def cluster_state(self) -> Path:
-        return self.data / "cluster_state.json"
-
-    @property
-    def job_history(self) -> Path:
-        return self.data / "job_history.jsonl"
-
-    @property
-    def runs(self) -> Path:
-        return self.data / "runs"
-
-
-@dataclass(frozen=True)
 class Cluster:
     name: str
     source: Path | None  # None: the built-in local cluster
@@ -330,28 +306,7 @@ class Cluster:
         return str(self.source) if self.source else "the built-in local cluster"
 
 
-# --- Finding the file ---------------------------------------------------------------------------
-
-
-def config_search_path(cwd: Path | None = None) -> list[Path]:
-    """Where a cluster.yaml is looked for when neither --config nor UGRO_CONFIG names one."""
-    cwd = cwd or Path.cwd()
-    return [cwd / "config" / "cluster.yaml", Path.home() / ".config" / "ugro" / "cluster.yaml"]
-
-
-def locate_config(explicit: str | os.PathLike[str] | None = None) -> Path | None:
-    """--config, then UGRO_CONFIG, then the search path; None means the built-in local cluster."""
-    named = explicit or os.environ.get(CONFIG_ENV)
-    if named:
-        path = Path(named).expanduser()
-        if not path.is_file():
-            origin = "--config" if explicit else CONFIG_ENV
-            raise ConfigError(f"{path}: no such file (named by {origin}); expected a cluster.yaml")
-        return path.resolve()
-    for candidate in config_search_path():
-        if candidate.is_file():
-            return candidate.resolve()
-    return None
+# --- Loading ------------------------------------------------------------------------------------
 
 
 def load_cluster(explicit: str | os.PathLike[str] | None = None) -> Cluster:
@@ -530,7 +485,7 @@ def _expand_env(path: Path, lines: _LineFinder, value: Any, loc: tuple[str | int
                 )
             return os.environ[name]
 
-        return _ENV_REF.sub(substitute, value)
+        return ENV_REFERENCE.sub(substitute, value)
     return value
 
 

@@ -9,10 +9,11 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from rich.progress import Progress
+
     from ugro.config import Cluster
     from ugro.health import HealthSummary
     from ugro.sandbox.layout import Sandbox
@@ -26,6 +27,9 @@ _STATUS_STYLE = {"healthy": "green", "unhealthy": "red", "unreachable": "red"}
 
 def _spinner() -> Progress:
     """A one-line live display on stderr, silent when stderr is not a terminal."""
+    # Imported here: only the commands that follow a run draw progress (a table needs none).
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     return Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),

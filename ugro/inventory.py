@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import shlex
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ugro.config import Cluster, Node
+if TYPE_CHECKING:  # only types: the inventory plugin imports this module without pydantic
+    from ugro.config import Cluster, Node
 
 GROUPS = ("master", "workers")
 ALL_NODES_GROUP = "nodes"

@@ -14,11 +14,14 @@ import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from ugro.config import Cluster
 from ugro.errors import UsageError
 from ugro.state import append_jsonl, read_json, write_json_atomic
+
+if TYPE_CHECKING:
+    from ugro.config import Cluster
+    from ugro.resolved import ResolvedCluster
 
 State = Literal["launching", "running", "succeeded", "failed", "stopped"]
 FINAL_STATES = ("succeeded", "failed", "stopped")
@@ -56,9 +59,9 @@ class JobRecord:
 
 
 class Jobs:
-    """The master's record of jobs for one cluster."""
+    """The master's record of jobs for one cluster (only its name and paths are used)."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster | ResolvedCluster) -> None:
         self.cluster = cluster
         self.paths = cluster.paths
 

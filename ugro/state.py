@@ -6,15 +6,23 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from filelock import FileLock
+if TYPE_CHECKING:
+    from filelock import FileLock
+
+
+def _lock(path: Path) -> FileLock:
+    # Imported on first write: commands that only read (results, logs) skip filelock's import.
+    from filelock import FileLock
+
+    return FileLock(f"{path}.lock", timeout=30)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Replace `path` with `data` so that readers see the old file or the new, never a torn one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{path}.lock", timeout=30):
+    with _lock(path):
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -32,7 +40,7 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line under a lock, so concurrent writers never interleave."""
     path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=True, default=str) + "\n"
-    with FileLock(f"{path}.lock", timeout=30), open(path, "a", encoding="utf-8") as handle:
+    with _lock(path), open(path, "a", encoding="utf-8") as handle:
         handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())

@@ -2,6 +2,8 @@
 
 This is what makes a plain `ansible-playbook playbooks/health.yml` from the repository root use
 the cluster.yaml the user just edited: nothing is generated ahead of time, so nothing goes stale.
+The resolved hosts come through ugro.resolved, whose cache is keyed by the file's content (and
+all else the result depends on), so an unchanged file skips pydantic in every Ansible run.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ class InventoryModule(BaseInventoryPlugin):
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
         try:
-            from ugro.config import load_cluster
+            from ugro import resolved
             from ugro.errors import UgroError
-            from ugro.inventory import ALL_NODES_GROUP, GROUPS, host_vars
+            from ugro.inventory import ALL_NODES_GROUP, GROUPS
         except ImportError as exc:
             raise AnsibleParserError(
                 f"the ugro_cluster inventory needs the ugro package in Ansible's Python: {exc}"
@@ -51,15 +53,14 @@ class InventoryModule(BaseInventoryPlugin):
         if named:
             named = str(Path(path).parent / named)
         try:
-            cluster = load_cluster(named)
+            cluster = resolved.load(named)
         except UgroError as exc:
             raise AnsibleParserError(exc.message) from None
         self.inventory.add_group(ALL_NODES_GROUP)
         for group in GROUPS:
             self.inventory.add_group(group)
             self.inventory.add_child(ALL_NODES_GROUP, group)
-        for node in cluster.nodes:
-            group = "master" if node.role == "master" else "workers"
-            self.inventory.add_host(node.name, group=group)
-            for key, value in host_vars(cluster, node).items():
-                self.inventory.set_variable(node.name, key, value)
+        for name, group, variables in cluster.hosts:
+            self.inventory.add_host(name, group=group)
+            for key, value in variables.items():
+                self.inventory.set_variable(name, key, value)
