@@ -23,6 +23,7 @@ def _isolated_home(
     monkeypatch.setenv("ANSIBLE_LOCAL_TEMP", str(base / "ansible-tmp"))
     monkeypatch.setenv("UGRO_HOME", str(base / "ugro-home"))
     monkeypatch.setenv("UGRO_CACHE_DIR", str(base / "ugro-cache"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(base / "xdg-cache"))  # the probe's torch facts
     monkeypatch.delenv("UGRO_CONFIG", raising=False)
 
 

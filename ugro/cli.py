@@ -105,9 +105,18 @@ def cli(ctx: click.Context, config: str | None, verbose: int) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the full reports as JSON.")
 @click.option("--node", "nodes", multiple=True, metavar="NAME", help="Only this node (repeatable).")
+@click.option(
+    "--deep",
+    is_flag=True,
+    help="Import torch on every node even if its facts are cached (after a driver change).",
+)
 @pass_state
-def health(state: _State, as_json: bool, nodes: tuple[str, ...]) -> None:
-    """Probe every node: SSH, GPUs, torch, disk. Exit 1 if any node is unhealthy."""
+def health(state: _State, as_json: bool, nodes: tuple[str, ...], deep: bool) -> None:
+    """Probe every node: SSH, GPUs, torch, disk. Exit 1 if any node is unhealthy.
+
+    Torch's facts are cached on each node while its environment, GPUs and driver are unchanged
+    (an hour at most): importing torch costs seconds and a CUDA context on every GPU.
+    """
     from ugro import health as health_mod
     from ugro.display import RunProgress, console, err_console, health_table
     from ugro.runner import run_playbook
@@ -118,6 +127,7 @@ def health(state: _State, as_json: bool, nodes: tuple[str, ...]) -> None:
         result = run_playbook(
             cluster,
             "health",
+            extravars={"ugro_health_deep": True} if deep else None,
             limit=list(nodes) or None,
             on_event=progress,
         )

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, SEED_CLUSTER, run_ugro
+from tests.integration.conftest import ssh_as
 from ugro.sandbox import lifecycle
 
 
@@ -174,6 +175,25 @@ def test_sandbox_all_healthy_with_the_users_own_paths(sandbox) -> None:
         assert report["disk_path"].startswith(plan.home)
         assert report["env"]["executable"] == f"{sandbox.env_dir}/bin/python"
     assert summary["drift"] == []
+
+
+@pytest.mark.sandbox
+def test_sandbox_torch_facts_come_from_each_nodes_cache_until_deep(sandbox) -> None:
+    names = ["gpu-master", *(n.name for n in sandbox.nodes)]
+
+    def cached(*options: str) -> dict[str, bool]:
+        done = run_ugro("--config", str(sandbox.cluster_file), "health", "--json", *options)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+        nodes = json.loads(done.stdout)["nodes"]
+        return {name: "cached_since" in nodes[name]["report"]["env"] for name in names}
+
+    assert cached("--deep") == dict.fromkeys(names, False), "--deep imports torch everywhere"
+    assert cached() == dict.fromkeys(names, True)
+    # Each node keeps its own entry, under its own user's home.
+    for plan in sandbox.nodes:
+        listing = ssh_as(sandbox, plan, "ls", f"{plan.home}/.cache/ugro")
+        assert listing.returncode == 0, listing.stderr
+        assert "torch-facts-" in listing.stdout
 
 
 @pytest.mark.sandbox

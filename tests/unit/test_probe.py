@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -141,3 +142,87 @@ def test_judge_reports_uncovered_arch() -> None:
     probe.judge(report, env, "cuda")
     assert report["arch_coverage"] == [{"gpu": 0, "capability": "12.0", "covered": False}]
     assert "has no kernels for GPU 0 NVIDIA GeForce RTX 5070 Ti (sm_120)" in report["problems"][0]
+
+
+# --- the torch-facts cache ----------------------------------------------------------------------
+
+
+def probe_env(tmp_path: Path, *extra: str) -> dict:
+    """The probe against this interpreter, with its own cache and an extra sys.path directory."""
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    command = [sys.executable, str(PROBE), "--python", sys.executable, "--accelerator", "cpu"]
+    command += ["--project-path", str(tmp_path), "--torch-cache-dir", str(tmp_path / "cache")]
+    done = subprocess.run(
+        [*command, *extra],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env=env,
+    )
+    return json.loads(done.stdout)
+
+
+def test_torch_facts_are_reused_until_the_environment_changes(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    first = probe_env(tmp_path)
+    assert "cached_since" not in first["env"], "nothing cached yet: torch must be imported"
+    second = probe_env(tmp_path)
+    assert second["env"].pop("cached_since")
+    assert second["env"] == first["env"] and second["healthy"]
+    # A package installed into a directory on the environment's sys.path.
+    (tmp_path / "site" / "newpkg").mkdir()
+    assert "cached_since" not in probe_env(tmp_path)["env"]
+    assert "cached_since" in probe_env(tmp_path)["env"]
+    # --deep imports regardless (and leaves a fresh entry).
+    assert "cached_since" not in probe_env(tmp_path, "--deep")["env"]
+    assert "cached_since" in probe_env(tmp_path)["env"]
+
+
+def test_a_gpu_change_invalidates_the_torch_facts(tmp_path: Path) -> None:
+    """GPU stand-in: nvidia-smi scripts (no GPU here) that list different cards."""
+    (tmp_path / "site").mkdir()
+    smi = str(standin_nvidia_smi(tmp_path))
+    assert "cached_since" not in probe_env(tmp_path, "--nvidia-smi", smi)["env"]
+    assert "cached_since" in probe_env(tmp_path, "--nvidia-smi", smi)["env"]
+    script = Path(smi)
+    script.write_text(script.read_text().replace("RTX 5070 Ti", "RTX 4070"))
+    assert "cached_since" not in probe_env(tmp_path, "--nvidia-smi", smi)["env"]
+
+
+def test_torch_cache_off_damaged_or_too_old(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    probe_env(tmp_path, "--torch-cache-ttl", "0")
+    assert not (tmp_path / "cache").exists(), "a TTL of 0 must not write a cache"
+    probe_env(tmp_path)
+    (entry,) = (tmp_path / "cache").glob("torch-facts-*.json")
+    assert entry.stat().st_mode & 0o077 == 0
+    data = json.loads(entry.read_text())
+    entry.write_text(json.dumps({**data, "checked_at": data["checked_at"] - 7200}))
+    assert "cached_since" not in probe_env(tmp_path)["env"], "older than the TTL"
+    entry.write_text("{torn")
+    assert "cached_since" not in probe_env(tmp_path)["env"]
+    assert "cached_since" in probe_env(tmp_path)["env"]
+
+
+def test_a_broken_environment_is_not_cached(tmp_path: Path) -> None:
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "torch.py").write_text("raise ImportError('libtorch_cpu.so: not found')\n")
+    for _ in range(2):
+        report = probe_env(tmp_path)
+        assert not report["healthy"]
+        assert "libtorch_cpu.so" in report["env"]["torch_error"]
+    assert not list((tmp_path / "cache").glob("torch-facts-*.json"))
+
+
+def test_each_interpreter_path_has_its_own_entry(tmp_path: Path) -> None:
+    """Two venvs' bin/python resolve to one base interpreter; their facts must not mix."""
+    args = probe.argparse.Namespace(torch_cache_dir=str(tmp_path), torch_cache_ttl=60.0)
+    gpus = {"gpus": [], "driver_version": None, "cuda_driver_version": None, "nvidia_smi": None}
+    paths = set()
+    for venv in ("a", "b"):
+        (tmp_path / venv / "bin").mkdir(parents=True)
+        (tmp_path / venv / "bin" / "python").symlink_to(sys.executable)
+        args.python = str(tmp_path / venv / "bin" / "python")
+        paths.add(probe.TorchCache.from_args(args, gpus).path)
+    assert len(paths) == 2

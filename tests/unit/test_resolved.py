@@ -70,9 +70,7 @@ def test_cached_equals_full_resolution(cache: Path, cluster_file: Path) -> None:
     assert resolved.load(None) == resolved.from_cluster(local_cluster())
 
 
-def test_an_edit_is_seen_even_with_the_same_size_and_mtime(
-    cache: Path, cluster_file: Path
-) -> None:
+def test_an_edit_is_seen_even_with_the_same_size_and_mtime(cache: Path, cluster_file: Path) -> None:
     assert resolved.load(cluster_file).name == "Home AI Lab"
     before = cluster_file.stat()
     cluster_file.write_text(cluster_file.read_text().replace("Home AI Lab", "Home AI Lob"))

@@ -4,6 +4,13 @@ Run by the health role on each node (stdlib only, Python 3.8+), it prints one JS
 system facts, GPUs from nvidia-smi, and torch as the node's own training environment sees it.
 It never raises: whatever goes wrong becomes a `problems` entry, and `healthy` sums them up.
 One program per node instead of one Ansible task per probe: each task costs a round trip.
+
+Importing torch is most of a probe's cost (seconds of CPU, and with CUDA a context on every GPU,
+memory a running job may need). So the torch facts are kept in a per-user cache on the node,
+reused while nothing they depend on has changed: the interpreter, every directory on its
+sys.path and torch's own (adding, removing or upgrading a package changes a directory's mtime),
+the GPUs and driver nvidia-smi lists, the CUDA environment variables and the boot. An age
+limit (--torch-cache-ttl) bounds the rest; --deep ignores the cache.
 """
 
 import argparse
@@ -18,6 +25,8 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
+import time
 
 GPU_FIELDS = (
     "index,name,memory.total,memory.free,driver_version,compute_cap,utilization.gpu,temperature.gpu"
@@ -32,6 +41,10 @@ try:
 except Exception as exc:
     out["torch_error"] = "%s: %s" % (type(exc).__name__, exc)
     print(json.dumps(out)); sys.exit(0)
+# What the facts below depend on, for the cache: the import path and torch's own directory.
+import os
+out["watch"] = [p for p in sys.path if p and os.path.isdir(p)]
+out["watch"].append(os.path.dirname(torch.__file__))
 out["torch_version"] = torch.__version__
 out["cuda_build"] = torch.version.cuda
 try:
@@ -54,6 +67,19 @@ def main(argv=None):
     parser.add_argument("--nvidia-smi", default="nvidia-smi")
     parser.add_argument("--min-free-disk-gb", type=float, default=1.0)
     parser.add_argument("--torch-timeout", type=float, default=90.0)
+    parser.add_argument(
+        "--torch-cache-dir", default="", help="default: $XDG_CACHE_HOME/ugro or ~/.cache/ugro"
+    )
+    parser.add_argument("--torch-cache-ttl", type=float, default=3600.0, help="seconds; 0: none")
+    # `--deep` alone, or `--deep true|false` as the health role passes it.
+    parser.add_argument(
+        "--deep",
+        nargs="?",
+        const="true",
+        default="false",
+        choices=("true", "false"),
+        help="import torch even if its facts are cached",
+    )
     # Launch preflight: the interface holding the node's cluster address (for the GLOO/NCCL
     # socket variables), a free rendezvous port from a given one up, the environment's lock hash.
     parser.add_argument("--address", default="")
@@ -75,7 +101,12 @@ def probe(args):
         )
     gpus = gpu_facts(args.nvidia_smi)
     report.update(gpus)
-    env = torch_facts(args.python, args.torch_timeout)
+    cache = TorchCache.from_args(args, gpus)
+    env = None if args.deep == "true" or cache is None else cache.read()
+    if env is None:
+        env = torch_facts(args.python, args.torch_timeout)
+        if cache is not None:
+            cache.write(env)
     report["env"] = env
     effective = args.accelerator
     if effective == "auto":
@@ -254,6 +285,92 @@ def torch_facts(python, timeout):
         return json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return {"error": f"{python} printed no probe result"}
+
+
+# Variables that change what torch finds: which GPUs, which CUDA libraries.
+CUDA_VARIABLES = ("CUDA_VISIBLE_DEVICES", "CUDA_HOME", "LD_LIBRARY_PATH", "NVIDIA_VISIBLE_DEVICES")
+
+
+class TorchCache:
+    """One interpreter's torch facts, valid while the stamp of what they depend on is unchanged."""
+
+    def __init__(self, path, python, ttl, context):
+        self.path = path
+        self.python = python
+        self.ttl = ttl
+        self.context = context
+
+    @classmethod
+    def from_args(cls, args, gpus):
+        if args.torch_cache_ttl <= 0:
+            return None
+        # Not realpath: a venv's bin/python links to its base interpreter, shared by other venvs.
+        python = os.path.abspath(os.path.expanduser(args.python))
+        name = f"torch-facts-{hashlib.sha256(python.encode()).hexdigest()[:16]}.json"
+        context = {
+            "python": python,
+            # Identity only: free memory, utilisation and temperature change all the time.
+            "gpus": [
+                [g.get("index"), g.get("name"), g.get("vram_total_mb"), g.get("compute_capability")]
+                for g in gpus["gpus"]
+            ],
+            "driver": [gpus["driver_version"], gpus["cuda_driver_version"], gpus["nvidia_smi"]],
+            "variables": {name: os.environ.get(name) for name in CUDA_VARIABLES},
+            "boot": _read_first_line("/proc/sys/kernel/random/boot_id"),
+        }
+        directory = args.torch_cache_dir or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ugro"
+        )
+        path = os.path.join(os.path.expanduser(directory), name)
+        return cls(path, python, args.torch_cache_ttl, context)
+
+    def stamp(self, watch):
+        files = []
+        for path in [self.python, *watch]:
+            try:
+                info = os.stat(path)
+                files.append([path, info.st_ino, info.st_size, info.st_mtime_ns])
+            except OSError:
+                files.append([path, None])
+        encoded = json.dumps([self.context, files], sort_keys=True).encode()
+        return hashlib.sha256(encoded).hexdigest()
+
+    def read(self):
+        try:
+            with open(self.path) as handle:
+                entry = json.load(handle)
+            env, checked = entry["env"], float(entry["checked_at"])
+            if not 0 <= time.time() - checked <= self.ttl:
+                return None
+            if entry["stamp"] != self.stamp(env["watch"]):
+                return None
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        env["cached_since"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(checked))
+        return env
+
+    def write(self, env):
+        # Only a clean answer is kept: an error is worth asking about again next time.
+        if set(env) & {"error", "torch_error", "cuda_error"} or "watch" not in env:
+            return
+        entry = {"checked_at": time.time(), "stamp": self.stamp(env["watch"]), "env": env}
+        try:
+            directory = os.path.dirname(self.path)
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=directory, prefix=".torch-facts-")
+            with os.fdopen(fd, "w") as handle:
+                json.dump(entry, handle)
+            os.replace(temporary, self.path)
+        except OSError:
+            pass  # a read-only home: the next probe imports torch again
+
+
+def _read_first_line(path):
+    try:
+        with open(path) as handle:
+            return handle.readline().strip()
+    except OSError:
+        return None
 
 
 def judge(report, env, effective):
