@@ -12,6 +12,8 @@ Contenders for health fan-out, all running the same probe (roles/ugro_health/fil
   ugro      `ugro health --json`
   floor     the probe over plain `ssh`, to every node at once
   seed      the original guide's approach: one `ssh` per probe per node, nodes one after another
+ugro and floor run twice: as a user's `ugro health` does by default (torch's facts cached on each
+node, see the probe), and `--deep` (torch imported on every node, as the seed always does).
 """
 
 from __future__ import annotations
@@ -172,7 +174,9 @@ def ssh_argv(box: layout.Sandbox, node: layout.NodePlan, command: list[str]) -> 
     ]
 
 
-def probe_command(box: layout.Sandbox, node: layout.NodePlan | None) -> list[str]:
+def probe_command(
+    box: layout.Sandbox, node: layout.NodePlan | None, *, deep: bool = False
+) -> list[str]:
     python = f"{box.env_dir}/bin/python"
     project = f"{node.home}/projects/UGRO" if node else str(box.master_project)
     return [
@@ -185,17 +189,20 @@ def probe_command(box: layout.Sandbox, node: layout.NodePlan | None) -> list[str
         "cpu",
         "--project-path",
         project,
+        "--deep",
+        "true" if deep else "false",
     ]
 
 
-def floor(box: layout.Sandbox, nodes: list[layout.NodePlan]) -> float:
+def floor(box: layout.Sandbox, nodes: list[layout.NodePlan], *, deep: bool = False) -> float:
     """The probe over plain ssh to every node at once (the master's runs locally)."""
     started = time.perf_counter()
-    processes = [subprocess.Popen(probe_command(box, None), stdout=subprocess.DEVNULL)]
+    processes = [subprocess.Popen(probe_command(box, None, deep=deep), stdout=subprocess.DEVNULL)]
     for node in nodes:
         processes.append(
             subprocess.Popen(
-                ssh_argv(box, node, probe_command(box, node)), stdout=subprocess.DEVNULL
+                ssh_argv(box, node, probe_command(box, node, deep=deep)),
+                stdout=subprocess.DEVNULL,
             )
         )
     if any(p.wait() != 0 for p in processes):
@@ -225,29 +232,34 @@ def seed(box: layout.Sandbox, nodes: list[layout.NodePlan]) -> float:
 
 
 def bench_fanout(box, files, sizes, reps, seed_sizes) -> dict:
-    out = {}
+    out: dict = {}
     for size in sizes:
         nodes = box.nodes[: size - 1]
+        health = [*UGRO, "--config", str(files[size]), "health", "--json"]
+        timed(health)  # fills each node's torch cache for the `cached` contenders
         contenders = {
-            "ugro": lambda f=files[size]: timed([*UGRO, "--config", str(f), "health", "--json"]),
+            "ugro": lambda h=health: timed(h),
             "floor": lambda n=nodes: floor(box, n),
+            "ugro_deep": lambda h=health: timed([*h, "--deep"]),
+            "floor_deep": lambda n=nodes: floor(box, n, deep=True),
         }
         if size in seed_sizes:
             contenders["seed"] = lambda n=nodes: seed(box, n)
         result = interleaved(contenders, reps)
-        ugro = result["ugro"]["median_s"]
-        result["ugro_over_floor"] = round(ugro / result["floor"]["median_s"], 2)
+        median = {name: entry["median_s"] for name, entry in result.items()}
+        result["ugro_over_floor"] = round(median["ugro"] / median["floor"], 2)
+        result["ugro_deep_over_floor_deep"] = round(median["ugro_deep"] / median["floor_deep"], 2)
         if "seed" in result:
-            result["seed_over_ugro"] = round(result["seed"]["median_s"] / ugro, 2)
+            result["seed_over_ugro"] = round(median["seed"] / median["ugro"], 2)
+            result["seed_over_ugro_deep"] = round(median["seed"] / median["ugro_deep"], 2)
         out[str(size)] = result
         print(f"  fan-out {size:>2} nodes: {_summary(result)}", flush=True)
-    if str(min(sizes)) in out and str(max(sizes)) in out and max(sizes) != min(sizes):
-        out["growth_ugro"] = round(
-            out[str(max(sizes))]["ugro"]["median_s"] / out[str(min(sizes))]["ugro"]["median_s"], 2
-        )
-        out["growth_floor"] = round(
-            out[str(max(sizes))]["floor"]["median_s"] / out[str(min(sizes))]["floor"]["median_s"], 2
-        )
+    small, large = str(min(sizes)), str(max(sizes))
+    if small != large:
+        for name in ("ugro", "floor", "ugro_deep", "floor_deep"):
+            out[f"growth_{name}"] = round(
+                out[large][name]["median_s"] / out[small][name]["median_s"], 2
+            )
     return out
 
 

@@ -33,8 +33,9 @@ def test_bench_smoke(tmp_path) -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = json.loads((REPO / "bench" / "results" / "smoke.json").read_text())
     fanout = report["fanout"]["3"]
-    assert {"ugro", "floor", "seed"} <= set(fanout)
+    assert {"ugro", "floor", "ugro_deep", "floor_deep", "seed"} <= set(fanout)
     assert fanout["ugro_over_floor"] > 0 and fanout["seed_over_ugro"] > 0
+    assert fanout["ugro_deep_over_floor_deep"] > 0 and fanout["seed_over_ugro_deep"] > 0
     assert report["launch"]["ugro"]["first_step"] > 0
     assert report["launch"]["by_hand"]["first_step"] > 0
     assert report["cli"]["ugro --help"]["median_s"] > 0
