@@ -121,8 +121,9 @@ def health(state: _State, as_json: bool, nodes: tuple[str, ...], deep: bool) -> 
     from ugro.display import RunProgress, console, err_console, health_table
     from ugro.runner import run_playbook
 
-    cluster = state.cluster()
-    names = [cluster.node(name).name for name in nodes] or [n.name for n in cluster.nodes]
+    # The resolved cluster (cached while cluster.yaml is unchanged) is all a health run needs.
+    cluster = state.resolved()
+    names = [cluster.check_node(name) for name in nodes] or cluster.node_names
     with RunProgress("health", len(names)) as progress:
         result = run_playbook(
             cluster,
@@ -316,8 +317,8 @@ def sync(state: _State, nodes: tuple[str, ...]) -> None:
     with RunProgress("sync", len(names)) as progress:
         result = run_playbook(cluster, "sync", limit=list(nodes) or None, on_event=progress)
     if result.hosts:
-        summary = health_mod.summarize(cluster, result, names)
-        health_mod.record(cluster, summary)
+        summary = health_mod.summarize(state.resolved(), result, names)
+        health_mod.record(state.resolved(), summary)
         console.print(health_table(summary))
     result.raise_for_status()
     changed = {h.name: h.changed for h in result.hosts.values() if h.changed}

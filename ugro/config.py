@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from ugro.errors import ConfigError
+from ugro.errors import ConfigError, unknown_node
 from ugro.paths import ENV_REFERENCE, HOME_ENV, ClusterPaths, locate_config
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -299,8 +299,7 @@ class Cluster:
         for node in self.nodes:
             if node.name == name:
                 return node
-        known = ", ".join(n.name for n in self.nodes)
-        raise ConfigError(f"{self.describe()}: no node named {name!r}; the nodes are: {known}")
+        raise unknown_node(self.describe(), name, [n.name for n in self.nodes])
 
     def describe(self) -> str:
         return str(self.source) if self.source else "the built-in local cluster"

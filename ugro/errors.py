@@ -28,6 +28,10 @@ class ConfigError(UgroError):
     exit_code = ExitCode.USAGE
 
 
+def unknown_node(where: str, name: str, known: list[str]) -> ConfigError:
+    return ConfigError(f"{where}: no node named {name!r}; the nodes are: {', '.join(known)}")
+
+
 class UsageError(UgroError):
     """The command line asks for something that cannot be done as asked."""
 

@@ -12,8 +12,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from ugro.config import Cluster
-from ugro.inventory import expected_versions
+from ugro.resolved import ResolvedCluster
 from ugro.runner import RunResult
 from ugro.state import write_json_atomic
 
@@ -68,32 +67,28 @@ class HealthSummary:
         }
 
 
-def summarize(cluster: Cluster, result: RunResult, names: list[str]) -> HealthSummary:
+def summarize(cluster: ResolvedCluster, result: RunResult, names: list[str]) -> HealthSummary:
     """One verdict per node from a health run's events."""
     nodes = []
     reports: dict[str, Mapping[str, Any]] = {}
     for name in names:
-        node = cluster.node(name)
+        rank = cluster.rank(name)
         outcome = result.hosts.get(name)
         report = (outcome.facts.get("ugro_health_report") if outcome else None) or {}
         if outcome is None:
-            nodes.append(
-                NodeHealth(name, node.rank, "unreachable", "not reached (run ended early)")
-            )
+            nodes.append(NodeHealth(name, rank, "unreachable", "not reached (run ended early)"))
         elif outcome.unreachable:
-            nodes.append(
-                NodeHealth(name, node.rank, "unreachable", outcome.message or "unreachable")
-            )
+            nodes.append(NodeHealth(name, rank, "unreachable", outcome.message or "unreachable"))
         elif not report:
             message = outcome.message or "the probe returned no report"
-            nodes.append(NodeHealth(name, node.rank, "unhealthy", message))
+            nodes.append(NodeHealth(name, rank, "unhealthy", message))
         else:
             reports[name] = report
             problems = report.get("problems") or []
             status: Status = "healthy" if report.get("healthy") and not problems else "unhealthy"
             message = "; ".join(problems) if problems else _ready_message(report)
-            nodes.append(NodeHealth(name, node.rank, status, message, dict(report)))
-    drift = find_drift(reports, expected_versions(cluster))
+            nodes.append(NodeHealth(name, rank, status, message, dict(report)))
+    drift = find_drift(reports, cluster.expected_versions())
     return HealthSummary(
         cluster=cluster.name,
         checked_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -134,7 +129,7 @@ def _version_matches(actual: str, declared: str) -> bool:
     return base == declared or base.startswith(declared + ".")
 
 
-def record(cluster: Cluster, summary: HealthSummary) -> None:
+def record(cluster: ResolvedCluster, summary: HealthSummary) -> None:
     """Write data/cluster_state.json and one line per node to the health log."""
     write_json_atomic(cluster.paths.cluster_state, summary.to_json())
     # INFO, not WARNING: the CLI already shows every verdict; these lines are for logs/health.log.

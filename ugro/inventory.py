@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # only types: the inventory plugin imports this module without pydantic
@@ -124,10 +125,17 @@ def expected_versions(cluster: Cluster) -> dict[str, str]:
 
 def build_inventory(cluster: Cluster) -> dict[str, Any]:
     """The inventory in Ansible's YAML-inventory form (what ansible-runner accepts as a dict)."""
-    children: dict[str, Any] = {}
-    for group in GROUPS:
-        members = [n for n in cluster.nodes if (n.role == "master") == (group == "master")]
-        children[group] = {"hosts": {n.name: host_vars(cluster, n) for n in members}}
+    return inventory_from_hosts(
+        (n.name, "master" if n.role == "master" else "workers", host_vars(cluster, n))
+        for n in cluster.nodes
+    )
+
+
+def inventory_from_hosts(hosts: Iterable[tuple[str, str, dict[str, Any]]]) -> dict[str, Any]:
+    """The YAML-inventory form from (name, group, host variables) triples."""
+    children: dict[str, Any] = {group: {"hosts": {}} for group in GROUPS}
+    for name, group, variables in hosts:
+        children[group]["hosts"][name] = variables
     return {"all": {"children": {ALL_NODES_GROUP: {"children": children}}}}
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ugro import __version__
+from ugro.errors import unknown_node
 from ugro.paths import ENV_REFERENCE, HOME_ENV, ClusterPaths, locate_config
 
 if TYPE_CHECKING:
@@ -53,6 +54,33 @@ class ResolvedCluster:
 
     def describe(self) -> str:
         return str(self.source) if self.source else "the built-in local cluster"
+
+    @property
+    def node_names(self) -> list[str]:
+        return [name for name, _, _ in self.hosts]
+
+    def check_node(self, name: str) -> str:
+        if name not in self.node_names:
+            raise unknown_node(self.describe(), name, self.node_names)
+        return name
+
+    def rank(self, name: str) -> int:
+        return int(self._variables(name)["ugro_rank"])
+
+    def expected_versions(self) -> dict[str, str]:
+        """The versions cluster.yaml declares (the same on every node)."""
+        return dict(self.hosts[0][2].get("ugro_env_expected") or {}) if self.hosts else {}
+
+    def inventory(self) -> dict[str, Any]:
+        from ugro.inventory import inventory_from_hosts
+
+        return inventory_from_hosts(self.hosts)
+
+    def _variables(self, name: str) -> dict[str, Any]:
+        for host, _, variables in self.hosts:
+            if host == name:
+                return variables
+        raise unknown_node(self.describe(), name, self.node_names)
 
 
 def load(explicit: str | os.PathLike[str] | None = None) -> ResolvedCluster:

@@ -18,12 +18,15 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ugro import assets
-from ugro.config import Cluster
 from ugro.errors import RunError
 from ugro.inventory import build_inventory
+from ugro.resolved import ResolvedCluster
+
+if TYPE_CHECKING:
+    from ugro.config import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +149,7 @@ def _without_secrets() -> Iterator[None]:
         os.environ.update(hidden)
 
 
-def ansible_environment(cluster: Cluster) -> dict[str, str]:
+def ansible_environment(cluster: Cluster | ResolvedCluster) -> dict[str, str]:
     """What every run gets: ugro's own config, roles and plugins, wherever ugro is installed."""
     project = assets.project_dir()
     bin_dir = str(Path(sys.executable).parent)
@@ -166,7 +169,7 @@ def ansible_environment(cluster: Cluster) -> dict[str, str]:
 
 
 def runner_arguments(
-    cluster: Cluster,
+    cluster: Cluster | ResolvedCluster,
     playbook: str,
     *,
     run_dir: Path,
@@ -183,7 +186,11 @@ def runner_arguments(
         "private_data_dir": str(run_dir),
         "project_dir": str(assets.project_dir()),
         "playbook": str(path),
-        "inventory": build_inventory(cluster),
+        "inventory": (
+            cluster.inventory()
+            if isinstance(cluster, ResolvedCluster)
+            else build_inventory(cluster)
+        ),
         "envvars": ansible_environment(cluster),
         "extravars": dict(extravars or {}),
         "quiet": True,
@@ -202,7 +209,9 @@ def runner_arguments(
     return arguments
 
 
-def new_run_dir(cluster: Cluster, playbook: str, parent: Path | None = None) -> Path:
+def new_run_dir(
+    cluster: Cluster | ResolvedCluster, playbook: str, parent: Path | None = None
+) -> Path:
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
     name = f"{stamp}_{Path(playbook).stem}_{secrets.token_hex(3)}"
     run_dir = (parent or cluster.paths.runs) / name
@@ -211,7 +220,7 @@ def new_run_dir(cluster: Cluster, playbook: str, parent: Path | None = None) -> 
 
 
 def run_playbook(
-    cluster: Cluster,
+    cluster: Cluster | ResolvedCluster,
     playbook: str,
     *,
     extravars: Mapping[str, Any] | None = None,

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SEED_CLUSTER
+from ugro import resolved
 from ugro.config import load_cluster_file
 from ugro.health import find_drift, record, summarize
 from ugro.runner import HostOutcome, RunResult
@@ -44,7 +45,7 @@ def test_drift_against_declared_versions() -> None:
 
 def test_summarize_and_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    cluster = load_cluster_file(SEED_CLUSTER)
+    cluster = resolved.from_cluster(load_cluster_file(SEED_CLUSTER))
     result = RunResult(
         "health",
         "failed",

@@ -155,3 +155,16 @@ def test_results_reads_a_finished_job_without_the_schema(
     assert json.loads(trace.stdout) == json.loads(first.stdout)
     assert json.loads(first.stdout)["final_loss"] == 1.5
     assert "import 'pydantic'" not in trace.stderr
+
+
+def test_runs_get_the_same_inventory_and_verdict_inputs(cache: Path, cluster_file: Path) -> None:
+    from ugro.inventory import build_inventory, expected_versions
+
+    full = load_cluster_file(cluster_file)
+    resolved.load(cluster_file)
+    cached = resolved.load(cluster_file)
+    assert cached.inventory() == build_inventory(full)
+    assert cached.expected_versions() == expected_versions(full)
+    assert [cached.rank(n) for n in cached.node_names] == [n.rank for n in full.nodes]
+    with pytest.raises(ConfigError, match=r"no node named 'gpu9'; the nodes are: gpu-master, gpu1"):
+        cached.check_node("gpu9")
