@@ -8,7 +8,8 @@ side hold). Results go to bench/results/<date>.json and a table on the terminal.
     python bench/run.py                 # the full set: 3, 8, 16, 32 nodes, 5 repetitions
     python bench/run.py --smoke         # one repetition on 3 nodes (CI runs this)
 
-Contenders for health fan-out, all running the same probe (roles/ugro_health/files/probe.py):
+Contenders for health fan-out, all running the same probe
+(roles/ugro_health/module_utils/ugro_probe.py):
   ugro      `ugro health --json`
   floor     the probe over plain `ssh`, to every node at once
   seed      the original guide's approach: one `ssh` per probe per node, nodes one after another
@@ -34,7 +35,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-PROBE = REPO / "roles" / "ugro_health" / "files" / "probe.py"
+PROBE = REPO / "roles" / "ugro_health" / "module_utils" / "ugro_probe.py"
 RESULTS = REPO / "bench" / "results"
 SANDBOX = "bench"
 SUBNET = "10.215.0.0/24"

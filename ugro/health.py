@@ -1,7 +1,7 @@
 """Health: turning each node's probe report into a verdict, spotting drift, keeping state.
 
-The probing itself happens on the nodes (roles/health/files/probe.py, run by playbooks/health.yml);
-this module reads what came back through ugro.runner's events.
+The probing itself happens on the nodes (roles/ugro_health/module_utils/ugro_probe.py, run by
+playbooks/health.yml); this module reads what came back through ugro.runner's events.
 """
 
 from __future__ import annotations

@@ -109,6 +109,9 @@ class _EventCollector:
             outcome = self.host(name)
             outcome.failed = True
             outcome.message = _failure_message(res)
+            # Ansible sets no facts from a failed task, but a module may report why it failed
+            # in them (ugro_health_probe returns its whole report): keep them for the verdict.
+            outcome.facts.update(res.get("ansible_facts") or {})
             outcome.results[data.get("task", "")] = res
         elif name and kind == "runner_on_unreachable":
             outcome = self.host(name)

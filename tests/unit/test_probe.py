@@ -1,4 +1,4 @@
-"""The node probe (roles/ugro_health/files/probe.py), run for real on this machine.
+"""The node probe (roles/ugro_health/module_utils/ugro_probe.py), run for real on this machine.
 
 This machine has no GPU. Where a test needs one, a stand-in `nvidia-smi` script prints what a
 real one prints on the reference cluster's RTX 5070 Ti; it is named as a stand-in below.
@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import REPO
 
-PROBE = REPO / "roles" / "ugro_health" / "files" / "probe.py"
+PROBE = REPO / "roles" / "ugro_health" / "module_utils" / "ugro_probe.py"
 spec = importlib.util.spec_from_file_location("ugro_probe", PROBE)
 probe = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(probe)

@@ -1,9 +1,11 @@
 """UGRO node probe: everything `ugro health` wants to know about one node, in one program.
 
-Run by the health role on each node (stdlib only, Python 3.8+), it prints one JSON object:
-system facts, GPUs from nvidia-smi, and torch as the node's own training environment sees it.
-It never raises: whatever goes wrong becomes a `problems` entry, and `healthy` sums them up.
-One program per node instead of one Ansible task per probe: each task costs a round trip.
+Stdlib only, Python 3.8+. The health role runs it on each node inside its module
+(library/ugro_health_probe.py, one task: each Ansible task costs a round trip and a fork per
+node); run as a script it prints the same report as one JSON object (the benchmarks' baselines
+do that over plain ssh). The report: system facts, GPUs from nvidia-smi, and torch as the node's
+own training environment sees it. It never raises: whatever goes wrong becomes a `problems`
+entry, and `healthy` sums them up.
 
 Importing torch is most of a probe's cost (seconds of CPU, and with CUDA a context on every GPU,
 memory a running job may need). So the torch facts are kept in a per-user cache on the node,
@@ -102,7 +104,8 @@ def probe(args):
     gpus = gpu_facts(args.nvidia_smi)
     report.update(gpus)
     cache = TorchCache.from_args(args, gpus)
-    env = None if args.deep == "true" or cache is None else cache.read()
+    deep = str(args.deep).lower() == "true"
+    env = None if deep or cache is None else cache.read()
     if env is None:
         env = torch_facts(args.python, args.torch_timeout)
         if cache is not None:
