@@ -97,6 +97,15 @@ def health_table(summary: HealthSummary) -> Table:
         table.add_row(
             node.name, str(node.rank), f"[{style}]{node.status}[/]", gpu, vram, torch, node.message
         )
+    cached = [
+        node.name for node in summary.nodes if (node.report.get("env") or {}).get("cached_since")
+    ]
+    if cached:
+        table.caption = (
+            f"torch on {len(cached)} node(s): as an earlier import found it, the environment "
+            "unchanged since; `ugro health --deep` imports it again"
+        )
+        table.caption_justify = "left"
     return table
 
 

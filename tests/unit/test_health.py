@@ -79,3 +79,22 @@ def test_summarize_and_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     state = read_json(cluster.paths.cluster_state)
     assert state["nodes"]["gpu1"]["status"] == "unreachable"
     assert state["healthy"] is False
+
+
+def test_the_table_says_when_torch_facts_were_cached() -> None:
+    from ugro.display import health_table
+    from ugro.health import HealthSummary, NodeHealth
+
+    fresh = report()
+    cached = report()
+    cached["env"]["cached_since"] = "2026-11-29T10:00:00Z"
+
+    def table(*reports: dict):
+        nodes = tuple(
+            NodeHealth(f"gpu{i}", i, "healthy", "ready", r) for i, r in enumerate(reports)
+        )
+        return health_table(HealthSummary("lab", "now", nodes, (), None))
+
+    assert table(fresh, fresh).caption is None
+    caption = table(fresh, cached).caption
+    assert caption.startswith("torch on 1 node(s)") and "ugro health --deep" in caption
