@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -269,7 +270,9 @@ SETTINGS = {
     "no pipelining": {"ANSIBLE_PIPELINING": "False"},
     "no ControlPersist": {"ANSIBLE_SSH_ARGS": "-o ControlMaster=no -o BatchMode=yes"},
     "5 forks (Ansible's default)": {"ANSIBLE_FORKS": "5"},
-    "fact gathering on": {"ANSIBLE_GATHERING": "implicit"},
+    # The same configuration again: how far apart identical runs land is the noise to read the
+    # other rows against. (Fact gathering is not a row: every play sets gather_facts itself.)
+    "defaults again (control)": {},
 }
 
 
@@ -329,9 +332,12 @@ def bench_launch(box, files, size, reps) -> dict:
     project = Path(yaml.safe_load(config.read_text())["paths"]["project_root"])
     subprocess.run([*UGRO, "--config", str(config), "sync"], check=True, capture_output=True)
     counter = iter(range(1000))
+    # Names unique to this bench run: the work directory keeps earlier runs' jobs.
+    prefix = f"bench{datetime.now():%H%M%S}n"
 
     def ugro_launch() -> dict[str, float]:
-        name = f"bench{next(counter)}"
+        name = f"{prefix}{next(counter)}"
+        own_job = re.compile(rf"{name}_\d{{8}}_\d{{6}}")
         started = time.perf_counter()
         process = subprocess.Popen(
             [*UGRO, "--config", str(config), "launch", "--name", name, *TINY_JOB],
@@ -341,7 +347,11 @@ def bench_launch(box, files, size, reps) -> dict:
         )
         first = None
         while first is None:
-            found = list((project / "data" / "experiments").glob(f"{name}_*/metrics.jsonl"))
+            found = [
+                path
+                for path in (project / "data" / "experiments").glob(f"{name}_*/metrics.jsonl")
+                if own_job.fullmatch(path.parent.name)
+            ]
             if found and '"kind": "train"' in found[0].read_text():
                 first = time.perf_counter() - started
             elif process.poll() is not None:
@@ -352,6 +362,7 @@ def bench_launch(box, files, size, reps) -> dict:
             "first_step": first,
             "total": time.perf_counter() - started,
             "job_dir": str(found[0].parent),
+            "name": name,
         }
 
     def by_hand(job_dir: str) -> dict[str, float]:
@@ -403,6 +414,7 @@ def bench_launch(box, files, size, reps) -> dict:
     )
     result["added_to_total_s"] = round(result["ugro"]["total"] - result["by_hand"]["total"], 2)
     print(f"  launch ({size} nodes): {result}", flush=True)
+    result["job"] = samples["ugro"][0]["name"]  # a finished job, for the CLI section
     return result
 
 
@@ -493,27 +505,35 @@ def main(argv: list[str] | None = None) -> int:
         "reps": reps,
         "sizes": sizes,
     }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{'smoke' if args.smoke else datetime.now().strftime('%Y-%m-%d')}.json"
+
+    def save() -> None:
+        """After every section: a run that fails later keeps what it measured."""
+        path.write_text(json.dumps(report, indent=2) + "\n")
+
     try:
         small = min(sizes)
         if "fanout" in only:
             report["fanout"] = bench_fanout(box, files, sizes, reps, seed_sizes={3, 8} & set(sizes))
+            save()
         if "settings" in only:
             report["settings"] = bench_settings(files, 8 if 8 in sizes else small, reps)
+            save()
         job = None
         if "launch" in only:
             report["launch"] = bench_launch(box, files, small, reps)
-            job = "bench0"
+            job = report["launch"]["job"]
+            save()
         if "cli" in only:
             report["cli"] = bench_cli(files[small], job, max(reps, 5))
+            save()
         if "memory" in only:
             report["memory"] = bench_memory(files, max(sizes))
+            save()
     finally:
         if not args.keep:
             lifecycle.down(SANDBOX, echo=lambda _l: None)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "smoke" if args.smoke else datetime.now().strftime("%Y-%m-%d")
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {path}")
     return 0
 
