@@ -39,10 +39,8 @@ class _State:
         """Load cluster.yaml once, and start the log files the seed's layout names."""
         if self._cluster is None:
             from ugro import resolved
-            from ugro.config import load_cluster
 
-            self._cluster = load_cluster(self.config_path)
-            self._resolved = resolved.remember(self._cluster)
+            self._cluster, self._resolved = resolved.load_full(self.config_path)
             self._attach_logs(self._resolved)
         return self._cluster
 

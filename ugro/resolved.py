@@ -91,20 +91,25 @@ def load(explicit: str | os.PathLike[str] | None = None) -> ResolvedCluster:
         cached = _read(source, key)
         if cached is not None:
             return cached
+    return _load_and_store(source, key)[1]
+
+
+def load_full(explicit: str | os.PathLike[str] | None = None) -> tuple[Cluster, ResolvedCluster]:
+    """The fully validated Cluster, its resolved form stored for later readers on the way."""
+    source = locate_config(explicit)
+    return _load_and_store(source, cache_key(source))
+
+
+def _load_and_store(source: Path | None, key: str | None) -> tuple[Cluster, ResolvedCluster]:
+    # The key is taken before the file is read: an edit made while it loads gets a new key,
+    # so the entry stored here can never stand for content it was not built from.
     from ugro.config import load_cluster_file, local_cluster
 
     cluster = local_cluster() if source is None else load_cluster_file(source)
-    return remember(cluster, key=key)
-
-
-def remember(cluster: Cluster, *, key: str | None = None) -> ResolvedCluster:
-    """Store a fully loaded cluster for later readers (called by the CLI after every load)."""
-    if key is None:
-        key = cache_key(cluster.source)
     resolved = from_cluster(cluster)
     if key is not None:
-        _write(cluster.source, key, resolved)
-    return resolved
+        _write(source, key, resolved)
+    return cluster, resolved
 
 
 def from_cluster(cluster: Cluster) -> ResolvedCluster:

@@ -63,7 +63,8 @@ def test_second_load_skips_the_schema(cache: Path, cluster_file: Path, which: st
 
 
 def test_cached_equals_full_resolution(cache: Path, cluster_file: Path) -> None:
-    resolved.load(cluster_file)  # fills the cache
+    full, stored = resolved.load_full(cluster_file)  # what the CLI's full load leaves behind
+    assert stored == resolved.from_cluster(full)
     cached = resolved.load(cluster_file)
     assert cached == resolved.from_cluster(load_cluster_file(cluster_file))
     resolved.load(None)
