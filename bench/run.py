@@ -155,27 +155,6 @@ def cluster_files(box: layout.Sandbox, sizes: list[int], workdir: Path) -> dict[
     return files
 
 
-def ssh_argv(box: layout.Sandbox, node: layout.NodePlan, command: list[str]) -> list[str]:
-    import shlex
-
-    return [
-        "ssh",
-        "-i",
-        str(box.identity_file),
-        "-o",
-        f"UserKnownHostsFile={box.known_hosts}",
-        "-o",
-        "StrictHostKeyChecking=yes",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "ConnectTimeout=5",
-        f"{node.user}@{node.address}",
-        "--",
-        shlex.join(command),
-    ]
-
-
 def probe_command(
     box: layout.Sandbox, node: layout.NodePlan | None, *, deep: bool = False
 ) -> list[str]:
@@ -203,7 +182,7 @@ def floor(box: layout.Sandbox, nodes: list[layout.NodePlan], *, deep: bool = Fal
     for node in nodes:
         processes.append(
             subprocess.Popen(
-                ssh_argv(box, node, probe_command(box, node, deep=deep)),
+                box.ssh_argv(node, probe_command(box, node, deep=deep)),
                 stdout=subprocess.DEVNULL,
             )
         )
@@ -223,7 +202,7 @@ def seed(box: layout.Sandbox, nodes: list[layout.NodePlan]) -> float:
             ["nvidia-smi", "-L"],
             [python, "-c", "import torch; print(torch.cuda.is_available())"],
         ):
-            subprocess.run(ssh_argv(box, node, command), capture_output=True, check=False)
+            subprocess.run(box.ssh_argv(node, command), capture_output=True, check=False)
     # The master's probes run locally in the guide too (it connects to itself by address).
     for command in (["echo", "OK"], [python, "-c", "import torch"]):
         subprocess.run(command, capture_output=True, check=False)
@@ -389,7 +368,7 @@ def bench_launch(box, files, size, reps) -> dict:
                 argv = [*env, *command]
             else:
                 node = next(n for n in box.nodes if n.name == name)
-                argv = ssh_argv(box, node, [*env, *command])
+                argv = box.ssh_argv(node, [*env, *command])
             processes.append(
                 subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )

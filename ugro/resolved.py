@@ -40,6 +40,7 @@ CACHE_ENV = "UGRO_CACHE_DIR"
 # The modules whose code decides what a cluster.yaml resolves to.
 _RESOLVING_MODULES = ("config.py", "inventory.py", "paths.py", "resolved.py")
 _MAX_CONFIG_BYTES = 1 << 20
+_PATH_FIELDS = ("project_root", "data", "logs", "experiments")  # ClusterPaths, as stored
 
 
 @dataclass(frozen=True)
@@ -201,9 +202,6 @@ def _read(source: Path | None, key: str) -> ResolvedCluster | None:
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # missing, torn or foreign: load the file instead
-
-
-_PATH_FIELDS = ("project_root", "data", "logs", "experiments")
 
 
 def _write(source: Path | None, key: str, resolved: ResolvedCluster) -> None:

@@ -7,7 +7,6 @@ iproute2 or openssh-server) the tests that need it skip and say why.
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
 from collections.abc import Iterator
 
@@ -62,23 +61,7 @@ def ssh_as(
 ) -> subprocess.CompletedProcess[str]:
     """Run argv on a node over real SSH as the node's user, host-key checking on."""
     return subprocess.run(
-        [
-            "ssh",
-            "-i",
-            str(box.identity_file),
-            "-o",
-            f"UserKnownHostsFile={known_hosts or box.known_hosts}",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=5",
-            # ssh joins its arguments into one string for the remote shell: quote each one.
-            f"{node.user}@{node.address}",
-            "--",
-            shlex.join(argv),
-        ],
+        box.ssh_argv(node, list(argv), known_hosts=known_hosts),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -10,6 +10,7 @@ import ipaddress
 import json
 import os
 import re
+import shlex
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,28 @@ class Sandbox:
     @property
     def master_project(self) -> Path:
         return self.root / "master"
+
+    def ssh_argv(
+        self, node: NodePlan, argv: list[str], *, known_hosts: str | None = None
+    ) -> list[str]:
+        """`ssh` running argv on a node as its user, with the sandbox's key and host keys."""
+        return [
+            "ssh",
+            "-i",
+            str(self.identity_file),
+            "-o",
+            f"UserKnownHostsFile={known_hosts or self.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=5",
+            f"{node.user}@{node.address}",
+            "--",
+            # ssh joins its arguments into one string for the remote shell: quote each one.
+            shlex.join(argv),
+        ]
 
     def node_dir(self, node: NodePlan) -> Path:
         return self.root / "nodes" / node.name
