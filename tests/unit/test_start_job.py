@@ -1,4 +1,5 @@
-"""The launch role's start program (roles/ugro_launch/files/start_job.py), run for real here."""
+"""The launch role's start program (roles/ugro_launch/module_utils/ugro_job_start.py), run as a
+script for real here; its module runs in the launch tests and the role's molecule scenario."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
-PROGRAM = REPO / "roles" / "ugro_launch" / "files" / "start_job.py"
+PROGRAM = REPO / "roles" / "ugro_launch" / "module_utils" / "ugro_job_start.py"
 SUPERVISOR = 'echo "$$" > pid.tmp && mv pid.tmp pid\necho ran > ran\n'
 
 

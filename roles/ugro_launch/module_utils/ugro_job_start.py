@@ -1,9 +1,10 @@
 """Start one UGRO job on this node: write its files, check its scripts, start it detached.
 
-Run by the ugro_launch role as a single task (stdlib only, Python 3.8+). Each Ansible task is a
-round trip and a fork per node; measured in bench/, the seven file-and-start tasks this replaces
-cost a launch about seven seconds before its first training step. It reads one JSON request on
-stdin:
+Stdlib only, Python 3.8+. The launch role runs it inside its module (library/ugro_start_job.py)
+as one task: each Ansible task is a round trip and a fork per node, and measured in bench/, the
+seven file-and-start tasks (and the task that recorded the pid) this replaces cost a launch
+seconds before its first training step. Run as a script it reads the same request as one JSON
+object on stdin:
 
     {"job_dir": "/home/ob/projects/UGRO/data/experiments/exp1_20261129_101010",
      "files": [{"name": "launch.sh", "content": "...", "mode": "0750", "check": "bash"}, ...],
@@ -27,22 +28,31 @@ DIRECTORY_MODE = 0o750
 def main():
     try:
         request = json.load(sys.stdin)
-        result = start(request)
-    except JobError as exc:
-        return fail(str(exc))
-    except (ValueError, KeyError, TypeError) as exc:
+    except ValueError as exc:
         return fail(f"malformed start request: {exc}")
-    except (OSError, subprocess.CalledProcessError) as exc:
-        return fail(f"cannot start the job: {exc}")
+    result, error = run(request)
+    if error:
+        return fail(error)
     print(json.dumps(result))
     return 0
 
 
 def fail(message):
-    # stderr is what ugro (and Ansible's output) shows for a failed command.
     print(json.dumps({"failed": True, "msg": message}))
     print(message, file=sys.stderr)
     return 1
+
+
+def run(request):
+    """start(), with each failure it expects as one line: (result, None) or (None, message)."""
+    try:
+        return start(request), None
+    except JobError as exc:
+        return None, str(exc)
+    except (ValueError, KeyError, TypeError) as exc:
+        return None, f"malformed start request: {exc}"
+    except (OSError, subprocess.CalledProcessError) as exc:
+        return None, f"cannot start the job: {exc}"
 
 
 class JobError(Exception):

@@ -1,0 +1,98 @@
+#!/usr/bin/python
+"""Ansible module: start a job on this node (module_utils/ugro_job_start.py), set its pid."""
+
+from __future__ import annotations
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.ugro_job_start import run
+
+DOCUMENTATION = r"""
+module: ugro_start_job
+short_description: Write a UGRO job's files on a node and start its supervisor detached
+description:
+  - Writes each file into the job directory atomically with its mode; a file marked
+    C(check=bash) must pass C(bash -n) before it lands.
+  - Starts the C(start) script with C(setsid --fork) and waits for the pid it writes.
+  - Refuses a job directory that already holds a pid, so a job never starts twice.
+  - In check mode the scripts are checked in a scratch directory and nothing is started.
+options:
+  job_dir:
+    description: The job's directory on the node; created with mode 0750, with C(logs/).
+    type: path
+    required: true
+  files:
+    description: The files to write, in order.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      name:
+        description: A plain file name (no directory).
+        type: str
+        required: true
+      content:
+        description: The file's text.
+        type: str
+        required: true
+      mode:
+        description: Its mode, in octal.
+        type: str
+        default: "0640"
+      check:
+        description: C(bash) to require C(bash -n) to pass first.
+        type: str
+        choices: [bash, none]
+        default: none
+  start:
+    description: The file (one of C(files)) to start; it must write its pid to C(pid).
+    type: str
+    required: true
+  pid_timeout:
+    description: Seconds to wait for the pid.
+    type: float
+    default: 30
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: C(ugro_launch_pid), the supervisor's pid (not set in check mode).
+  returned: success
+  type: dict
+checked:
+  description: In check mode, the files that were checked.
+  returned: check mode
+  type: list
+"""
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "job_dir": {"type": "path", "required": True},
+            "files": {
+                "type": "list",
+                "elements": "dict",
+                "required": True,
+                "options": {
+                    "name": {"type": "str", "required": True},
+                    "content": {"type": "str", "required": True},
+                    "mode": {"type": "str", "default": "0640"},
+                    "check": {"type": "str", "choices": ["bash", "none"], "default": "none"},
+                },
+            },
+            "start": {"type": "str", "required": True},
+            "pid_timeout": {"type": "float", "default": 30.0},
+        },
+        supports_check_mode=True,  # in check mode it only checks the scripts
+    )
+    request = dict(module.params, check_mode=module.check_mode)
+    result, error = run(request)
+    if error:
+        module.fail_json(msg=error)
+    if module.check_mode:
+        module.exit_json(changed=False, checked=result["checked"])
+    module.exit_json(changed=True, ansible_facts={"ugro_launch_pid": result["pid"]})
+
+
+if __name__ == "__main__":
+    main()
