@@ -448,17 +448,22 @@ def machine() -> dict:
     }
 
 
+SECTIONS = ("fanout", "settings", "launch", "cli", "memory")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="one repetition on 3 nodes")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--sizes", default="3,8,16,32")
-    parser.add_argument("--only", default="fanout,settings,launch,cli,memory")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="sections, comma-separated")
     parser.add_argument("--keep", action="store_true", help="leave the bench sandbox up")
     args = parser.parse_args(argv)
     sizes = [3] if args.smoke else sorted(int(s) for s in args.sizes.split(","))
     reps = 1 if args.smoke else args.reps
     only = set(args.only.split(","))
+    if not only <= set(SECTIONS):
+        parser.error(f"--only: expected some of {','.join(SECTIONS)}")
     workdir = Path(os.environ.get("UGRO_BENCH_DIR") or REPO / "bench" / "work")
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -485,7 +490,11 @@ def main(argv: list[str] | None = None) -> int:
         "sizes": sizes,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{'smoke' if args.smoke else datetime.now().strftime('%Y-%m-%d')}.json"
+    # A run of some sections only gets a file of its own: it never overwrites a full run's.
+    stem = "smoke" if args.smoke else datetime.now().strftime("%Y-%m-%d")
+    if not args.smoke and only != set(SECTIONS):
+        stem += "-" + "-".join(s for s in SECTIONS if s in only)
+    path = RESULTS / f"{stem}.json"
 
     def save() -> None:
         """After every section: a run that fails later keeps what it measured."""
