@@ -160,8 +160,7 @@ def status(state: _State, as_json: bool, recent: int) -> None:
         from ugro.launch import refresh
 
         records = [
-            refresh(state.cluster(), r) if r.state in ("launching", "running") else r
-            for r in records
+            refresh(cluster, r) if r.state in ("launching", "running") else r for r in records
         ]
     if as_json:
         click.echo(
@@ -257,9 +256,8 @@ def run_command(
     extravars = parse_extra_vars(extra)
     if job is not None:
         check_job_name(job)
-    path = assets.playbook_path(
-        playbook
-    )  # an unknown playbook is a usage error before anything runs
+    # An unknown playbook is a usage error before anything runs.
+    path = assets.playbook_path(playbook)
     cluster = state.cluster()
     if job is not None and path.parent == assets.project_dir() / "playbooks":
         if path.stem == "launch":
@@ -370,7 +368,7 @@ def launch_command(
     from ugro.jobs import Jobs, summarize
 
     check_job_name(name)
-    cluster = state.cluster()
+    cluster = state.resolved()
     seed_options = {"--model": model, "--dataset": dataset, "--epochs": epochs, "--lr": lr}
     if script and any(v is not None for v in seed_options.values()):
         raise UsageError(
@@ -390,7 +388,7 @@ def launch_command(
         allow_drift=allow_drift,
         hf_token=os.environ.get("HF_TOKEN") or None,
     )
-    node_count = len(request.nodes) or len(cluster.nodes)
+    node_count = len(request.nodes) or len(cluster.node_names)
     with RunProgress("launch (dry run)" if dry_run else "launch", node_count) as progress:
         result = launcher.launch(cluster, request, dry_run=dry_run, on_event=progress)
     if dry_run:
@@ -450,7 +448,7 @@ def logs(state: _State, job: str, rank: int | None, follow_: bool) -> None:
     if running:
         from ugro import launch as launcher
 
-        cluster = state.cluster()
+        cluster = state.resolved()
         launcher.collect(cluster, record.job_id, nodes)
     view = LogView(jobs.experiment_dir(record.job_id) / "logs", rank=rank)
     if not view.files() and not running and not follow_:
@@ -485,7 +483,7 @@ def results(state: _State, job: str, as_json: bool) -> None:
     if record.state in ("launching", "running"):
         from ugro import launch as launcher
 
-        record = launcher.refresh(state.cluster(), record)
+        record = launcher.refresh(state.resolved(), record)
     summary = summarize(jobs, record)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
@@ -503,7 +501,7 @@ def stop_command(state: _State, job: str) -> None:
     from ugro import launch as launcher
     from ugro.jobs import Jobs
 
-    cluster = state.cluster()
+    cluster = state.resolved()
     jobs = Jobs(cluster)
     record = jobs.resolve(job)
     nodes = jobs.nodes(record)
@@ -529,7 +527,7 @@ def collect_command(state: _State, job: str) -> None:
     from ugro import launch as launcher
     from ugro.jobs import Jobs
 
-    cluster = state.cluster()
+    cluster = state.resolved()
     jobs = Jobs(cluster)
     record = jobs.resolve(job)
     result = launcher.collect(cluster, record.job_id, jobs.nodes(record))

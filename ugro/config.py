@@ -304,6 +304,41 @@ class Cluster:
     def describe(self) -> str:
         return str(self.source) if self.source else "the built-in local cluster"
 
+    def training_options(self) -> tuple[tuple[str, Any], ...]:
+        """cluster.yaml's training section as train_production.py's options, with the rendezvous
+        timeout. Only what the file sets: the rest comes from config/training_defaults.yaml on
+        the nodes."""
+        training = self.config.training
+        options = [
+            (flag, getattr(training, key))
+            for key, flag in _TRAINING_FLAGS.items()
+            if key in training.model_fields_set
+        ]
+        options += [
+            (flag, getattr(training.lora, key))
+            for key, flag in _LORA_FLAGS.items()
+            if key in training.lora.model_fields_set
+        ]
+        options.append(("--ddp-timeout", self.config.cluster.communication.timeout_seconds))
+        return tuple(options)
+
+
+_TRAINING_FLAGS = {
+    "default_model": "--model",
+    "default_dataset": "--dataset",
+    "default_epochs": "--epochs",
+    "default_learning_rate": "--lr",
+    "batch_size_per_gpu": "--batch-size",
+    "gradient_accumulation_steps": "--grad-accum",
+    "max_seq_length": "--max-seq-length",
+}
+_LORA_FLAGS = {
+    "rank": "--lora-rank",
+    "alpha": "--lora-alpha",
+    "dropout": "--lora-dropout",
+    "target_modules": "--target-modules",
+}
+
 
 # --- Loading ------------------------------------------------------------------------------------
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ugro import assets
-from ugro.config import Cluster
 from ugro.errors import RunError, UgroError, UsageError
 from ugro.jobs import JobRecord, Jobs, git_commit, new_job_id, now_iso, read_metrics
+from ugro.resolved import ResolvedCluster
 from ugro.runner import EventCallback, RunResult, run_playbook
 
 log = logging.getLogger(__name__)
@@ -49,48 +49,16 @@ class LaunchResult:
     run: RunResult
 
 
-# cluster.yaml's training section, as train_production.py's options. Only what the file sets is
-# passed: the rest comes from config/training_defaults.yaml on the nodes.
-_TRAINING_FLAGS = {
-    "default_model": "--model",
-    "default_dataset": "--dataset",
-    "default_epochs": "--epochs",
-    "default_learning_rate": "--lr",
-    "batch_size_per_gpu": "--batch-size",
-    "gradient_accumulation_steps": "--grad-accum",
-    "max_seq_length": "--max-seq-length",
-}
-_LORA_FLAGS = {
-    "rank": "--lora-rank",
-    "alpha": "--lora-alpha",
-    "dropout": "--lora-dropout",
-    "target_modules": "--target-modules",
-}
-
-
 def training_args(
-    cluster: Cluster,
+    cluster: ResolvedCluster,
     *,
     overrides: dict[str, Any] | None = None,
     extra: tuple[str, ...] = (),
 ) -> tuple[str, ...]:
     """Options for train_production.py: cluster.yaml's training section, then the command line's
     (`overrides`, keyed by option), then anything after `--`."""
-    training = cluster.config.training
-    values: dict[str, Any] = {
-        flag: getattr(training, key)
-        for key, flag in _TRAINING_FLAGS.items()
-        if key in training.model_fields_set
-    }
-    values.update(
-        {
-            flag: getattr(training.lora, key)
-            for key, flag in _LORA_FLAGS.items()
-            if key in training.lora.model_fields_set
-        }
-    )
+    values: dict[str, Any] = dict(cluster.training_options)
     values.update({flag: value for flag, value in (overrides or {}).items() if value is not None})
-    values["--ddp-timeout"] = cluster.config.cluster.communication.timeout_seconds
     args: list[str] = []
     for flag, value in values.items():
         args += [flag, ",".join(map(str, value)) if isinstance(value, list) else str(value)]
@@ -116,16 +84,16 @@ def _script_vars(script: str) -> dict[str, str]:
     return {"ugro_launch_script": path.name, "ugro_launch_script_src": str(path.resolve())}
 
 
-def _job_nodes(cluster: Cluster, nodes: tuple[str, ...]) -> list[str]:
+def _job_nodes(cluster: ResolvedCluster, nodes: tuple[str, ...]) -> list[str]:
     if not nodes:
-        return [n.name for n in cluster.nodes]
-    chosen = [cluster.node(name).name for name in nodes]
-    if cluster.master.name not in chosen:
+        return cluster.node_names
+    chosen = [cluster.check_node(name) for name in nodes]
+    if cluster.master_name not in chosen:
         raise UsageError(
-            f"--nodes {','.join(nodes)}: the master ({cluster.master.name}) must take part; "
+            f"--nodes {','.join(nodes)}: the master ({cluster.master_name}) must take part; "
             "it hosts the rendezvous and receives the results"
         )
-    return [n.name for n in cluster.nodes if n.name in chosen]
+    return [name for name in cluster.node_names if name in chosen]
 
 
 @contextmanager
@@ -144,7 +112,7 @@ def _secret_file(value: str | None) -> Iterator[str]:
 
 
 def launch(
-    cluster: Cluster,
+    cluster: ResolvedCluster,
     request: LaunchRequest,
     *,
     dry_run: bool = False,
@@ -160,7 +128,7 @@ def launch(
         **script,
         "ugro_launch_args": list(request.args),
         "ugro_launch_allow_drift": request.allow_drift,
-        "ugro_launch_max_restarts": cluster.config.cluster.communication.max_restarts,
+        "ugro_launch_max_restarts": cluster.max_restarts,
     }
     if dry_run:
         result = run_playbook(
@@ -179,7 +147,7 @@ def launch(
         "args": list(request.args),
         "allow_drift": request.allow_drift,
         "git_commit": git_commit(assets.project_dir()),
-        "cluster": cluster.config.model_dump(mode="json"),
+        "cluster": cluster.document,
         "cluster_file": str(cluster.source) if cluster.source else None,
     }
     jobs.write_config(job_id, config)
@@ -201,7 +169,7 @@ def launch(
     config.update(
         commands=commands,
         pids=pids,
-        rendezvous_port=_facts(result, "ugro_launch_port").get(cluster.master.name),
+        rendezvous_port=_facts(result, "ugro_launch_port").get(cluster.master_name),
         fingerprints={
             name: _fingerprint(report)
             for name, report in _facts(result, "ugro_health_report").items()
@@ -256,7 +224,9 @@ def _first_failure(result: RunResult) -> str:
 # --- live state, stop, collect ------------------------------------------------------------------
 
 
-def live_state(cluster: Cluster, job_id: str, nodes: list[str]) -> dict[str, dict[str, Any]]:
+def live_state(
+    cluster: ResolvedCluster, job_id: str, nodes: list[str]
+) -> dict[str, dict[str, Any]]:
     """Each node's view of the job: processes, pid, exit codes, failed ranks' log tails."""
     result = run_playbook(cluster, "status", extravars={"ugro_job_id": job_id}, limit=nodes)
     states = _facts(result, "ugro_job_state")
@@ -270,7 +240,7 @@ def live_state(cluster: Cluster, job_id: str, nodes: list[str]) -> dict[str, dic
     return states
 
 
-def stop(cluster: Cluster, job_id: str, nodes: list[str]) -> dict[str, dict[str, Any]]:
+def stop(cluster: ResolvedCluster, job_id: str, nodes: list[str]) -> dict[str, dict[str, Any]]:
     """Stop every process of the job on every node; fails if any survives."""
     log.info("stopping %s on %s", job_id, ", ".join(nodes))
     result = run_playbook(cluster, "stop", extravars={"ugro_job_id": job_id}, limit=nodes)
@@ -278,7 +248,7 @@ def stop(cluster: Cluster, job_id: str, nodes: list[str]) -> dict[str, dict[str,
     return _facts(result, "ugro_job_state")
 
 
-def _stop_quietly(cluster: Cluster, job_id: str, nodes: list[str]) -> None:
+def _stop_quietly(cluster: ResolvedCluster, job_id: str, nodes: list[str]) -> None:
     """Stop on the way out of a failure: a node that cannot be reached must not hide the failure."""
     try:
         stop(cluster, job_id, nodes)
@@ -286,7 +256,7 @@ def _stop_quietly(cluster: Cluster, job_id: str, nodes: list[str]) -> None:
         log.warning("stopping %s after a failure: %s", job_id, exc.message)
 
 
-def collect(cluster: Cluster, job_id: str, nodes: list[str]) -> RunResult:
+def collect(cluster: ResolvedCluster, job_id: str, nodes: list[str]) -> RunResult:
     destination = Jobs(cluster).experiment_dir(job_id)
     extravars = {"ugro_job_id": job_id, "ugro_collect_dest": str(destination)}
     return run_playbook(cluster, "collect", extravars=extravars, limit=nodes).raise_for_status()
@@ -331,7 +301,7 @@ def judge(states: dict[str, dict[str, Any]]) -> Verdict:
     return Verdict("running")
 
 
-def finish(cluster: Cluster, record: JobRecord, verdict: Verdict) -> None:
+def finish(cluster: ResolvedCluster, record: JobRecord, verdict: Verdict) -> None:
     """A job has ended (or failed on some node): stop what is left, collect, record."""
     jobs = Jobs(cluster)
     nodes = jobs.nodes(record)
@@ -346,7 +316,7 @@ def finish(cluster: Cluster, record: JobRecord, verdict: Verdict) -> None:
     log.info("%s %s %s", record.job_id, verdict.state, verdict.failure or "")
 
 
-def refresh(cluster: Cluster, record: JobRecord) -> JobRecord:
+def refresh(cluster: ResolvedCluster, record: JobRecord) -> JobRecord:
     """Bring a job's recorded state up to date with the nodes (for status, results, logs)."""
     if record.state not in ("launching", "running"):
         return record
@@ -356,12 +326,12 @@ def refresh(cluster: Cluster, record: JobRecord) -> JobRecord:
     return Jobs(cluster).resolve(record.job_id)
 
 
-def _master_job_dir(cluster: Cluster, job_id: str) -> Path:
-    return Path(cluster.master.project_path) / "data" / "experiments" / job_id
+def _master_job_dir(cluster: ResolvedCluster, job_id: str) -> Path:
+    return Path(cluster.project_path(cluster.master_name)) / "data" / "experiments" / job_id
 
 
 def follow(
-    cluster: Cluster,
+    cluster: ResolvedCluster,
     job_id: str,
     *,
     on_metrics: Callable[[dict[str, Any]], None],

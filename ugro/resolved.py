@@ -1,10 +1,11 @@
-"""A cache of resolved clusters, so that commands which only read files start fast.
+"""A cache of resolved clusters, so that commands start fast while cluster.yaml is unchanged.
 
 Loading cluster.yaml means importing pydantic and building the schema's models: about 0.3 s,
-more than `ugro results` or `ugro logs` spend on everything else, and paid again by the
-inventory plugin in every Ansible run. After each full load, what those readers need (the
-cluster's name, ugro's directories, the inventory) is written to ~/.cache/ugro/resolved/,
-keyed by everything the result depends on:
+more than `ugro results` or `ugro logs` spend on everything else, paid again by the inventory
+plugin in every Ansible run and, before its first training step, by every launch. After each
+full load, what those need (the cluster's name, ugro's directories, the inventory, and what a
+launch takes from the file) is written to ~/.cache/ugro/resolved/, keyed by everything the
+result depends on:
 
 - the file: its resolved path and the SHA-256 of its content (not its mtime, which can miss an
   edit within the same tick), and the value of every ${VARIABLE} it names;
@@ -35,7 +36,7 @@ from ugro.paths import ENV_REFERENCE, HOME_ENV, ClusterPaths, locate_config
 if TYPE_CHECKING:
     from ugro.config import Cluster
 
-FORMAT = 1
+FORMAT = 2
 CACHE_ENV = "UGRO_CACHE_DIR"
 # The modules whose code decides what a cluster.yaml resolves to.
 _RESOLVING_MODULES = ("config.py", "inventory.py", "paths.py", "resolved.py")
@@ -45,13 +46,18 @@ _PATH_FIELDS = ("project_root", "data", "logs", "experiments")  # ClusterPaths, 
 
 @dataclass(frozen=True)
 class ResolvedCluster:
-    """What read-only commands and the inventory plugin need of a cluster, without the schema."""
+    """What commands and the inventory plugin need of a cluster, without the schema's models."""
 
     name: str
     source: Path | None
     paths: ClusterPaths
     # (name, group, host variables) per node, in rank order: the inventory plugin's input.
     hosts: tuple[tuple[str, str, dict[str, Any]], ...]
+    # What a launch takes from the file: the validated document (for the job's config.json),
+    # the training options it sets (Cluster.training_options) and torchrun's --max-restarts.
+    document: dict[str, Any]
+    training_options: tuple[tuple[str, Any], ...]
+    max_restarts: int
 
     def describe(self) -> str:
         return str(self.source) if self.source else "the built-in local cluster"
@@ -59,6 +65,14 @@ class ResolvedCluster:
     @property
     def node_names(self) -> list[str]:
         return [name for name, _, _ in self.hosts]
+
+    @property
+    def master_name(self) -> str:
+        return self.hosts[0][0]
+
+    def project_path(self, name: str) -> str:
+        """The node's project directory, on the node."""
+        return str(self._variables(name)["ugro_project_path"])
 
     def check_node(self, name: str) -> str:
         if name not in self.node_names:
@@ -124,6 +138,9 @@ def from_cluster(cluster: Cluster) -> ResolvedCluster:
             (node.name, "master" if node.role == "master" else "workers", host_vars(cluster, node))
             for node in cluster.nodes
         ),
+        document=cluster.config.model_dump(mode="json"),
+        training_options=cluster.training_options(),
+        max_restarts=cluster.config.cluster.communication.max_restarts,
     )
 
 
@@ -199,6 +216,9 @@ def _read(source: Path | None, key: str) -> ResolvedCluster | None:
             hosts=tuple(
                 (name, group, dict(variables)) for name, group, variables in entry["hosts"]
             ),
+            document=dict(entry["document"]),
+            training_options=tuple((flag, value) for flag, value in entry["training_options"]),
+            max_restarts=int(entry["max_restarts"]),
         )
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None  # missing, torn or foreign: load the file instead
@@ -211,6 +231,9 @@ def _write(source: Path | None, key: str, resolved: ResolvedCluster) -> None:
         "source": str(resolved.source) if resolved.source else None,
         "paths": {field: str(getattr(resolved.paths, field)) for field in _PATH_FIELDS},
         "hosts": [list(host) for host in resolved.hosts],
+        "document": resolved.document,
+        "training_options": [list(option) for option in resolved.training_options],
+        "max_restarts": resolved.max_restarts,
     }
     path = _entry_path(source)
     try:

@@ -14,6 +14,7 @@ from ugro.config import load_cluster_file
 from ugro.errors import UsageError
 from ugro.jobs import Jobs, check_name, new_job_id, summarize
 from ugro.launch import judge, training_args
+from ugro.resolved import from_cluster
 
 
 @pytest.fixture
@@ -109,7 +110,9 @@ def test_history_resolve_and_results(cluster) -> None:
 
 def test_training_args_take_cluster_yaml_then_the_command_line(cluster) -> None:
     args = training_args(
-        cluster, overrides={"--model": None, "--epochs": 2.0}, extra=("--max-steps", "5")
+        from_cluster(cluster),
+        overrides={"--model": None, "--epochs": 2.0},
+        extra=("--max-steps", "5"),
     )
     pairs = dict(zip(args[::2], args[1::2], strict=False))
     assert pairs["--model"] == "tiny-llama"  # from cluster.yaml (the flag was not given)

@@ -15,13 +15,16 @@ from ugro import resolved
 from ugro.config import load_cluster_file, local_cluster
 from ugro.errors import ConfigError
 
-# Loads the cluster in a fresh interpreter and says whether pydantic had to be imported.
+# Loads the cluster in a fresh interpreter, works out what a launch takes from it, and says
+# whether pydantic had to be imported.
 _PROBE = """
 import json, sys
-from ugro import resolved
+from ugro import launch, resolved
 cluster = resolved.load(sys.argv[1] if len(sys.argv) > 1 else None)
+args = launch.training_args(cluster, overrides={"--lr": 0.5}, extra=("--max-steps", "3"))
 print(json.dumps({"pydantic": "pydantic" in sys.modules, "name": cluster.name,
-                  "data": str(cluster.paths.data)}))
+                  "data": str(cluster.paths.data), "args": args, "document": cluster.document,
+                  "master": [cluster.master_name, cluster.project_path(cluster.master_name)]}))
 """
 
 
@@ -60,6 +63,11 @@ def test_second_load_skips_the_schema(cache: Path, cluster_file: Path, which: st
     assert first["pydantic"] is True, "the first load must validate the file"
     assert second["pydantic"] is False, "an unchanged file must come from the cache"
     assert second == {**first, "pydantic": False}
+    args = dict(zip(second["args"][::2], second["args"][1::2], strict=True))
+    assert args["--lr"] == "0.5" and args["--ddp-timeout"] == "300"
+    full = load_cluster_file(path) if path else local_cluster()
+    assert second["document"] == full.config.model_dump(mode="json")
+    assert second["master"] == [full.master.name, full.master.project_path]
 
 
 def test_cached_equals_full_resolution(cache: Path, cluster_file: Path) -> None:
