@@ -176,10 +176,25 @@ def sandbox_table(sandbox: Sandbox, rows: Iterable[NodeStatus]) -> Table:
     return table
 
 
+def _local_time(iso: str) -> str:
+    """An ISO timestamp as this machine's local time to the second; as given if it is not one."""
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    except (TypeError, ValueError):
+        return str(iso)
+
+
 def jobs_table(records: Iterable, *, title: str = "jobs") -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("Job", "State", "Started", "Updated", "Nodes"):
-        table.add_column(column, overflow="fold")
+    # A job id is what `ugro logs`/`results` take: it is never folded, so it can be copied whole.
+    # It carries the job's start time too (<name>_YYYYmmdd_HHMMSS), so only the last change
+    # has a column of its own.
+    table.add_column("Job", no_wrap=True)
+    table.add_column("State", no_wrap=True)
+    table.add_column("Updated", no_wrap=True)
+    table.add_column("Nodes", overflow="fold")
     styles = {
         "succeeded": "green",
         "failed": "red",
@@ -192,8 +207,7 @@ def jobs_table(records: Iterable, *, title: str = "jobs") -> Table:
         table.add_row(
             record.job_id,
             f"[{styles.get(record.state, '')}]{record.state}[/]",
-            record.created_at,
-            record.updated_at,
+            _local_time(record.updated_at),
             nodes,
         )
     return table

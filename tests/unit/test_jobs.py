@@ -141,3 +141,28 @@ def test_judge() -> None:
     assert verdict.failure == {"node": "w", "rank": 2, "exit_code": 1, "tail": ["boom"]}
     gone = {"m": {"running": True}, "w": {"unreachable": True, "message": "timed out"}}
     assert judge(gone).failure["reason"] == "unreachable: timed out"
+
+
+def test_the_jobs_table_keeps_ids_whole_and_times_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    from ugro.display import jobs_table
+    from ugro.jobs import JobRecord
+
+    monkeypatch.setenv("TZ", "UTC")
+    record = JobRecord(
+        job_id="experiment_one_20261129_101010",
+        name="experiment_one",
+        state="succeeded",
+        created_at="2026-11-29T10:10:10+00:00",
+        updated_at="2026-11-29T10:12:34+00:00",
+        detail={"nodes": ["gpu-master", "gpu1", "gpu2"]},
+    )
+    console = Console(width=80, record=True, color_system=None)
+    console.print(jobs_table([record]))
+    text = console.export_text()
+    assert record.job_id in text  # on one line, whole: it is what `ugro logs` takes
+    assert "2026-11-29 10:12:34" in text and "+00:00" not in text
+    damaged = JobRecord(**{**record.__dict__, "updated_at": "not a time"})
+    console.print(jobs_table([damaged]))
+    assert "not a time" in console.export_text()  # a damaged history entry still shows
