@@ -12,6 +12,7 @@ when complete), artifacts/adapter/ (load with PeftModel.from_pretrained), train_
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -209,8 +210,17 @@ def train(settings: Settings) -> int:
             result.training_loss,
             artifacts / "adapter",
         )
+    code = 0 if math.isfinite(result.training_loss) else 1
+    # The trainer holds the DDP-wrapped model, whose C++ reducer holds the process group. Freed
+    # after destroy_process_group (when this function returned), the reducer would destroy the
+    # group itself while holding the GIL, and the group's destructor joins gloo threads that may
+    # still need the GIL to free a finished collective's tensors: a deadlock, seen here as a CPU
+    # rank hung after its last step (pytorch/pytorch#56297). Freed now, while c10d still holds
+    # the group, the reducer leaves it to destroy_process_group, which releases the GIL.
+    del trainer, model
+    gc.collect()
     _finish()
-    return 0 if math.isfinite(result.training_loss) else 1
+    return code
 
 
 def save_artifacts(model, tokenizer, eval_set, artifacts: Path) -> None:

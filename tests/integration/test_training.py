@@ -143,6 +143,54 @@ def test_lora_training_under_torchrun(tmp_path: Path, world: int) -> None:
     torch.testing.assert_close(logits, probe["logits"], rtol=1e-5, atol=1e-5)
 
 
+# Runs train_production.main under torchrun, noting how many DDP modules are still alive when
+# the process group is about to be destroyed.
+_TEARDOWN_WATCH = """
+import gc, os, sys
+sys.path.insert(0, {scripts!r})
+import train_production
+from torch.nn.parallel import DistributedDataParallel
+
+finish = train_production._finish
+
+def watched_finish():
+    live = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+    with open(os.path.join({out!r}, "live-ddp." + os.environ["RANK"]), "w") as handle:
+        handle.write(str(live))
+    finish()
+
+train_production._finish = watched_finish
+sys.exit(train_production.main(sys.argv[1:]))
+"""
+
+
+def test_the_ddp_model_is_gone_before_the_process_group(tmp_path: Path) -> None:
+    """Freed after destroy_process_group, the DDP reducer destroys the gloo group holding the GIL,
+    which deadlocks when a gloo thread needs the GIL (a rank hung after training, seen in CI)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    watch = tmp_path / "watch.py"
+    watch.write_text(_TEARDOWN_WATCH.format(scripts=str(SCRIPTS), out=str(out)))
+    done = torchrun(
+        2,
+        str(watch),
+        *TINY,
+        "--defaults",
+        str(REPO / "config" / "training_defaults.yaml"),
+        "--output-dir",
+        str(out),
+        "--max-steps",
+        "2",
+        "--logging-steps",
+        "1",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert {path.name: path.read_text() for path in out.glob("live-ddp.*")} == {
+        "live-ddp.0": "0",
+        "live-ddp.1": "0",
+    }
+
+
 def test_one_rank_and_three_ranks_agree(tmp_path: Path) -> None:
     """Same global batch (3 blocks, in order) and seed: the first losses agree to 1e-4."""
     common = [
