@@ -6,6 +6,7 @@ rich is imported here and only here, and only by commands that draw.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -178,8 +179,6 @@ def sandbox_table(sandbox: Sandbox, rows: Iterable[NodeStatus]) -> Table:
 
 def _local_time(iso: str) -> str:
     """An ISO timestamp as this machine's local time to the second; as given if it is not one."""
-    from datetime import datetime
-
     try:
         return datetime.fromisoformat(iso).astimezone().strftime("%Y-%m-%d %H:%M:%S")
     except (TypeError, ValueError):
