@@ -27,6 +27,16 @@ def _isolated_home(
     monkeypatch.delenv("UGRO_CONFIG", raising=False)
 
 
+@pytest.fixture(scope="session")
+def needs_torch() -> None:
+    """Skip a test that runs torch in this interpreter where torch is not installed (the unit
+    tier runs without the [train] extra; `bash scripts/setup.sh` installs it)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as exc:
+        pytest.skip(f"torch is not importable here ({exc}): bash scripts/setup.sh installs it")
+
+
 def run_ugro(
     *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:

@@ -7,12 +7,12 @@ playbooks/health.yml); this module reads what came back through ugro.runner's ev
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from ugro.resolved import ResolvedCluster
+from ugro.cluster import Cluster
 from ugro.runner import RunResult
 from ugro.state import write_json_atomic
 
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 Status = Literal["healthy", "unhealthy", "unreachable"]
 
 # The versions compared across nodes, and how to read each from a report.
-_DRIFT_KEYS = {
+_DRIFT_KEYS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "python": lambda r: r.get("env", {}).get("python_version"),
     "torch": lambda r: r.get("env", {}).get("torch_version"),
     "cuda": lambda r: r.get("env", {}).get("cuda_build"),
@@ -67,12 +67,12 @@ class HealthSummary:
         }
 
 
-def summarize(cluster: ResolvedCluster, result: RunResult, names: list[str]) -> HealthSummary:
-    """One verdict per node from a health run's events."""
+def assess(cluster: Cluster, result: RunResult, names: list[str]) -> HealthSummary:
+    """One verdict per node from a health (or sync) run's events."""
     nodes = []
     reports: dict[str, Mapping[str, Any]] = {}
     for name in names:
-        rank = cluster.rank(name)
+        rank = cluster.node(name).rank
         outcome = result.hosts.get(name)
         report = (outcome.facts.get("ugro_health_report") if outcome else None) or {}
         if outcome is None:
@@ -88,7 +88,7 @@ def summarize(cluster: ResolvedCluster, result: RunResult, names: list[str]) -> 
             status: Status = "healthy" if report.get("healthy") and not problems else "unhealthy"
             message = "; ".join(problems) if problems else _ready_message(report)
             nodes.append(NodeHealth(name, rank, status, message, dict(report)))
-    drift = find_drift(reports, cluster.expected_versions())
+    drift = find_drift(reports, cluster.environment.expected_versions)
     return HealthSummary(
         cluster=cluster.name,
         checked_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -129,7 +129,7 @@ def _version_matches(actual: str, declared: str) -> bool:
     return base == declared or base.startswith(declared + ".")
 
 
-def record(cluster: ResolvedCluster, summary: HealthSummary) -> None:
+def save(cluster: Cluster, summary: HealthSummary) -> None:
     """Write data/cluster_state.json and one line per node to the health log."""
     write_json_atomic(cluster.paths.cluster_state, summary.to_json())
     # INFO, not WARNING: the CLI already shows every verdict; these lines are for logs/health.log.

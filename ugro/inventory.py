@@ -1,4 +1,4 @@
-"""The Ansible inventory, as a pure function of the resolved cluster.
+"""The Ansible inventory, as a pure function of the resolved Cluster.
 
 Groups: `master` (rank 0), `workers` (ranks 1..N-1) and `nodes` (both). Every value a role needs
 is a host variable, so `ansible-inventory --list` shows exactly what a play sees. Two consumers:
@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # only types: the inventory plugin imports this module without pydantic
-    from ugro.config import Cluster, Node
+from ugro.cluster import Cluster, Node
+from ugro.joblayout import layout_vars
 
 GROUPS = ("master", "workers")
 ALL_NODES_GROUP = "nodes"
 
 
+def group_of(node: Node) -> str:
+    return "master" if node.role == "master" else "workers"
+
+
 def host_vars(cluster: Cluster, node: Node) -> dict[str, Any]:
-    config = cluster.config
-    master = cluster.master
+    launch = cluster.launch
     variables: dict[str, Any] = {
         "ansible_host": node.address,
         "ansible_user": node.user,
@@ -37,14 +39,19 @@ def host_vars(cluster: Cluster, node: Node) -> dict[str, Any]:
         "ugro_home": node.home,
         "ugro_project_path": node.project_path,
         "ugro_scripts_path": node.scripts_path,
+        "ugro_experiments_path": node.experiments_path,
+        "ugro_job_layout": layout_vars(),
         "ugro_python": node.python,
-        "ugro_env_manager": config.environment.manager,
-        "ugro_hardware": node.hardware,
-        "ugro_master_addr": master.address,
-        "ugro_master_port": config.cluster.communication.master_port,
+        "ugro_hardware": dict(node.hardware),
+        "ugro_master_addr": cluster.master.address,
+        "ugro_master_port": launch.master_port,
+        "ugro_rdzv_backend": launch.rdzv_backend,
+        "ugro_max_restarts": launch.max_restarts,
         "ugro_nnodes": len(cluster.nodes),
-        "ugro_dist_timeout_seconds": config.cluster.communication.timeout_seconds,
-        "ugro_env_expected": expected_versions(cluster),
+        "ugro_dist_timeout_seconds": launch.timeout_seconds,
+        "ugro_training_defaults": (
+            str(cluster.paths.config / "training_defaults.yaml") if cluster.paths.config else ""
+        ),
         **environment_vars(cluster, node),
     }
     if node.nproc_per_node is not None:
@@ -56,17 +63,25 @@ def host_vars(cluster: Cluster, node: Node) -> dict[str, Any]:
         variables["ansible_python_interpreter"] = sys.executable
     else:
         variables["ansible_port"] = node.port
-        variables["ansible_python_interpreter"] = config.ssh.python_interpreter
-        variables["ansible_ssh_timeout"] = config.ssh.connect_timeout
-        if cluster.ssh_identity_file:
-            variables["ansible_ssh_private_key_file"] = cluster.ssh_identity_file
+        variables["ansible_python_interpreter"] = cluster.ssh.python_interpreter
+        variables["ansible_ssh_timeout"] = cluster.ssh.connect_timeout
+        if cluster.ssh.identity_file:
+            variables["ansible_ssh_private_key_file"] = cluster.ssh.identity_file
         # Host-key checking stays on; a cluster may bring its own known_hosts (the sandbox does).
-        ssh_args = ["-o StrictHostKeyChecking=yes"]
-        if cluster.ssh_known_hosts:
-            ssh_args.append(f"-o UserKnownHostsFile={cluster.ssh_known_hosts}")
-        variables["ansible_ssh_common_args"] = " ".join(ssh_args)
+        # Ansible splits these arguments as a shell would: each is quoted, so a path with a
+        # space stays one argument.
+        ssh_args = ["-o", "StrictHostKeyChecking=yes"]
+        if cluster.ssh.known_hosts:
+            ssh_args += ["-o", known_hosts_option(cluster.ssh.known_hosts)]
+        variables["ansible_ssh_common_args"] = shlex.join(ssh_args)
     variables.update(rsync_vars(cluster, node))
     return variables
+
+
+def known_hosts_option(path: str) -> str:
+    """ssh's option for a known_hosts file. ssh reads UserKnownHostsFile as a list of files
+    separated by spaces, so the path is double-quoted (the schema refuses a '"' in it)."""
+    return f'UserKnownHostsFile="{path}"'
 
 
 def rsync_vars(cluster: Cluster, node: Node) -> dict[str, str]:
@@ -85,57 +100,44 @@ def rsync_vars(cluster: Cluster, node: Node) -> dict[str, str]:
         "-o",
         "BatchMode=yes",
         "-o",
-        f"ConnectTimeout={cluster.config.ssh.connect_timeout}",
+        f"ConnectTimeout={cluster.ssh.connect_timeout}",
         "-o",
         "StrictHostKeyChecking=yes",
     ]
-    if cluster.ssh_known_hosts:
-        rsh += ["-o", f"UserKnownHostsFile={cluster.ssh_known_hosts}"]
-    if cluster.ssh_identity_file:
-        rsh += ["-i", cluster.ssh_identity_file]
+    if cluster.ssh.known_hosts:
+        rsh += ["-o", known_hosts_option(cluster.ssh.known_hosts)]
+    if cluster.ssh.identity_file:
+        rsh += ["-i", cluster.ssh.identity_file]
     host = f"[{node.address}]" if ":" in node.address else node.address
     return {"ugro_rsync_prefix": f"{node.user}@{host}:", "ugro_rsync_rsh": shlex.join(rsh)}
 
 
 def environment_vars(cluster: Cluster, node: Node) -> dict[str, Any]:
     """What the sync role needs to build this node's environment, and where its lock lives."""
-    env = cluster.config.environment
+    env = cluster.environment
     lock = {
         "pixi": f"{node.project_path}/pixi.lock",
         "venv": f"{node.project_path}/requirements.txt",
     }
-    home_relative = env.pixi.replace("~", node.home, 1) if env.pixi.startswith("~") else env.pixi
+    pixi = env.pixi.replace("~", node.home, 1) if env.pixi.startswith("~") else env.pixi
     return {
+        "ugro_env_manager": env.manager,
+        "ugro_env_expected": dict(env.expected_versions),
         "ugro_env_lock_file": lock.get(env.manager, ""),
         "ugro_env_name": env.conda_env,
         "ugro_env_venv": node.python.removesuffix("/bin/python") if env.manager == "venv" else "",
         "ugro_env_base_python": env.base_python,
-        "ugro_env_pixi": home_relative,
+        "ugro_env_pixi": pixi,
         "ugro_env_wheelhouse": env.wheelhouse or "",
-        "ugro_env_source": cluster.env_source or "",
+        "ugro_env_source": env.source or "",
     }
-
-
-def expected_versions(cluster: Cluster) -> dict[str, str]:
-    """The versions cluster.yaml's environment section declares (python, torch, cuda)."""
-    env = cluster.config.environment
-    declared = {"python": env.python_version, "torch": env.torch_version, "cuda": env.cuda_version}
-    return {key: value for key, value in declared.items() if value}
 
 
 def build_inventory(cluster: Cluster) -> dict[str, Any]:
     """The inventory in Ansible's YAML-inventory form (what ansible-runner accepts as a dict)."""
-    return inventory_from_hosts(
-        (n.name, "master" if n.role == "master" else "workers", host_vars(cluster, n))
-        for n in cluster.nodes
-    )
-
-
-def inventory_from_hosts(hosts: Iterable[tuple[str, str, dict[str, Any]]]) -> dict[str, Any]:
-    """The YAML-inventory form from (name, group, host variables) triples."""
     children: dict[str, Any] = {group: {"hosts": {}} for group in GROUPS}
-    for name, group, variables in hosts:
-        children[group]["hosts"][name] = variables
+    for node in cluster.nodes:
+        children[group_of(node)]["hosts"][node.name] = host_vars(cluster, node)
     return {"all": {"children": {ALL_NODES_GROUP: {"children": children}}}}
 
 
@@ -147,7 +149,7 @@ def inventory_list(cluster: Cluster) -> dict[str, Any]:
         ALL_NODES_GROUP: {"children": list(GROUPS)},
     }
     for group in GROUPS:
-        hosts = [n.name for n in cluster.nodes if (n.role == "master") == (group == "master")]
+        hosts = [n.name for n in cluster.nodes if group_of(n) == group]
         if hosts:
             listing[group] = {"hosts": hosts}
     return listing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -59,7 +60,13 @@ def test_seed_cluster_loads_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
     # The seed runs pixi environments named `main`.
     assert gpu1.python == "/home/ob/projects/UGRO/.pixi/envs/main/bin/python"
     assert cluster.paths.data == Path("~/projects/UGRO/data").expanduser()
-    assert cluster.config.training.lora.target_modules == ["q_proj", "v_proj"]
+    assert dict(cluster.launch.training)["lora.target_modules"] == ["q_proj", "v_proj"]
+    # The master's ranks write into the master's experiment directory; a worker's go under
+    # its own project.
+    assert cluster.master.experiments_path == str(cluster.paths.experiments)
+    assert gpu1.experiments_path == "/home/ob/projects/UGRO/data/experiments"
+    assert cluster.paths.config == Path("~/projects/UGRO/config").expanduser()
+    assert cluster.master.scripts_path == str(Path("~/projects/UGRO/scripts").expanduser())
 
 
 def test_seed_file_is_shipped_verbatim_as_the_example() -> None:
@@ -191,6 +198,30 @@ def test_env_and_home_expansion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             MINIMAL.replace("ip: 10.0.0.2", "ip: 10.0.0.2\n    accelerator: tpu"),
             ":11: workers[0].accelerator: Input should be 'cuda', 'cpu' or 'auto'",
         ),
+        (
+            MINIMAL.replace(
+                "    user: alice\n", "    user: alice\n  communication:\n    backend: nccl\n"
+            ),
+            ":8: cluster.communication.backend: Input should be 'c10d' or 'static'",
+        ),
+        (
+            MINIMAL + "logging:\n  format: '%(asctime)s %(nosuchfield)s'\n",
+            ":14: logging.format: '%(asctime)s %(nosuchfield)s' is not a logging format",
+        ),
+        (
+            MINIMAL + "training:\n  lora:\n    target_modules: [q_proj, 'v_proj,--x']\n",
+            ":15: training.lora.target_modules[1]: 'v_proj,--x' is not a module name",
+        ),
+        (
+            MINIMAL.replace("    user: alice\n", "    user: alice\n    paths:\n      scripts: /a\n")
+            + "paths:\n  scripts: /b\n",
+            ":16: paths.scripts: '/b' differs from cluster.master.paths.scripts ('/a')",
+        ),
+        (MINIMAL + "logging:\n  keep_runs: 0\n", ":14: logging.keep_runs: Input should be"),
+        (
+            MINIMAL + "ssh:\n  known_hosts: '/a\"b'\n",
+            ":14: ssh.known_hosts: '/a\"b': a path for ssh may not contain",
+        ),
     ],
 )
 def test_bad_files_give_one_line(tmp_path: Path, text: str, expected: str) -> None:
@@ -216,3 +247,143 @@ def test_not_utf8_and_directory(tmp_path: Path) -> None:
         load_cluster_file(path)
     with pytest.raises(ConfigError, match="is a directory"):
         load_cluster_file(tmp_path)
+
+
+def test_every_key_of_the_schema_changes_the_resolved_cluster(tmp_path: Path) -> None:
+    """A key that is accepted must do something: setting any leaf of the schema to another valid
+    value changes the resolved Cluster beyond the recorded document (which only repeats it)."""
+    import yaml
+
+    from ugro.config.schema import ClusterConfig
+
+    base = yaml.safe_load(MINIMAL)
+    base["workers"][0]["hardware"] = {}
+    base["workers"][0]["paths"] = {}
+
+    def resolved_without_document(data: dict) -> dict:
+        path = tmp_path / "cluster.yaml"
+        path.write_text(yaml.safe_dump(data))
+        return {**load_cluster_file(path).to_json(), "document": None}
+
+    changes = {
+        ("cluster", "location"): "Trondheim",
+        ("cluster", "description"): "a lab",
+        ("cluster", "master", "name"): "boss",
+        ("cluster", "master", "port"): 2222,
+        ("cluster", "master", "connection"): "ssh",
+        ("cluster", "master", "accelerator"): "cpu",
+        ("cluster", "master", "python"): "/opt/py/bin/python",
+        ("cluster", "master", "nproc_per_node"): 2,
+        ("cluster", "master", "hardware", "gpu_model"): "RTX 5070 Ti",
+        ("cluster", "master", "hardware", "gpu_count"): 1,
+        ("cluster", "master", "hardware", "vram_gb"): 12,
+        ("cluster", "master", "hardware", "cpu_cores"): 24,
+        ("cluster", "master", "hardware", "ram_gb"): 64,
+        ("cluster", "master", "paths", "home"): "/home/alice",
+        ("cluster", "master", "paths", "project"): "/srv/ugro",
+        ("cluster", "master", "paths", "scripts"): "/srv/ugro/scripts",
+        ("cluster", "communication", "backend"): "static",
+        ("cluster", "communication", "master_port"): 29600,
+        ("cluster", "communication", "timeout_seconds"): 60,
+        ("cluster", "communication", "max_restarts"): 2,
+        ("workers", 0, "ssh_port"): 2200,
+        ("workers", 0, "accelerator"): "cuda",
+        ("workers", 0, "python"): "/opt/py/bin/python",
+        ("workers", 0, "nproc_per_node"): 2,
+        ("workers", 0, "hardware", "gpu_model"): "RTX 4070",
+        ("workers", 0, "hardware", "vram_gb"): 8,
+        ("workers", 0, "hardware", "gpu_count"): 1,
+        ("workers", 0, "hardware", "cpu_cores"): 16,
+        ("workers", 0, "hardware", "ram_gb"): 32,
+        ("workers", 0, "paths", "home"): "/data/ob",
+        ("workers", 0, "paths", "project"): "/data/ob/UGRO",
+        ("workers", 0, "paths", "scripts"): "/data/ob/scripts",
+        ("paths", "project_root"): "/srv/lab",
+        ("paths", "scripts"): "/srv/lab/scripts",
+        ("paths", "config"): "/srv/lab/config",
+        ("paths", "data"): "/srv/lab/data",
+        ("paths", "logs"): "/srv/lab/logs",
+        ("paths", "experiments"): "/srv/lab/exp",
+        ("training", "default_model"): "tiny-llama",
+        ("training", "default_dataset"): "builtin",
+        ("training", "default_epochs"): 2,
+        ("training", "default_learning_rate"): 0.1,
+        ("training", "batch_size_per_gpu"): 2,
+        ("training", "gradient_accumulation_steps"): 2,
+        ("training", "max_seq_length"): 64,
+        ("training", "lora", "rank"): 4,
+        ("training", "lora", "alpha"): 8,
+        ("training", "lora", "dropout"): 0.1,
+        ("training", "lora", "target_modules"): ["q_proj"],
+        ("environment", "manager"): "venv",
+        ("environment", "conda_env"): "other",
+        ("environment", "path"): "/opt/venv",
+        ("environment", "python"): "/opt/python",
+        ("environment", "requirements"): "/srv/req.txt",
+        ("environment", "pixi_manifest_dir"): "/srv/pixi",
+        ("environment", "pixi"): "/opt/pixi",
+        ("environment", "base_python"): "/usr/bin/python3.11",
+        ("environment", "wheelhouse"): "/srv/wheels",
+        ("environment", "python_version"): "3.11",
+        ("environment", "torch_version"): "2.5.1",
+        ("environment", "cuda_version"): "12.4",
+        ("logging", "level"): "INFO",
+        ("logging", "format"): "%(message)s",
+        ("logging", "file"): "/srv/lab/ugro.log",
+        ("logging", "keep_days"): 3,
+        ("logging", "keep_runs"): 5,
+        ("ssh", "identity_file"): "/keys/id",
+        ("ssh", "known_hosts"): "/keys/known_hosts",
+        ("ssh", "connect_timeout"): 9,
+        ("ssh", "python_interpreter"): "/usr/bin/python3.12",
+    }
+    # Keys that only matter together with another one.
+    needs = {
+        ("environment", "conda_env"): {("environment", "manager"): "pixi"},
+        ("environment", "pixi"): {("environment", "manager"): "pixi"},
+        ("environment", "pixi_manifest_dir"): {("environment", "manager"): "pixi"},
+        ("environment", "path"): {("environment", "manager"): "venv"},
+        ("environment", "requirements"): {("environment", "manager"): "venv"},
+        ("environment", "python"): {("environment", "manager"): "system"},
+    }
+
+    def leaves(model: type, prefix: tuple) -> list[tuple]:
+        found = []
+        for name, info in model.model_fields.items():
+            annotation = info.annotation
+            nested = annotation if isinstance(annotation, type) else None
+            if nested is not None and hasattr(nested, "model_fields"):
+                found += leaves(nested, (*prefix, name))
+            elif name != "workers" or prefix:
+                found.append((*prefix, name))
+        return found
+
+    def put(data: dict, path: tuple, value: object) -> None:
+        for part in path[:-1]:
+            data = data.setdefault(part, {}) if isinstance(part, str) else data[part]
+        data[path[-1]] = value
+
+    from ugro.config.schema import WorkerSection
+
+    schema_keys = set(leaves(ClusterConfig, ()))
+    schema_keys |= {("workers", 0, *key) for key in leaves(WorkerSection, ())}
+    required = {
+        ("cluster", "name"),
+        ("cluster", "master", "hostname"),
+        ("cluster", "master", "ip"),
+        ("cluster", "master", "user"),
+        ("workers", 0, "name"),
+        ("workers", 0, "hostname"),
+        ("workers", 0, "ip"),
+        ("workers", 0, "user"),
+        ("workers", 0, "rank"),
+    }
+    untested = schema_keys - set(changes) - required
+    assert not untested, f"keys with no effect checked: {sorted(untested)}"
+    for key, value in changes.items():
+        before = json.loads(json.dumps(base))
+        for other, setting in needs.get(key, {}).items():
+            put(before, other, setting)
+        after = json.loads(json.dumps(before))
+        put(after, key, value)
+        assert resolved_without_document(after) != resolved_without_document(before), key

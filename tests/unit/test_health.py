@@ -7,9 +7,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SEED_CLUSTER
-from ugro import resolved
 from ugro.config import load_cluster_file
-from ugro.health import find_drift, record, summarize
+from ugro.health import assess, find_drift, save
 from ugro.runner import HostOutcome, RunResult
 from ugro.state import read_json
 
@@ -43,9 +42,9 @@ def test_drift_against_declared_versions() -> None:
     ]
 
 
-def test_summarize_and_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_assess_and_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    cluster = resolved.from_cluster(load_cluster_file(SEED_CLUSTER))
+    cluster = load_cluster_file(SEED_CLUSTER)
     result = RunResult(
         "health",
         "failed",
@@ -66,7 +65,7 @@ def test_summarize_and_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
             ),
         },
     )
-    summary = summarize(cluster, result, ["gpu-master", "gpu1", "gpu2"])
+    summary = assess(cluster, result, ["gpu-master", "gpu1", "gpu2"])
     assert [(n.name, n.status) for n in summary.nodes] == [
         ("gpu-master", "healthy"),
         ("gpu1", "unreachable"),
@@ -75,7 +74,7 @@ def test_summarize_and_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert summary.nodes[1].message.endswith("No route to host")
     assert summary.nodes[2].message == "torch is not importable"
     assert not summary.healthy
-    record(cluster, summary)
+    save(cluster, summary)
     state = read_json(cluster.paths.cluster_state)
     assert state["nodes"]["gpu1"]["status"] == "unreachable"
     assert state["healthy"] is False

@@ -69,6 +69,27 @@ def test_both_forms_agree() -> None:
             assert variables == listing["_meta"]["hostvars"][host]
 
 
+def test_a_known_hosts_path_with_a_space_stays_one_argument(tmp_path: Path) -> None:
+    import shlex
+
+    from tests.unit.test_config import MINIMAL
+
+    folder = tmp_path / "my keys"
+    path = tmp_path / "cluster.yaml"
+    path.write_text(MINIMAL + f"ssh:\n  known_hosts: '{folder}/known hosts'\n")
+    hostvars = inventory_list(load_cluster_file(path))["_meta"]["hostvars"]["gpu1"]
+    # Ansible's ssh plugin splits these as a shell would (shlex); ssh then reads the option's
+    # value as a list of files unless it is double-quoted.
+    option = f'UserKnownHostsFile="{folder}/known hosts"'
+    assert shlex.split(hostvars["ansible_ssh_common_args"]) == [
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        option,
+    ]
+    assert option in shlex.split(hostvars["ugro_rsync_rsh"])
+
+
 @pytest.mark.usefixtures("seed_env")
 def test_host_key_checking_stays_on() -> None:
     hostvars = inventory_list(load_cluster_file(SEED_CLUSTER))["_meta"]["hostvars"]

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ugro.config import OFFLINE_TRAINING
+from ugro.config.resolution import OFFLINE_TRAINING
 from ugro.errors import UsageError
 
 DEFAULT_NAME = "ugro"

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from filelock import FileLock
 
@@ -87,8 +88,9 @@ def ensure_env(
     return python
 
 
-def _marker(path: Path) -> dict | None:
+def _marker(path: Path) -> dict[str, Any] | None:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        found = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return found if isinstance(found, dict) else None

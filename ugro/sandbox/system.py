@@ -18,6 +18,7 @@ import subprocess
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 from ugro.errors import PrerequisiteError, SandboxError
 
@@ -103,12 +104,13 @@ def links() -> list[str]:
         return []
 
 
-def routes() -> list[dict]:
+def routes() -> list[dict[str, Any]]:
     done = run(["ip", "-j", "route", "show"], check=False)
     try:
-        return json.loads(done.stdout or "[]")
+        found = json.loads(done.stdout or "[]")
     except ValueError:
         return []
+    return [entry for entry in found if isinstance(entry, dict)] if isinstance(found, list) else []
 
 
 def in_netns(netns: str, argv: Sequence[str]) -> list[str]:

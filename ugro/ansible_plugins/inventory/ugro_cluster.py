@@ -2,8 +2,9 @@
 
 This is what makes a plain `ansible-playbook playbooks/health.yml` from the repository root use
 the cluster.yaml the user just edited: nothing is generated ahead of time, so nothing goes stale.
-The resolved hosts come through ugro.resolved, whose cache is keyed by the file's content (and
-all else the result depends on), so an unchanged file skips pydantic in every Ansible run.
+The cluster comes through ugro.config.load_cluster, whose cache is keyed by the file's content
+(and all else the result depends on), so an unchanged file skips pydantic in every Ansible run;
+the host variables are ugro.inventory's, the same the CLI hands to ansible-runner.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ options:
 """
 
 
-class InventoryModule(BaseInventoryPlugin):
+class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]  # Ansible ships no types
     NAME = "ugro_cluster"
 
     def verify_file(self, path: str) -> bool:
@@ -42,9 +43,9 @@ class InventoryModule(BaseInventoryPlugin):
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
         try:
-            from ugro import resolved
+            from ugro.config import load_cluster
             from ugro.errors import UgroError
-            from ugro.inventory import ALL_NODES_GROUP, GROUPS
+            from ugro.inventory import ALL_NODES_GROUP, GROUPS, group_of, host_vars
         except ImportError as exc:
             raise AnsibleParserError(
                 f"the ugro_cluster inventory needs the ugro package in Ansible's Python: {exc}"
@@ -53,14 +54,14 @@ class InventoryModule(BaseInventoryPlugin):
         if named:
             named = str(Path(path).parent / named)
         try:
-            cluster = resolved.load(named)
+            cluster = load_cluster(named)
         except UgroError as exc:
             raise AnsibleParserError(exc.message) from None
         self.inventory.add_group(ALL_NODES_GROUP)
         for group in GROUPS:
             self.inventory.add_group(group)
             self.inventory.add_child(ALL_NODES_GROUP, group)
-        for name, group, variables in cluster.hosts:
-            self.inventory.add_host(name, group=group)
-            for key, value in variables.items():
-                self.inventory.set_variable(name, key, value)
+        for node in cluster.nodes:
+            self.inventory.add_host(node.name, group=group_of(node))
+            for key, value in host_vars(cluster, node).items():
+                self.inventory.set_variable(node.name, key, value)

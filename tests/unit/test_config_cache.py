@@ -1,4 +1,5 @@
-"""The resolved-cluster cache (ugro.resolved): fast for readers, never stale, never fatal."""
+"""The cache of resolved clusters (ugro.config.cache): fast for readers, never stale, never fatal,
+and never trusting an entry someone else could have written."""
 
 from __future__ import annotations
 
@@ -11,27 +12,27 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SEED_CLUSTER, run_ugro
-from ugro import resolved
-from ugro.config import load_cluster_file, local_cluster
+from ugro.cluster import Cluster
+from ugro.config import cache, load_cluster, load_cluster_file, local_cluster
 from ugro.errors import ConfigError
 
 # Loads the cluster in a fresh interpreter, works out what a launch takes from it, and says
 # whether pydantic had to be imported.
 _PROBE = """
 import json, sys
-from ugro import launch, resolved
-cluster = resolved.load(sys.argv[1] if len(sys.argv) > 1 else None)
+from ugro import launch
+from ugro.config import load_cluster
+cluster = load_cluster(sys.argv[1] if len(sys.argv) > 1 else None)
 args = launch.training_args(cluster, overrides={"--lr": 0.5}, extra=("--max-steps", "3"))
-print(json.dumps({"pydantic": "pydantic" in sys.modules, "name": cluster.name,
-                  "data": str(cluster.paths.data), "args": args, "document": cluster.document,
-                  "master": [cluster.master_name, cluster.project_path(cluster.master_name)]}))
+print(json.dumps({"pydantic": "pydantic" in sys.modules, "cluster": cluster.to_json(),
+                  "args": args}))
 """
 
 
 @pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     directory = tmp_path / "cache"
-    monkeypatch.setenv(resolved.CACHE_ENV, str(directory))
+    monkeypatch.setenv(cache.CACHE_ENV, str(directory))
     monkeypatch.setenv("USER", "tester")
     monkeypatch.chdir(tmp_path)  # no ./config/cluster.yaml: "no file" means the built-in cluster
     return directory
@@ -56,7 +57,7 @@ def load_in_subprocess(path: Path | None) -> dict:
 
 
 @pytest.mark.parametrize("which", ["file", "built-in"])
-def test_second_load_skips_the_schema(cache: Path, cluster_file: Path, which: str) -> None:
+def test_second_load_skips_the_schema(cache_dir: Path, cluster_file: Path, which: str) -> None:
     path = cluster_file if which == "file" else None
     first = load_in_subprocess(path)
     second = load_in_subprocess(path)
@@ -66,63 +67,103 @@ def test_second_load_skips_the_schema(cache: Path, cluster_file: Path, which: st
     args = dict(zip(second["args"][::2], second["args"][1::2], strict=True))
     assert args["--lr"] == "0.5" and args["--ddp-timeout"] == "300"
     full = load_cluster_file(path) if path else local_cluster()
-    assert second["document"] == full.config.model_dump(mode="json")
-    assert second["master"] == [full.master.name, full.master.project_path]
+    assert Cluster.from_json(second["cluster"]) == full
 
 
-def test_cached_equals_full_resolution(cache: Path, cluster_file: Path) -> None:
-    full, stored = resolved.load_full(cluster_file)  # what the CLI's full load leaves behind
-    assert stored == resolved.from_cluster(full)
-    cached = resolved.load(cluster_file)
-    assert cached == resolved.from_cluster(load_cluster_file(cluster_file))
-    resolved.load(None)
-    assert resolved.load(None) == resolved.from_cluster(local_cluster())
+def test_the_cache_stores_the_cluster_as_it_is(cache_dir: Path, cluster_file: Path) -> None:
+    stored = load_cluster(cluster_file)
+    assert stored == load_cluster_file(cluster_file)
+    (entry,) = cache_dir.glob("*.json")
+    assert Cluster.from_json(json.loads(entry.read_text())["cluster"]) == stored
+    assert load_cluster(cluster_file) == stored
+    load_cluster(None)
+    assert load_cluster(None) == local_cluster()
 
 
-def test_an_edit_is_seen_even_with_the_same_size_and_mtime(cache: Path, cluster_file: Path) -> None:
-    assert resolved.load(cluster_file).name == "Home AI Lab"
+def test_an_edit_is_seen_even_with_the_same_size_and_mtime(
+    cache_dir: Path, cluster_file: Path
+) -> None:
+    assert load_cluster(cluster_file).name == "Home AI Lab"
     before = cluster_file.stat()
     cluster_file.write_text(cluster_file.read_text().replace("Home AI Lab", "Home AI Lob"))
     os.utime(cluster_file, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert cluster_file.stat().st_size == before.st_size
-    assert resolved.load(cluster_file).name == "Home AI Lob"
+    assert load_cluster(cluster_file).name == "Home AI Lob"
 
 
 def test_a_changed_environment_variable_is_seen(
-    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "cluster.yaml"
     text = SEED_CLUSTER.read_text().replace('"~/projects/UGRO/data"', '"${UGRO_TEST_DATA}"')
     path.write_text(text)
     monkeypatch.setenv("UGRO_TEST_DATA", str(tmp_path / "one"))
-    assert resolved.load(path).paths.data == tmp_path / "one"
+    assert load_cluster(path).paths.data == tmp_path / "one"
     monkeypatch.setenv("UGRO_TEST_DATA", str(tmp_path / "two"))
-    assert resolved.load(path).paths.data == tmp_path / "two"
+    assert load_cluster(path).paths.data == tmp_path / "two"
 
 
-def test_an_invalid_edit_still_fails_with_its_line(cache: Path, cluster_file: Path) -> None:
-    resolved.load(cluster_file)
+def test_an_invalid_edit_still_fails_with_its_line(cache_dir: Path, cluster_file: Path) -> None:
+    load_cluster(cluster_file)
     cluster_file.write_text(cluster_file.read_text().replace("rank: 1", "rank: one"))
     with pytest.raises(ConfigError, match=r"cluster\.yaml:\d+: workers\[0\]\.rank"):
-        resolved.load(cluster_file)
+        load_cluster(cluster_file)
 
 
-@pytest.mark.parametrize("damage", ["garbage", "foreign key", "missing field"])
+@pytest.mark.parametrize("damage", ["garbage", "foreign key", "missing field", "wrong shape"])
 def test_a_damaged_entry_is_ignored_and_rewritten(
-    cache: Path, cluster_file: Path, damage: str
+    cache_dir: Path, cluster_file: Path, damage: str
 ) -> None:
-    expected = resolved.load(cluster_file)
-    (entry,) = cache.glob("*.json")
+    expected = load_cluster(cluster_file)
+    (entry,) = cache_dir.glob("*.json")
     data = json.loads(entry.read_text())
     if damage == "garbage":
         entry.write_text("{not json")
     elif damage == "foreign key":
-        entry.write_text(json.dumps({**data, "key": "0" * 64, "name": "someone else"}))
-    else:
-        del data["paths"]
+        entry.write_text(json.dumps({**data, "key": "0" * 64}))
+    elif damage == "missing field":
+        del data["cluster"]["paths"]
         entry.write_text(json.dumps(data))
-    assert resolved.load(cluster_file) == expected
+    else:
+        data["cluster"]["nodes"] = [{"name": "only-a-name"}]
+        entry.write_text(json.dumps(data))
+    assert load_cluster(cluster_file) == expected
     assert json.loads(entry.read_text())["key"] == data["key"]
+
+
+def _poisoned_entry(cache_dir: Path, cluster_file: Path) -> Path:
+    """A valid entry for the file whose cluster has been rewritten to point somewhere else."""
+    load_cluster(cluster_file)
+    (entry,) = cache_dir.glob("*.json")
+    data = json.loads(entry.read_text())
+    data["cluster"]["name"] = "poisoned"
+    entry.write_text(json.dumps(data))
+    return entry
+
+
+def test_an_entry_others_can_write_is_not_used(cache_dir: Path, cluster_file: Path) -> None:
+    entry = _poisoned_entry(cache_dir, cluster_file)
+    assert load_cluster(cluster_file).name == "poisoned", "the private entry is used"
+    _poisoned_entry(cache_dir, cluster_file)
+    entry.chmod(0o666)
+    assert load_cluster(cluster_file).name == "Home AI Lab"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_an_entry_owned_by_someone_else_is_not_used(cache_dir: Path, cluster_file: Path) -> None:
+    entry = _poisoned_entry(cache_dir, cluster_file)
+    os.chown(entry, 65534, 65534)  # nobody
+    assert load_cluster(cluster_file).name == "Home AI Lab"
+
+
+def test_an_entry_behind_a_symlink_is_not_followed(
+    cache_dir: Path, cluster_file: Path, tmp_path: Path
+) -> None:
+    entry = _poisoned_entry(cache_dir, cluster_file)
+    elsewhere = tmp_path / "elsewhere.json"
+    entry.rename(elsewhere)
+    entry.symlink_to(elsewhere)
+    assert load_cluster(cluster_file).name == "Home AI Lab"
 
 
 def test_an_unwritable_cache_is_not_an_error(
@@ -130,19 +171,20 @@ def test_an_unwritable_cache_is_not_an_error(
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    monkeypatch.setenv(resolved.CACHE_ENV, str(blocker / "cache"))
-    assert resolved.load(cluster_file).name == "Home AI Lab"
-    assert resolved.load(cluster_file).name == "Home AI Lab"
+    monkeypatch.setenv(cache.CACHE_ENV, str(blocker / "cache"))
+    assert load_cluster(cluster_file).name == "Home AI Lab"
+    assert load_cluster(cluster_file).name == "Home AI Lab"
 
 
-def test_entries_are_private(cache: Path, cluster_file: Path) -> None:
-    resolved.load(cluster_file)
-    (entry,) = cache.glob("*.json")
+def test_entries_are_private(cache_dir: Path, cluster_file: Path) -> None:
+    load_cluster(cluster_file)
+    (entry,) = cache_dir.glob("*.json")
     assert entry.stat().st_mode & 0o077 == 0
+    assert cache_dir.stat().st_mode & 0o077 == 0
 
 
 def test_results_reads_a_finished_job_without_the_schema(
-    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cache_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`ugro results` on a finished job: the same answer, with pydantic never imported."""
     monkeypatch.setenv("UGRO_HOME", str(tmp_path / "home"))
@@ -164,16 +206,3 @@ def test_results_reads_a_finished_job_without_the_schema(
     assert json.loads(trace.stdout) == json.loads(first.stdout)
     assert json.loads(first.stdout)["final_loss"] == 1.5
     assert "import 'pydantic'" not in trace.stderr
-
-
-def test_runs_get_the_same_inventory_and_verdict_inputs(cache: Path, cluster_file: Path) -> None:
-    from ugro.inventory import build_inventory, expected_versions
-
-    full = load_cluster_file(cluster_file)
-    resolved.load(cluster_file)
-    cached = resolved.load(cluster_file)
-    assert cached.inventory() == build_inventory(full)
-    assert cached.expected_versions() == expected_versions(full)
-    assert [cached.rank(n) for n in cached.node_names] == [n.rank for n in full.nodes]
-    with pytest.raises(ConfigError, match=r"no node named 'gpu9'; the nodes are: gpu-master, gpu1"):
-        cached.check_node("gpu9")

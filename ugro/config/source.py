@@ -1,14 +1,13 @@
-"""Where cluster.yaml is found, and where ugro keeps its own files: no pydantic, no YAML.
+"""Which cluster.yaml a command uses, and what outside the file its meaning depends on.
 
-Kept apart from ugro.config so that commands which only read the master's files (`ugro logs`,
-`ugro results`) can find them without importing the schema (see ugro.resolved).
+No pydantic and no YAML here: the cache keys an entry by these facts before deciding whether
+the file needs loading at all.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from ugro.errors import ConfigError
@@ -17,28 +16,6 @@ CONFIG_ENV = "UGRO_CONFIG"
 HOME_ENV = "UGRO_HOME"
 # ${NAME} in cluster.yaml: replaced by the environment variable when the file is loaded.
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-@dataclass(frozen=True)
-class ClusterPaths:
-    """Where ugro keeps its own files on the master (the seed's data/ and logs/ layout)."""
-
-    project_root: Path
-    data: Path
-    logs: Path
-    experiments: Path
-
-    @property
-    def cluster_state(self) -> Path:
-        return self.data / "cluster_state.json"
-
-    @property
-    def job_history(self) -> Path:
-        return self.data / "job_history.jsonl"
-
-    @property
-    def runs(self) -> Path:
-        return self.data / "runs"
 
 
 def config_search_path(cwd: Path | None = None) -> list[Path]:
@@ -60,3 +37,22 @@ def locate_config(explicit: str | os.PathLike[str] | None = None) -> Path | None
         if candidate.is_file():
             return candidate.resolve()
     return None
+
+
+def builtin_home() -> Path:
+    """Where the built-in local cluster keeps its data: $UGRO_HOME, else ~/.local/share/ugro."""
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".local" / "share" / "ugro")
+
+
+def current_user() -> str:
+    """The login name, also where $USER is unset (cron, CI, `sudo -i`)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "root" if os.geteuid() == 0 else "ugro"
+
+
+def referenced_variables(text: str) -> list[str]:
+    return sorted(set(ENV_REFERENCE.findall(text)))
