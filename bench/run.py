@@ -297,12 +297,33 @@ TINY_JOB = [
 ]
 
 
-def _first_step_seconds(metrics: Path, started: float, timeout: float = 600) -> float:
+def _first_step_seconds(
+    metrics: Path, started: float, processes: list[subprocess.Popen], timeout: float = 600
+) -> float:
+    """Seconds until the job's first training step; an error once its processes are all gone
+    without one (a run that failed must not hang the bench)."""
     while time.perf_counter() - started < timeout:
         if metrics.exists() and '"kind": "train"' in metrics.read_text():
             return time.perf_counter() - started
+        if all(process.poll() is not None for process in processes):
+            raise RuntimeError(f"the job ended with no training step in {metrics}")
         time.sleep(0.05)
     raise RuntimeError(f"no training step in {metrics}")
+
+
+def _by_hand(command: list[str], job_id: str, job_port: int, port: int) -> list[str]:
+    """A job's torchrun command run again by hand: its own rendezvous id, port and logs; the
+    code it runs stays the job's (each node holds it in the job's code/ directory)."""
+    again = []
+    for option, value in zip(["", *command[:-1]], command, strict=True):
+        if option == "--rdzv-id":
+            value = f"{job_id}-byhand"
+        elif option == "--log-dir":
+            value = value.replace(job_id, f"{job_id}-byhand")
+        elif option == "--rdzv-endpoint":
+            value = value.replace(f":{job_port}", f":{port}")
+        again.append(value)
+    return again
 
 
 def bench_launch(box, files, size, reps) -> dict:
@@ -353,8 +374,7 @@ def bench_launch(box, files, size, reps) -> dict:
         started = time.perf_counter()
         processes = []
         for name, command in job["commands"].items():
-            command = [c.replace(job["job_id"], f"{job['job_id']}-byhand") for c in command]
-            command = [c.replace(f":{job['rendezvous_port']}", f":{port}") for c in command]
+            command = _by_hand(command, job["job_id"], job["rendezvous_port"], port)
             master = name == "gpu-master"
             env = [
                 "env",
@@ -372,7 +392,7 @@ def bench_launch(box, files, size, reps) -> dict:
             processes.append(
                 subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )
-        first = _first_step_seconds(metrics, started)
+        first = _first_step_seconds(metrics, started, processes)
         for process in processes:
             process.wait()
         return {"first_step": first, "total": time.perf_counter() - started}

@@ -1,45 +1,28 @@
-"""Jobs on the master: ids, experiment directories, the history of state changes, results.
+"""Jobs on the master: experiment directories, the history of state changes, results.
 
-Layout (the seed's):
+Layout (the seed's; a job directory's contents are described in ugro.joblayout):
 
-    data/experiments/<job_id>/{config.json, metrics.jsonl, logs/, checkpoints/, artifacts/}
+    data/experiments/<job_id>/{config.json, metrics.jsonl, logs/, checkpoints/, artifacts/, ...}
     data/job_history.jsonl       one line per state change, appended under a lock
 """
 
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
+from ugro.cluster import Cluster
 from ugro.errors import UsageError
+from ugro.joblayout import LOGS_DIR, NODES_DIR, check_name, name_of
 from ugro.state import append_jsonl, read_json, write_json_atomic
 
-if TYPE_CHECKING:
-    from ugro.config import Cluster
-    from ugro.resolved import ResolvedCluster
-
 State = Literal["launching", "running", "succeeded", "failed", "stopped"]
+ACTIVE_STATES = ("launching", "running")
 FINAL_STATES = ("succeeded", "failed", "stopped")
-_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_JOB_ID = re.compile(r"(?P<name>[A-Za-z0-9_.-]{1,64})_(?P<stamp>\d{8}_\d{6})")
-
-
-def check_name(name: str) -> str:
-    """A job name: 1 to 64 of letters, digits, '_', '.', '-' (and not '.' or '..')."""
-    if not _NAME.fullmatch(name) or name in {".", ".."}:
-        raise UsageError(
-            f"job name {name!r} is not valid; expected 1 to 64 of letters, digits, '_', '.', '-'"
-        )
-    return name
-
-
-def new_job_id(name: str, now: datetime | None = None) -> str:
-    return f"{check_name(name)}_{(now or datetime.now()).strftime('%Y%m%d_%H%M%S')}"
 
 
 def now_iso() -> str:
@@ -57,11 +40,15 @@ class JobRecord:
     updated_at: str
     detail: dict[str, Any]
 
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
 
 class Jobs:
     """The master's record of jobs for one cluster (only its name and paths are used)."""
 
-    def __init__(self, cluster: Cluster | ResolvedCluster) -> None:
+    def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster
         self.paths = cluster.paths
 
@@ -75,7 +62,7 @@ class Jobs:
             directory.mkdir(parents=True, exist_ok=False)
         except FileExistsError:
             raise UsageError(f"job {job_id} already exists; launch again in a second") from None
-        for sub in ("logs", "checkpoints", "artifacts"):
+        for sub in (LOGS_DIR, "checkpoints", "artifacts"):
             (directory / sub).mkdir()
         return directory
 
@@ -91,12 +78,11 @@ class Jobs:
 
     # -- history -----------------------------------------------------------------------------
     def record(self, job_id: str, state: State, **detail: Any) -> None:
-        name = _JOB_ID.fullmatch(job_id)
         append_jsonl(
             self.paths.job_history,
             {
                 "job_id": job_id,
-                "name": name.group("name") if name else job_id,
+                "name": name_of(job_id),
                 "state": state,
                 "at": now_iso(),
                 **detail,
@@ -139,7 +125,7 @@ class Jobs:
             )
         return dict(sorted(latest.items(), key=lambda kv: kv[1].created_at, reverse=True))
 
-    def resolve(self, name_or_id: str) -> JobRecord:
+    def find(self, name_or_id: str) -> JobRecord:
         """A job id, or a name meaning its newest job."""
         records = self.records()
         if name_or_id in records:
@@ -185,7 +171,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return records
 
 
-def summarize(jobs: Jobs, record: JobRecord) -> dict[str, Any]:
+def job_results(jobs: Jobs, record: JobRecord) -> dict[str, Any]:
     """Status, duration, final and best loss, throughput, checkpoints and artifacts of a job."""
     directory = jobs.experiment_dir(record.job_id)
     metrics = read_metrics(directory / "metrics.jsonl")
@@ -203,6 +189,9 @@ def summarize(jobs: Jobs, record: JobRecord) -> dict[str, Any]:
     artifacts = sorted(
         str(p.relative_to(directory / "artifacts")) for p in (directory / "artifacts").glob("*")
     )
+    node_outputs = sorted(
+        str(p.relative_to(directory / NODES_DIR)) for p in (directory / NODES_DIR).glob("*/*")
+    )
     return {
         "job_id": record.job_id,
         "status": record.state,
@@ -214,6 +203,7 @@ def summarize(jobs: Jobs, record: JobRecord) -> dict[str, Any]:
         "tokens_per_s": round(sum(speeds) / len(speeds), 1) if speeds else None,
         "checkpoints": checkpoints,
         "artifacts": artifacts,
+        "node_outputs": node_outputs,
         "experiment_dir": str(directory),
         "detail": record.detail,
     }

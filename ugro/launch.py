@@ -1,32 +1,67 @@
-"""Running jobs across the cluster: launch, follow, stop, collect, and their live state.
+"""Starting a job: its options, the code it carries, and the launch playbook.
 
-Each step is one playbook through ugro.runner (launch.yml, status.yml, stop.yml, collect.yml);
-this module decides what to run and what it means, and keeps the job's history on the master.
+A launch writes the job's experiment directory and config.json on the master, records
+`launching`, and runs playbooks/launch.yml: a health preflight on every node, then the launch
+role, which writes the job's code and start scripts into the job directory on each node and
+starts its torchrun agent detached. The job carries its code (ugro's scripts, the training
+defaults and the job's own script), so a node needs only its environment, not an earlier
+`ugro sync`, and the job directory records what ran.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ugro import assets
-from ugro.errors import RunError, UgroError, UsageError
-from ugro.jobs import JobRecord, Jobs, git_commit, new_job_id, now_iso, read_metrics
-from ugro.resolved import ResolvedCluster
+from ugro.cluster import Cluster
+from ugro.control import stop_quietly
+from ugro.errors import RunError, UsageError
+from ugro.joblayout import CODE_DIR, new_job_id
+from ugro.jobs import Jobs, git_commit, now_iso
 from ugro.runner import EventCallback, RunResult, run_playbook
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SCRIPT = "train_production.py"
-_SCRIPT_NAME = re.compile(r"[A-Za-z0-9_.-]+\.py")
+_CODE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
+_SCRIPT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.py")
+_MAX_SCRIPT_BYTES = 4 << 20
+
+# cluster.yaml's training keys (as ugro.config.resolution.training_settings names them) and the
+# train_production.py options they become.
+TRAINING_FLAGS = {
+    "default_model": "--model",
+    "default_dataset": "--dataset",
+    "default_epochs": "--epochs",
+    "default_learning_rate": "--lr",
+    "batch_size_per_gpu": "--batch-size",
+    "gradient_accumulation_steps": "--grad-accum",
+    "max_seq_length": "--max-seq-length",
+    "lora.rank": "--lora-rank",
+    "lora.alpha": "--lora-alpha",
+    "lora.dropout": "--lora-dropout",
+    "lora.target_modules": "--target-modules",
+}
+# Extra variables a launch sets itself; `ugro run launch -e` may not override them.
+_OWN_VARIABLES = frozenset(
+    {
+        "ugro_job_id",
+        "ugro_launch_script",
+        "ugro_launch_args",
+        "ugro_launch_allow_drift",
+        "ugro_launch_code_file",
+        "ugro_launch_secret_file",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -36,7 +71,9 @@ class LaunchRequest:
     args: tuple[str, ...] = ()
     nodes: tuple[str, ...] = ()
     allow_drift: bool = False
-    # The Hugging Face token's value: it only ever becomes a 0600 file (see _secret_file).
+    # Extra variables for the launch playbook (`ugro run launch JOB -e k=v`).
+    extravars: Mapping[str, Any] = field(default_factory=dict)
+    # The Hugging Face token's value: it only ever becomes a 0600 file (see _staged_files).
     hf_token: str | None = field(default=None, repr=False)
 
 
@@ -50,14 +87,15 @@ class LaunchResult:
 
 
 def training_args(
-    cluster: ResolvedCluster,
+    cluster: Cluster,
     *,
-    overrides: dict[str, Any] | None = None,
+    overrides: Mapping[str, Any] | None = None,
     extra: tuple[str, ...] = (),
 ) -> tuple[str, ...]:
     """Options for train_production.py: cluster.yaml's training section, then the command line's
     (`overrides`, keyed by option), then anything after `--`."""
-    values: dict[str, Any] = dict(cluster.training_options)
+    values: dict[str, Any] = {TRAINING_FLAGS[key]: value for key, value in cluster.launch.training}
+    values["--ddp-timeout"] = cluster.launch.timeout_seconds
     values.update({flag: value for flag, value in (overrides or {}).items() if value is not None})
     args: list[str] = []
     for flag, value in values.items():
@@ -65,77 +103,148 @@ def training_args(
     return (*args, *extra)
 
 
-def _script_vars(script: str) -> dict[str, str]:
-    """A script under scripts/ (synced to every node), or a master's file shipped with the job."""
-    scripts = assets.project_dir() / "scripts"
-    candidate = (scripts / script).resolve()
-    if candidate.is_file() and candidate.is_relative_to(scripts.resolve()):
-        relative = str(candidate.relative_to(scripts.resolve()))
-        if not re.fullmatch(r"[A-Za-z0-9_./-]+", relative):
-            raise UsageError(f"--script {script}: use letters, digits, '_', '.', '-' in its name")
-        return {"ugro_launch_script": relative, "ugro_launch_script_src": ""}
-    path = Path(script).expanduser()
-    if not path.is_file():
-        raise UsageError(f"--script {script}: no such file (on the master, or under {scripts})")
-    if not _SCRIPT_NAME.fullmatch(path.name):
-        raise UsageError(
-            f"--script {script}: expected a .py file named with letters, digits, '_.-'"
-        )
-    return {"ugro_launch_script": path.name, "ugro_launch_script_src": str(path.resolve())}
-
-
-def _job_nodes(cluster: ResolvedCluster, nodes: tuple[str, ...]) -> list[str]:
+def job_nodes(cluster: Cluster, nodes: tuple[str, ...]) -> list[str]:
     if not nodes:
         return cluster.node_names
-    chosen = [cluster.check_node(name) for name in nodes]
-    if cluster.master_name not in chosen:
+    chosen = [cluster.node(name).name for name in nodes]
+    if cluster.master.name not in chosen:
         raise UsageError(
-            f"--nodes {','.join(nodes)}: the master ({cluster.master_name}) must take part; "
+            f"--nodes {','.join(nodes)}: the master ({cluster.master.name}) must take part; "
             "it hosts the rendezvous and receives the results"
         )
     return [name for name in cluster.node_names if name in chosen]
 
 
-@contextmanager
-def _secret_file(value: str | None) -> Iterator[str]:
-    """The token in a file only this user can read, removed as soon as the launch is done."""
-    if not value:
-        yield ""
-        return
-    fd, path = tempfile.mkstemp(prefix="ugro-secret-")
+def training_defaults_file(cluster: Cluster) -> Path:
+    """paths.config's training_defaults.yaml when cluster.yaml sets paths.config, else ugro's."""
+    if cluster.paths.config is not None:
+        path = cluster.paths.config / "training_defaults.yaml"
+        if not path.is_file():
+            raise UsageError(
+                f"{cluster.describe()}: paths.config is {cluster.paths.config}, which holds no "
+                "training_defaults.yaml; add one (config/training_defaults.yaml is ugro's) or "
+                "remove paths.config"
+            )
+        return path
+    return assets.project_dir() / "config" / "training_defaults.yaml"
+
+
+@dataclass(frozen=True)
+class JobScript:
+    """The script a job runs: its path in the job's code directory, and where it comes from."""
+
+    code_name: str
+    source: Path
+
+    @classmethod
+    def choose(cls, script: str) -> JobScript:
+        """A script under ugro's scripts/, or any .py file on the master shipped with the job."""
+        scripts = (assets.project_dir() / "scripts").resolve()
+        candidate = (scripts / script).resolve()
+        if candidate.is_file() and candidate.is_relative_to(scripts):
+            relative = str(candidate.relative_to(scripts))
+            if not _CODE_NAME.fullmatch(relative):
+                raise UsageError(
+                    f"--script {script}: use letters, digits, '_', '.', '-' in its name"
+                )
+            return cls(f"scripts/{relative}", candidate)
+        path = Path(script).expanduser()
+        if not path.is_file():
+            raise UsageError(f"--script {script}: no such file (on the master, or under {scripts})")
+        if not _SCRIPT_NAME.fullmatch(path.name):
+            raise UsageError(
+                f"--script {script}: expected a .py file named with letters, digits, '_.-'"
+            )
+        return cls(path.name, path.resolve())
+
+
+def code_files(cluster: Cluster, script: JobScript) -> list[dict[str, str]]:
+    """What the job carries to every node's code/ directory: ugro's scripts (the rank wrapper,
+    the training program), the training defaults, and the job's own script."""
+    scripts = assets.project_dir() / "scripts"
+    sources = [
+        (f"scripts/{path.relative_to(scripts)}", path)
+        for path in sorted(scripts.rglob("*"))
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    ]
+    sources.append(("config/training_defaults.yaml", training_defaults_file(cluster)))
+    if not script.code_name.startswith("scripts/"):
+        sources.append((script.code_name, script.source))
+    return [
+        {"name": f"{CODE_DIR}/{name}", "content": _text(path), "mode": "0640"}
+        for name, path in sources
+    ]
+
+
+def _text(path: Path) -> str:
     try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(value)
-        yield path
+        if path.stat().st_size > _MAX_SCRIPT_BYTES:
+            raise UsageError(f"{path}: larger than 4 MiB; a job's code travels with it")
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not UTF-8 text; a job's code must be text") from None
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read it ({exc.strerror})") from None
+
+
+@contextmanager
+def _staged_files(code: list[dict[str, str]], token: str | None) -> Iterator[dict[str, str]]:
+    """The job's code list and the token, each in a file only this user can read, for the
+    launch role to read on the master; both removed as soon as the launch is done."""
+    paths: list[str] = []
+
+    def stage(prefix: str, text: str) -> str:
+        fd, path = tempfile.mkstemp(prefix=prefix)
+        paths.append(path)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        return path
+
+    try:
+        yield {
+            "ugro_launch_code_file": stage("ugro-code-", json.dumps(code)),
+            "ugro_launch_secret_file": stage("ugro-secret-", token) if token else "",
+        }
     finally:
-        Path(path).unlink(missing_ok=True)
+        for path in paths:
+            Path(path).unlink(missing_ok=True)
 
 
 def launch(
-    cluster: ResolvedCluster,
+    cluster: Cluster,
     request: LaunchRequest,
     *,
     dry_run: bool = False,
     on_event: EventCallback | None = None,
 ) -> LaunchResult:
     """Start a job on its nodes (or, with dry_run, only show what each would run)."""
+    clashing = sorted(_OWN_VARIABLES & set(request.extravars))
+    if clashing:
+        raise UsageError(f"-e {clashing[0]}: set by the launch itself; use the launch's options")
     jobs = Jobs(cluster)
     job_id = new_job_id(request.name)
-    nodes = _job_nodes(cluster, request.nodes)
-    script = _script_vars(request.script)
+    nodes = job_nodes(cluster, request.nodes)
+    script = JobScript.choose(request.script)
+    code = code_files(cluster, script)
     extravars: dict[str, Any] = {
+        **request.extravars,
         "ugro_job_id": job_id,
-        **script,
+        "ugro_launch_script": script.code_name,
         "ugro_launch_args": list(request.args),
         "ugro_launch_allow_drift": request.allow_drift,
-        "ugro_launch_max_restarts": cluster.max_restarts,
     }
     if dry_run:
-        result = run_playbook(
-            cluster, "launch", extravars=extravars, limit=nodes, check=True, on_event=on_event
-        )
+        with _staged_files(code, None) as staged:
+            result = run_playbook(
+                cluster,
+                "launch",
+                extravars={**extravars, **staged},
+                limit=nodes,
+                check=True,
+                on_event=on_event,
+            )
         result.raise_for_status()
-        return LaunchResult(job_id, nodes, _facts(result, "ugro_launch_command"), {}, result)
+        return LaunchResult(job_id, nodes, result.facts("ugro_launch_command"), {}, result)
 
     directory = jobs.create(job_id)
     config = {
@@ -159,20 +268,19 @@ def launch(
         request.script,
         " ".join(request.args),
     )
-    with _secret_file(request.hf_token) as secret:
-        extravars["ugro_launch_secret_file"] = secret
+    with _staged_files(code, request.hf_token) as staged:
         result = run_playbook(
-            cluster, "launch", extravars=extravars, limit=nodes, run_dir=None, on_event=on_event
+            cluster, "launch", extravars={**extravars, **staged}, limit=nodes, on_event=on_event
         )
-    commands = _facts(result, "ugro_launch_command")
-    pids = {k: int(v) for k, v in _facts(result, "ugro_launch_pid").items()}
+    commands = result.facts("ugro_launch_command")
+    pids = {k: int(v) for k, v in result.facts("ugro_launch_pid").items()}
     config.update(
         commands=commands,
         pids=pids,
-        rendezvous_port=_facts(result, "ugro_launch_port").get(cluster.master_name),
+        rendezvous_port=result.facts("ugro_launch_port").get(cluster.master.name),
         fingerprints={
             name: _fingerprint(report)
-            for name, report in _facts(result, "ugro_health_report").items()
+            for name, report in result.facts("ugro_health_report").items()
         },
         launch_run=str(result.run_dir),
     )
@@ -180,7 +288,7 @@ def launch(
     if not result.successful:
         # Whatever did start must not be left running; a node may have started before another
         # failed, without its pid being recorded, so every node is asked.
-        _stop_quietly(cluster, job_id, nodes)
+        stop_quietly(cluster, job_id, nodes)
         reason = _first_failure(result)
         jobs.record(job_id, "failed", reason=reason)
         log.info("launch of %s failed: %s", job_id, reason)
@@ -195,10 +303,6 @@ def launch(
         log.info("%s on %s (pid %s): %s", job_id, node, pids.get(node), " ".join(command))
     log.info("launched %s into %s", job_id, directory)
     return LaunchResult(job_id, nodes, commands, pids, result)
-
-
-def _facts(result: RunResult, name: str) -> dict[str, Any]:
-    return {host: o.facts[name] for host, o in result.hosts.items() if name in o.facts}
 
 
 def _fingerprint(report: dict[str, Any]) -> dict[str, Any]:
@@ -219,152 +323,3 @@ def _first_failure(result: RunResult) -> str:
             kind = "unreachable" if outcome.unreachable else "failed"
             return f"{outcome.name} {kind}: {outcome.message}"
     return f"playbook {result.status} (rc={result.rc})"
-
-
-# --- live state, stop, collect ------------------------------------------------------------------
-
-
-def live_state(
-    cluster: ResolvedCluster, job_id: str, nodes: list[str]
-) -> dict[str, dict[str, Any]]:
-    """Each node's view of the job: processes, pid, exit codes, failed ranks' log tails."""
-    result = run_playbook(cluster, "status", extravars={"ugro_job_id": job_id}, limit=nodes)
-    states = _facts(result, "ugro_job_state")
-    for name in nodes:
-        if name not in states:
-            outcome = result.hosts.get(name)
-            states[name] = {
-                "unreachable": True,
-                "message": outcome.message if outcome else "not reached",
-            }
-    return states
-
-
-def stop(cluster: ResolvedCluster, job_id: str, nodes: list[str]) -> dict[str, dict[str, Any]]:
-    """Stop every process of the job on every node; fails if any survives."""
-    log.info("stopping %s on %s", job_id, ", ".join(nodes))
-    result = run_playbook(cluster, "stop", extravars={"ugro_job_id": job_id}, limit=nodes)
-    result.raise_for_status()
-    return _facts(result, "ugro_job_state")
-
-
-def _stop_quietly(cluster: ResolvedCluster, job_id: str, nodes: list[str]) -> None:
-    """Stop on the way out of a failure: a node that cannot be reached must not hide the failure."""
-    try:
-        stop(cluster, job_id, nodes)
-    except UgroError as exc:
-        log.warning("stopping %s after a failure: %s", job_id, exc.message)
-
-
-def collect(cluster: ResolvedCluster, job_id: str, nodes: list[str]) -> RunResult:
-    destination = Jobs(cluster).experiment_dir(job_id)
-    extravars = {"ugro_job_id": job_id, "ugro_collect_dest": str(destination)}
-    return run_playbook(cluster, "collect", extravars=extravars, limit=nodes).raise_for_status()
-
-
-@dataclass
-class Verdict:
-    """What the nodes' states say about a job."""
-
-    state: str  # running | succeeded | failed
-    failure: dict[str, Any] | None = None
-
-
-def judge(states: dict[str, dict[str, Any]]) -> Verdict:
-    failures = []
-    for node, state in states.items():
-        if state.get("unreachable"):
-            failures.append({"node": node, "reason": f"unreachable: {state.get('message')}"})
-            continue
-        for rank, info in (state.get("ranks") or {}).items():
-            if info.get("exit_code"):
-                failures.append(
-                    {
-                        "node": node,
-                        "rank": int(rank),
-                        "exit_code": info["exit_code"],
-                        "tail": info.get("tail") or [],
-                    }
-                )
-        if state.get("exit_code") not in (None, 0) and not any(f["node"] == node for f in failures):
-            failures.append(
-                {
-                    "node": node,
-                    "exit_code": state["exit_code"],
-                    "tail": state.get("agent_tail") or [],
-                }
-            )
-    if failures:
-        return Verdict("failed", min(failures, key=lambda f: f.get("rank", 1 << 30)))
-    if all(s.get("exit_code") == 0 and not s.get("running") for s in states.values()):
-        return Verdict("succeeded")
-    return Verdict("running")
-
-
-def finish(cluster: ResolvedCluster, record: JobRecord, verdict: Verdict) -> None:
-    """A job has ended (or failed on some node): stop what is left, collect, record."""
-    jobs = Jobs(cluster)
-    nodes = jobs.nodes(record)
-    if verdict.state == "failed":
-        _stop_quietly(cluster, record.job_id, nodes)
-    try:
-        collect(cluster, record.job_id, nodes)
-    except UgroError as exc:
-        log.warning("collecting %s: %s", record.job_id, exc.message)
-    detail = {"failure": verdict.failure} if verdict.failure else {}
-    jobs.record(record.job_id, verdict.state, **detail)
-    log.info("%s %s %s", record.job_id, verdict.state, verdict.failure or "")
-
-
-def refresh(cluster: ResolvedCluster, record: JobRecord) -> JobRecord:
-    """Bring a job's recorded state up to date with the nodes (for status, results, logs)."""
-    if record.state not in ("launching", "running"):
-        return record
-    verdict = judge(live_state(cluster, record.job_id, Jobs(cluster).nodes(record)))
-    if verdict.state != "running":
-        finish(cluster, record, verdict)
-    return Jobs(cluster).resolve(record.job_id)
-
-
-def _master_job_dir(cluster: ResolvedCluster, job_id: str) -> Path:
-    return Path(cluster.project_path(cluster.master_name)) / "data" / "experiments" / job_id
-
-
-def follow(
-    cluster: ResolvedCluster,
-    job_id: str,
-    *,
-    on_metrics: Callable[[dict[str, Any]], None],
-    check_every: float = 20.0,
-    poll: float = 0.5,
-) -> JobRecord:
-    """Watch a job until it ends: metrics as they come, the nodes' states now and then.
-
-    Asking the nodes is an Ansible run, which on a small master competes with the job's own ranks
-    for the CPU (measured in bench/: every 5 s it delayed the first step by seconds). So the loop
-    watches the master's own job directory, which is local and free to read, and asks the nodes
-    only when the master's agent has exited (a worker's failure ends it too, through the
-    rendezvous) and every `check_every` seconds as a fallback.
-    """
-    jobs = Jobs(cluster)
-    metrics = jobs.experiment_dir(job_id) / "metrics.jsonl"
-    master_exit = _master_job_dir(cluster, job_id) / "exit_code"
-    seen = 0
-    asked_after_end = False
-    next_check = time.monotonic() + check_every
-    while True:
-        records = read_metrics(metrics)
-        for entry in records[seen:]:
-            on_metrics(entry)
-        seen = len(records)
-        ended_here = master_exit.exists()
-        if time.monotonic() >= next_check or (ended_here and not asked_after_end):
-            asked_after_end = ended_here
-            record = refresh(cluster, jobs.resolve(job_id))
-            if record.state not in ("launching", "running"):
-                for entry in read_metrics(metrics)[seen:]:
-                    on_metrics(entry)
-                return record
-            # Once the master is done, the workers are finishing too: ask again soon.
-            next_check = time.monotonic() + (3.0 if ended_here else check_every)
-        time.sleep(poll)

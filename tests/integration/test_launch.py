@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_ugro
+from tests.integration.conftest import ssh_as
 from ugro.config import load_cluster_file
 from ugro.jobs import Jobs
 
@@ -113,7 +114,13 @@ def test_launch_trains_and_everything_comes_home(sandbox, cluster_env) -> None:
     job_id = job_id_from(done.stdout)
     assert history(sandbox, job_id) == ["launching", "running", "succeeded"]
     assert not tagged(job_id)
+    # Not on a terminal: plain lines, one per event, and tables that do not break a path.
+    assert f"{job_id}: step 12 loss" in done.stderr
+    assert "launch: Work out this node's part of the job and its torchrun command" in done.stderr
+    assert "Validating arguments" not in done.stderr
     cluster = load_cluster_file(sandbox.cluster_file)
+    experiment = str(Jobs(cluster).experiment_dir(job_id))
+    assert any(experiment in line for line in done.stdout.splitlines())
     launcher_log = (cluster.paths.logs / "launcher.log").read_text()
     assert f"launched {job_id}" in launcher_log and f"{job_id} succeeded" in launcher_log
 
@@ -132,6 +139,12 @@ def test_launch_trains_and_everything_comes_home(sandbox, cluster_env) -> None:
         assert log.stat().st_size > 0, log
         assert (directory / "logs" / f"{node}.rank{rank}.exit").read_text().strip() == "0"
     assert (directory / "checkpoints" / "checkpoint-12" / "ugro_complete.json").exists()
+    # The job carried its code: each node's job directory records what ran.
+    node = sandbox.nodes[0]
+    listing = ssh_as(
+        sandbox, node, "ls", f"{node.home}/projects/UGRO/data/experiments/{job_id}/code/scripts"
+    )
+    assert "ugro_rank.py" in listing.stdout and "train_production.py" in listing.stdout
 
     import torch
     from peft import PeftModel
@@ -267,3 +280,38 @@ def test_launch_refuses_on_drift_unless_allowed(sandbox, cluster_env) -> None:
         assert allowed.returncode == 0, allowed.stderr
     finally:
         lock.write_bytes(original)
+
+
+WRITE_OUTPUT = """\
+import os
+rank = os.environ["RANK"]
+with open(os.path.join(os.environ["UGRO_OUTPUT_DIR"], f"rank{rank}.txt"), "w") as handle:
+    handle.write(f"rank {rank} on {os.environ['UGRO_NODE']}")
+"""
+
+
+def test_a_never_synced_cluster_trains_and_every_nodes_output_comes_home(
+    sandbox, cluster_env, tmp_path
+) -> None:
+    """A node without ugro's scripts (never synced, or wiped) still runs a job: the job carries
+    its code. What each node's ranks write to UGRO_OUTPUT_DIR comes home, under nodes/<node>/
+    for the workers; the job's machinery and code do not."""
+    for node in sandbox.nodes:
+        wiped = ssh_as(sandbox, node, "rm", "-rf", f"{node.home}/projects/UGRO/scripts")
+        assert wiped.returncode == 0, wiped.stderr
+    script = write_script(tmp_path, "write_output.py", WRITE_OUTPUT)
+    done = run_ugro("launch", "--name", "outputs", "--script", str(script), env=cluster_env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    job_id = job_id_from(done.stdout)
+    directory = Jobs(load_cluster_file(sandbox.cluster_file)).experiment_dir(job_id)
+    assert (directory / "rank0.txt").read_text() == "rank 0 on gpu-master"
+    for rank, node in enumerate(sandbox.nodes, start=1):
+        outputs = directory / "nodes" / node.name
+        assert (outputs / f"rank{rank}.txt").read_text() == f"rank {rank} on {node.name}"
+        assert sorted(p.name for p in outputs.iterdir()) == [f"rank{rank}.txt"]
+    results = json.loads(run_ugro("results", job_id, "--json", env=cluster_env).stdout)
+    assert results["node_outputs"] == [
+        f"{n.name}/rank{r}.txt" for r, n in enumerate(sandbox.nodes, 1)
+    ]
+    resync = run_ugro("sync", env=cluster_env, timeout=900)  # leave the nodes as they were
+    assert resync.returncode == 0, resync.stderr

@@ -11,10 +11,11 @@ import pytest
 import yaml
 
 from ugro.config import load_cluster_file
+from ugro.control import judge
 from ugro.errors import UsageError
-from ugro.jobs import Jobs, check_name, new_job_id, summarize
-from ugro.launch import judge, training_args
-from ugro.resolved import from_cluster
+from ugro.joblayout import check_job_ref, check_name, new_job_id
+from ugro.jobs import Jobs, job_results
+from ugro.launch import TRAINING_FLAGS, training_args
 
 
 @pytest.fixture
@@ -39,10 +40,20 @@ def cluster(tmp_path: Path):
     return load_cluster_file(path)
 
 
-@pytest.mark.parametrize("bad", ["../x", "a;rm -rf ~", "", "x" * 65, ".", "..", "a b", "é"])
+@pytest.mark.parametrize(
+    "bad",
+    ["../x", "a;rm -rf ~", "", "x" * 65, ".", "..", "a b", "é", "-oProxyCommand", "-x", ".hidden"],
+)
 def test_bad_names(bad: str) -> None:
     with pytest.raises(UsageError, match="job name"):
         check_name(bad)
+    with pytest.raises(UsageError, match="job name"):
+        check_job_ref(bad)
+
+
+def test_a_job_id_is_a_reference_even_when_longer_than_a_name() -> None:
+    job_id = new_job_id("x" * 64)
+    assert check_job_ref(job_id) == job_id
 
 
 def test_job_id_is_name_and_timestamp() -> None:
@@ -75,14 +86,14 @@ def test_history_resolve_and_results(cluster) -> None:
     # A torn line (a writer killed mid-line) is skipped, never fatal.
     with open(cluster.paths.job_history, "a") as handle:
         handle.write('{"job_id": "broken", "sta')
-    record = jobs.resolve("exp1")
+    record = jobs.find("exp1")
     assert record.job_id == "exp1_20260102_000000" and record.state == "succeeded"
     assert jobs.nodes(record) == ["m"]
-    assert jobs.resolve("exp1_20260101_000000").state == "running"
+    assert jobs.find("exp1_20260101_000000").state == "running"
     with pytest.raises(UsageError, match="no job named 'exp9'"):
-        jobs.resolve("exp9")
+        jobs.find("exp9")
     with pytest.raises(UsageError, match="job name"):
-        jobs.resolve("../etc")
+        jobs.find("../etc")
     with pytest.raises(UsageError, match="already exists"):
         jobs.create("exp1_20260101_000000")
 
@@ -96,7 +107,9 @@ def test_history_resolve_and_results(cluster) -> None:
     (directory / "checkpoints" / "checkpoint-30").mkdir()
     (directory / "checkpoints" / "checkpoint-5").mkdir()
     (directory / "artifacts" / "adapter").mkdir()
-    summary = summarize(jobs, record)
+    (directory / "nodes" / "gpu1").mkdir(parents=True)
+    (directory / "nodes" / "gpu1" / "rank1.txt").write_text("written on gpu1")
+    summary = job_results(jobs, record)
     assert summary["status"] == "succeeded" and summary["steps"] == 30
     assert (summary["final_loss"], summary["best_loss"], summary["final_eval_loss"]) == (
         2.5,
@@ -106,11 +119,12 @@ def test_history_resolve_and_results(cluster) -> None:
     assert summary["tokens_per_s"] == 2500.0  # the first logging step's rate includes start-up
     assert summary["checkpoints"] == ["checkpoint-5", "checkpoint-30"]
     assert summary["artifacts"] == ["adapter"]
+    assert summary["node_outputs"] == ["gpu1/rank1.txt"]
 
 
 def test_training_args_take_cluster_yaml_then_the_command_line(cluster) -> None:
     args = training_args(
-        from_cluster(cluster),
+        cluster,
         overrides={"--model": None, "--epochs": 2.0},
         extra=("--max-steps", "5"),
     )
@@ -122,6 +136,26 @@ def test_training_args_take_cluster_yaml_then_the_command_line(cluster) -> None:
     assert pairs["--ddp-timeout"] == "300"
     assert "--dataset" not in pairs  # unset in cluster.yaml: the script's defaults apply
     assert args[-2:] == ("--max-steps", "5")
+
+
+def test_every_training_key_has_an_option() -> None:
+    """cluster.yaml's training keys all reach train_production.py (none accepted and ignored),
+    and every option they map to is one the script takes."""
+    import sys
+
+    from tests.conftest import REPO
+    from ugro.config.schema import LoraSection, TrainingSection
+
+    keys = {k for k in TrainingSection.model_fields if k != "lora"}
+    keys |= {f"lora.{k}" for k in LoraSection.model_fields}
+    assert set(TRAINING_FLAGS) == keys
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        from trainlib.settings import build_parser
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    options = {o for action in build_parser("t")._actions for o in action.option_strings}
+    assert set(TRAINING_FLAGS.values()) <= options
 
 
 def test_judge() -> None:

@@ -1,4 +1,4 @@
-"""The launch role's start program (roles/ugro_launch/module_utils/ugro_job_start.py), run as a
+"""The launch role's start program (roles/ugro_launch/module_utils/ugro_start.py), run as a
 script for real here; its module runs in the launch tests and the role's molecule scenario."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.conftest import REPO
 
-PROGRAM = REPO / "roles" / "ugro_launch" / "module_utils" / "ugro_job_start.py"
+PROGRAM = REPO / "roles" / "ugro_launch" / "module_utils" / "ugro_start.py"
 SUPERVISOR = 'echo "$$" > pid.tmp && mv pid.tmp pid\necho ran > ran\n'
 
 
@@ -31,7 +31,7 @@ def request(job_dir: Path, supervisor: str = SUPERVISOR, **extra: object) -> dic
     return {
         "job_dir": str(job_dir),
         "files": [
-            {"name": "train.py", "content": "print('hi')\n", "mode": "0640"},
+            {"name": "code/scripts/train.py", "content": "print('hi')\n", "mode": "0640"},
             {"name": "supervise.sh", "content": supervisor, "mode": "0750", "check": "bash"},
         ],
         "start": "supervise.sh",
@@ -54,9 +54,10 @@ def test_writes_the_files_and_starts_the_supervisor(tmp_path: Path) -> None:
     wait_for(job / "ran")
     assert (job / "ran").read_text() == "ran\n"
     assert (job / "supervise.sh").stat().st_mode & 0o777 == 0o750
-    assert (job / "train.py").stat().st_mode & 0o777 == 0o640
+    assert (job / "code" / "scripts" / "train.py").stat().st_mode & 0o777 == 0o640
+    assert (job / "code" / "scripts" / "train.py").read_text() == "print('hi')\n"
     assert job.stat().st_mode & 0o777 == 0o750 and (job / "logs").is_dir()
-    assert not list(job.glob(".*")), "no temporary file may stay behind"
+    assert not list(job.rglob(".*")), "no temporary file may stay behind"
 
 
 def test_a_script_that_does_not_parse_starts_nothing(tmp_path: Path) -> None:
@@ -85,7 +86,7 @@ def test_check_mode_checks_the_scripts_and_writes_nothing(tmp_path: Path) -> Non
     assert rc == 0 and result == {
         "changed": False,
         "pid": None,
-        "checked": ["train.py", "supervise.sh"],
+        "checked": ["code/scripts/train.py", "supervise.sh"],
     }
     assert not job.exists()
     rc, result, _ = start(request(job, supervisor="fi\n", check_mode=True))
@@ -95,8 +96,9 @@ def test_check_mode_checks_the_scripts_and_writes_nothing(tmp_path: Path) -> Non
 def test_bad_requests_are_one_line(tmp_path: Path) -> None:
     rc, result, _ = start({"job_dir": str(tmp_path)})
     assert rc == 1 and result["msg"].startswith("malformed start request:")
-    hostile = request(tmp_path / "job")
-    hostile["files"][0]["name"] = "../escape.py"
-    rc, result, _ = start(hostile)
-    assert rc == 1 and result["msg"] == "not a plain file name: '../escape.py'"
-    assert not (tmp_path / "escape.py").exists()
+    for name in ("../escape.py", "code/../../escape.py", "/tmp/escape.py", "code//x.py", ""):
+        hostile = request(tmp_path / "job")
+        hostile["files"][0]["name"] = name
+        rc, result, _ = start(hostile)
+        assert rc == 1 and result["msg"] == f"not a file name inside the job directory: {name!r}"
+    assert not (tmp_path / "escape.py").exists() and not (tmp_path / "job").exists()

@@ -20,15 +20,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("action", choices=("state", "stop"))
     parser.add_argument("--job-id", required=True)
+    parser.add_argument("--job-id-pattern", required=True, help="the job layout's id pattern")
     parser.add_argument("--job-dir", required=True)
     parser.add_argument("--grace", type=float, default=10.0)
     parser.add_argument("--log-lines", type=int, default=15)
+    parser.add_argument("--dry-run", action="store_true", help="stop: list, signal nothing")
     args = parser.parse_args(argv)
-    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,100}", args.job_id):
+    if not re.match(args.job_id_pattern, args.job_id):
         print(json.dumps({"error": "invalid job id"}))
         return 2
     report = {"job_id": args.job_id}
-    if args.action == "stop":
+    if args.action == "stop" and args.dry_run:
+        report.update({"signalled": 0, "killed": 0, "would_signal": tagged_processes(args.job_id)})
+    elif args.action == "stop":
         report.update(stop(args.job_id, args.grace))
     report.update(state(args.job_id, args.job_dir, args.log_lines))
     print(json.dumps(report, sort_keys=True))

@@ -1,16 +1,17 @@
 #!/usr/bin/python
-"""Ansible module: start a job on this node (module_utils/ugro_job_start.py), set its pid."""
+"""Ansible module: start a job on this node (module_utils/ugro_start.py), set its pid."""
 
 from __future__ import annotations
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.ugro_job_start import run
+from ansible.module_utils.ugro_start import run
 
 DOCUMENTATION = r"""
 module: ugro_start_job
 short_description: Write a UGRO job's files on a node and start its supervisor detached
 description:
-  - Writes each file into the job directory atomically with its mode; a file marked
+  - Writes each file into the job directory atomically with its mode (a name may hold
+    directories inside the job directory, as C(code/scripts/ugro_rank.py)); a file marked
     C(check=bash) must pass C(bash -n) before it lands.
   - Starts the C(start) script with C(setsid --fork) and waits for the pid it writes.
   - Refuses a job directory that already holds a pid, so a job never starts twice.
@@ -27,7 +28,7 @@ options:
     required: true
     suboptions:
       name:
-        description: A plain file name (no directory).
+        description: A path relative to the job directory; nothing may lead out of it.
         type: str
         required: true
       content:
@@ -86,12 +87,22 @@ def main() -> None:
         supports_check_mode=True,  # in check mode it only checks the scripts
     )
     request = dict(module.params, check_mode=module.check_mode)
+    # The files' contents (the job's code) would otherwise be echoed into every event and run
+    # artifact: the invocation names them instead.
+    invocation = {
+        "module_args": {
+            **{k: v for k, v in module.params.items() if k != "files"},
+            "files": [entry["name"] for entry in module.params["files"]],
+        }
+    }
     result, error = run(request)
     if error:
-        module.fail_json(msg=error)
+        module.fail_json(msg=error, invocation=invocation)
     if module.check_mode:
-        module.exit_json(changed=False, checked=result["checked"])
-    module.exit_json(changed=True, ansible_facts={"ugro_launch_pid": result["pid"]})
+        module.exit_json(changed=False, checked=result["checked"], invocation=invocation)
+    module.exit_json(
+        changed=True, ansible_facts={"ugro_launch_pid": result["pid"]}, invocation=invocation
+    )
 
 
 if __name__ == "__main__":

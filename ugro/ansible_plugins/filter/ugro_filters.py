@@ -5,8 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ansible.errors import AnsibleFilterError
 
-def health_drift(hostvars: Mapping[str, Any], hosts: Sequence[str], expected: Any = None) -> list:
+
+def health_drift(
+    hostvars: Mapping[str, Any], hosts: Sequence[str], expected: Any = None
+) -> list[str]:
+    """Warnings for versions that differ across the hosts' health reports (ugro.health)."""
     from ugro.health import find_drift
 
     reports = {}
@@ -17,6 +22,43 @@ def health_drift(hostvars: Mapping[str, Any], hosts: Sequence[str], expected: An
     return find_drift(reports, dict(expected or {}))
 
 
+def launch_plan(report: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, Any]:
+    """A node's part of a job and its torchrun command (ugro.torchrun.node_plan)."""
+    from ugro.torchrun import node_plan
+
+    try:
+        return node_plan(dict(report), dict(request))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"ugro_launch_plan: {type(exc).__name__}: {exc}") from exc
+
+
+def launch_refusals(
+    hostvars: Mapping[str, Any],
+    hosts: Sequence[str],
+    all_hosts: Sequence[str],
+    master: str,
+    request: Mapping[str, Any],
+) -> list[str]:
+    """Why a launch may not start (ugro.preflight.launch_refusals)."""
+    from ugro.preflight import launch_refusals as refusals
+
+    return refusals(
+        hostvars, hosts=list(hosts), all_hosts=list(all_hosts), master=master, request=request
+    )
+
+
+def sync_preview(lines: Sequence[str], manifest: Sequence[str]) -> dict[str, Any]:
+    """What shipping scripts/ ships and would destroy (ugro.syncplan.scripts_preview)."""
+    from ugro.syncplan import scripts_preview
+
+    return scripts_preview(list(lines), list(manifest or []))
+
+
 class FilterModule:
-    def filters(self) -> dict:
-        return {"ugro_health_drift": health_drift}
+    def filters(self) -> dict[str, Any]:
+        return {
+            "ugro_health_drift": health_drift,
+            "ugro_launch_plan": launch_plan,
+            "ugro_launch_refusals": launch_refusals,
+            "ugro_sync_preview": sync_preview,
+        }

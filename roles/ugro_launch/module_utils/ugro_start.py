@@ -7,8 +7,12 @@ seconds before its first training step. Run as a script it reads the same reques
 object on stdin:
 
     {"job_dir": "/home/ob/projects/UGRO/data/experiments/exp1_20261129_101010",
-     "files": [{"name": "launch.sh", "content": "...", "mode": "0750", "check": "bash"}, ...],
+     "files": [{"name": "code/scripts/ugro_rank.py", "content": "...", "mode": "0640"},
+               {"name": "launch.sh", "content": "...", "mode": "0750", "check": "bash"}, ...],
      "start": "supervise.sh", "pid_timeout": 30, "check_mode": false}
+
+A file's name is a path relative to the job directory (its directories are made as needed);
+nothing may lead out of it.
 
 and prints one JSON object: {"changed": true, "pid": 12345}, or {"failed": true, "msg": ...}
 with exit code 1. In check mode the scripts are written to a scratch directory and checked with
@@ -63,9 +67,7 @@ def start(request):
     job_dir = request["job_dir"]
     files = request["files"]
     for entry in files:
-        name = entry["name"]
-        if "/" in name or name in ("", ".", ".."):
-            raise JobError(f"not a plain file name: {name!r}")
+        check_name(entry["name"])
     if request.get("check_mode"):
         with tempfile.TemporaryDirectory(prefix="ugro-check-") as scratch:
             for entry in files:
@@ -91,10 +93,21 @@ def start(request):
     return {"changed": True, "pid": wait_for_pid(job_dir, float(request["pid_timeout"]))}
 
 
+def check_name(name):
+    """A relative path inside the job directory: no absolute path, no '..', no empty part."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise JobError(f"not a file name inside the job directory: {name!r}")
+
+
 def write(directory, entry):
     """Write one file atomically with its mode; a script must pass `bash -n` before it lands."""
     path = os.path.join(directory, entry["name"])
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=f".{entry['name']}.")
+    parent = os.path.dirname(path)
+    if not os.path.isdir(parent):
+        os.makedirs(parent, mode=DIRECTORY_MODE)
+    base = os.path.basename(path)
+    fd, temporary = tempfile.mkstemp(dir=parent, prefix=f".{base}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(entry["content"])

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Ansible managed
+# UGRO job exp1_20261129_101010 on gpu1: the torchrun agent for
+# 1 of the job's ranks. Run by supervise.sh; safe to read, not to edit.
+set -euo pipefail
+cd /home/ob/projects/UGRO/data/experiments/exp1_20261129_101010
+
+# Every process of the job inherits this tag: `ugro stop` finds them all by it.
+export UGRO_JOB_ID=exp1_20261129_101010
+export UGRO_NODE=gpu1
+export UGRO_OUTPUT_DIR=/home/ob/projects/UGRO/data/experiments/exp1_20261129_101010
+# The master's ranks write the job's metrics and artifacts straight into its experiment directory.
+export UGRO_PRIMARY=0
+export UGRO_DIST_TIMEOUT=300
+export OMP_NUM_THREADS=22
+export PYTHONUNBUFFERED=1
+# Collectives must use the interface that holds this node's cluster address, not whatever a
+# hostname resolves to (often 127.0.1.1).
+export GLOO_SOCKET_IFNAME=eno1
+export NCCL_SOCKET_IFNAME=eno1
+export TORCH_NCCL_ASYNC_ERROR_HANDLING=1
+
+if [ -f .secrets/hf_token ]; then
+  HF_TOKEN="$(cat .secrets/hf_token)"
+  export HF_TOKEN
+  rm -f .secrets/hf_token
+fi
+
+exec /home/ob/projects/UGRO/.pixi/envs/main/bin/python -m torch.distributed.run --nnodes 3 --nproc-per-node 1 --rdzv-backend c10d --rdzv-endpoint 192.168.1.100:29500 --rdzv-id exp1_20261129_101010 --rdzv-conf is_host=0,join_timeout=300 --max-restarts 0 --local-addr 192.168.1.101 /home/ob/projects/UGRO/data/experiments/exp1_20261129_101010/code/scripts/ugro_rank.py --log-dir /home/ob/projects/UGRO/data/experiments/exp1_20261129_101010/logs -- /home/ob/projects/UGRO/data/experiments/exp1_20261129_101010/code/scripts/train_production.py --epochs 1 '$(rm -rf ~) '"'"'quoted'"'"' `x`'

@@ -1,0 +1,60 @@
+"""Whether a launch may start, once the health preflight has run on every node.
+
+The launch role asks this once (the `ugro_launch_refusals` filter, run_once) instead of one
+assert task per rule: every task costs a round of the play's hosts before the first training
+step. Each refusal is a sentence naming what is wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ugro.health import find_drift
+
+_CODE_PATH = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
+
+
+def launch_refusals(
+    hostvars: Mapping[str, Mapping[str, Any]],
+    *,
+    hosts: Sequence[str],
+    all_hosts: Sequence[str],
+    master: str,
+    request: Mapping[str, Any],
+) -> list[str]:
+    """Why the job may not start (an empty list: it may).
+
+    `hosts` are the nodes still in the play after the preflight, `all_hosts` the job's nodes,
+    `request` the job (job_id, id_pattern, script, allow_drift, master_addr, master_port).
+    """
+    refusals = []
+    job_id = str(request["job_id"])
+    if not re.match(str(request["id_pattern"]), job_id):
+        refusals.append(f"{job_id!r} is not a job id")
+    script = str(request["script"])
+    if not _CODE_PATH.fullmatch(script) or ".." in script.split("/"):
+        refusals.append(f"{script!r} is not a path in the job's code")
+    if master not in all_hosts:
+        refusals.append(f"the master ({master}) must take part: it hosts the rendezvous")
+    failed = [host for host in all_hosts if host not in hosts]
+    if failed:
+        refusals.append(f"not launching: {', '.join(failed)} failed the preflight")
+    reports = {
+        host: hostvars[host]["ugro_health_report"]
+        for host in hosts
+        if isinstance(hostvars[host].get("ugro_health_report"), Mapping)
+    }
+    if not request.get("allow_drift"):
+        drift = find_drift(reports, {})
+        if drift:
+            refusals.append(
+                "not launching on drifting environments (--allow-drift to override): "
+                + "; ".join(drift)
+            )
+    if master in reports and reports[master].get("free_port") is None:
+        refusals.append(
+            f"no free port from {request['master_port']} up on {request['master_addr']}"
+        )
+    return refusals
