@@ -19,11 +19,15 @@ from tests.conftest import run_ugro
 
 pytestmark = pytest.mark.slow
 
+# The environment's python runs this interpreter (ugro's, with torch). A wrapper, not a
+# symlink: a symlink to a venv's python outside the venv starts the base interpreter, which may
+# not have torch (it does not on a fresh CI machine).
 STANDIN_PIXI = f"""#!/bin/sh
 # Stand-in for pixi (not installable here): log the call, make the environment pixi would.
 echo "$@" >> "$(dirname "$0")/calls.log"
 mkdir -p .pixi/envs/main/bin
-ln -sf {sys.executable} .pixi/envs/main/bin/python
+printf '#!/bin/sh\\nexec {sys.executable} "$@"\\n' > .pixi/envs/main/bin/python
+chmod +x .pixi/envs/main/bin/python
 """
 
 
@@ -101,3 +105,46 @@ def test_missing_pixi_is_named(pixi_cluster: Path) -> None:
     assert done.returncode == 1
     assert "box: pixi not found at" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_sync_refuses_a_scripts_directory_it_does_not_own(tmp_path: Path) -> None:
+    """`ugro sync` replaces the scripts directory's contents: pointed at a directory holding
+    someone's files (paths.scripts set to a shared one), it refuses and touches nothing."""
+    shared = tmp_path / "shared-bin"
+    shared.mkdir()
+    (shared / "backup.sh").write_text("#!/bin/sh\necho mine\n")
+    config = tmp_path / "cluster.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "cluster": {
+                    "name": "box",
+                    "master": {"hostname": "box", "ip": "127.0.0.1", "user": "root"},
+                },
+                "paths": {"project_root": str(tmp_path / "project"), "scripts": str(shared)},
+                "environment": {"manager": "system"},
+            }
+        )
+    )
+    done = run_ugro("--config", str(config), "sync", timeout=600)
+    assert done.returncode == 1
+    assert f"box: {shared} holds files ugro sync did not put there (backup.sh)" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert sorted(p.name for p in shared.iterdir()) == ["backup.sh"]
+    assert (shared / "backup.sh").read_text() == "#!/bin/sh\necho mine\n"
+
+    # Moved away, the directory becomes ugro's: a second sync changes nothing, and a file that
+    # ugro put there and no longer ships is removed.
+    (shared / "backup.sh").unlink()
+    assert run_ugro("--config", str(config), "sync", timeout=600).returncode == 0
+    assert (shared / "train_production.py").is_file()
+    again = run_ugro("--config", str(config), "sync", timeout=600)
+    assert again.returncode == 0 and "no changes" in again.stdout, again.stdout + again.stderr
+    manifest_file = shared / ".ugro-sync-manifest"
+    manifest = json.loads(manifest_file.read_text())
+    assert "train_production.py" in manifest
+    (shared / "retired.py").write_text("an earlier ugro shipped this\n")
+    manifest_file.write_text(json.dumps([*manifest, "retired.py"]))
+    third = run_ugro("--config", str(config), "sync", timeout=600)
+    assert third.returncode == 0, third.stderr
+    assert not (shared / "retired.py").exists()
