@@ -12,5 +12,6 @@ export PATH="$PWD/.venv/bin:$PATH"
 echo "test: ruff";         ruff check .
 echo "test: yamllint";     yamllint --strict .
 echo "test: ansible-lint"; ANSIBLE_HOME="$(mktemp -d)" ansible-lint --offline -q
+echo "test: mypy";         mypy --strict ugro
 echo "test: pytest"
 exec python -m pytest "$@"

@@ -1,10 +1,13 @@
-"""Everything ugro draws on a terminal: tables and the live progress of a playbook run.
+"""Everything ugro draws: tables, and the live progress of a playbook run or a training job.
 
-rich is imported here and only here, and only by commands that draw.
+rich is imported here and only here, and only by commands that draw. On a terminal, progress
+is one line redrawn in place; anywhere else (a pipe, a log file, CI) it is plain lines, one per
+event, and tables are as wide as their content, so no path is broken mid-word.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -15,13 +18,37 @@ from rich.table import Table
 if TYPE_CHECKING:
     from rich.progress import Progress
 
-    from ugro.config import Cluster
+    from ugro.cluster import Cluster
     from ugro.health import HealthSummary
+    from ugro.jobs import JobRecord
     from ugro.sandbox.layout import Sandbox
     from ugro.sandbox.lifecycle import NodeStatus
 
-console = Console()
-err_console = Console(stderr=True)
+# Off a terminal rich would wrap at 80 columns; a reader of a log file would rather scroll.
+_PLAIN_WIDTH = 512
+
+
+def _console(*, stderr: bool = False) -> Console:
+    probe = Console(stderr=stderr)
+    if probe.is_terminal or os.environ.get("COLUMNS"):
+        return probe
+    return Console(stderr=stderr, width=_PLAIN_WIDTH)
+
+
+console = _console()
+err_console = _console(stderr=True)
+
+
+def task_title(data: Mapping[str, Any]) -> str | None:
+    """A task's name as a user reads it; None for Ansible's own bookkeeping."""
+    name = str(data.get("task") or data.get("name") or "").strip()
+    if not name or name.startswith("Validating arguments against arg spec"):
+        return None
+    if name == "Gathering Facts":
+        return "Gather facts"
+    # "Launch | Start the job" -> "Start the job": the command already says which part it is.
+    return name.split(" | ", 1)[-1]
+
 
 _STATUS_STYLE = {"healthy": "green", "unhealthy": "red", "unreachable": "red"}
 
@@ -42,9 +69,10 @@ def _spinner() -> Progress:
 
 
 class RunProgress:
-    """A spinner with the running task and how many hosts have finished it, on stderr.
+    """The running task and how many hosts have finished it, on stderr: a spinner on a
+    terminal, else one line as each task starts and for each host that fails it.
 
-    Fed by ugro.runner's event stream; silent when stderr is not a terminal.
+    Fed by ugro.runner's event stream.
     """
 
     def __init__(self, title: str, hosts: int) -> None:
@@ -53,6 +81,7 @@ class RunProgress:
         self.done: set[str] = set()
         self.task_name = "starting"
         self.progress = _spinner()
+        self.plain = not err_console.is_terminal
         self.task_id = self.progress.add_task(self._text(), total=None)
 
     def _text(self) -> str:
@@ -62,17 +91,30 @@ class RunProgress:
         self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
     def __call__(self, event: Mapping[str, Any]) -> None:
         kind = event.get("event", "")
         data = event.get("event_data") or {}
         if kind == "playbook_on_task_start":
-            self.task_name = data.get("task") or data.get("name") or "task"
+            title = task_title(data)
+            if title is None:
+                return
+            self.task_name = title
             self.done = set()
+            if self.plain:
+                err_console.print(f"{self.title}: {title}", highlight=False, markup=False)
         elif kind.startswith("runner_on_") and kind != "runner_on_start" and data.get("host"):
             self.done.add(data["host"])
+            failed = kind in ("runner_on_failed", "runner_on_unreachable")
+            if self.plain and failed and not data.get("ignore_errors"):
+                what = "unreachable" if kind == "runner_on_unreachable" else "failed"
+                err_console.print(
+                    f"{self.title}: {data['host']} {what}: {self.task_name}",
+                    highlight=False,
+                    markup=False,
+                )
         self.progress.update(self.task_id, description=self._text())
 
 
@@ -124,6 +166,7 @@ def inventory_table(cluster: Cluster) -> Table:
         "User",
         "Connection",
         "Accelerator",
+        "Hardware",
         "Python",
     ):
         table.add_column(column, overflow="fold")
@@ -137,9 +180,29 @@ def inventory_table(cluster: Cluster) -> Table:
             node.user,
             node.connection,
             node.accelerator,
+            _hardware(node.hardware),
             node.python,
         )
+    about = [text for text in (cluster.description, cluster.location) if text]
+    if about:
+        table.caption = " - ".join(about)
+        table.caption_justify = "left"
     return table
+
+
+def _hardware(hardware: Mapping[str, Any]) -> str:
+    """cluster.yaml's description of a node's hardware, as a person would say it."""
+    parts = []
+    if hardware.get("gpu_model"):
+        count = hardware.get("gpu_count")
+        parts.append(f"{count}x {hardware['gpu_model']}" if count else str(hardware["gpu_model"]))
+    if hardware.get("vram_gb") is not None:
+        parts.append(f"{hardware['vram_gb']:g} GB VRAM")
+    if hardware.get("cpu_cores"):
+        parts.append(f"{hardware['cpu_cores']} cores")
+    if hardware.get("ram_gb") is not None:
+        parts.append(f"{hardware['ram_gb']:g} GB RAM")
+    return ", ".join(parts) or "-"
 
 
 def cluster_state_table(state: Mapping[str, Any]) -> Table:
@@ -185,7 +248,7 @@ def _local_time(iso: str) -> str:
         return str(iso)
 
 
-def jobs_table(records: Iterable, *, title: str = "jobs") -> Table:
+def jobs_table(records: Iterable[JobRecord], *, title: str = "jobs") -> Table:
     table = Table(title=title, title_justify="left")
     # A job id is what `ugro logs`/`results` take: it is never folded, so it can be copied whole.
     # It carries the job's start time too (<name>_YYYYmmdd_HHMMSS), so only the last change
@@ -236,38 +299,51 @@ def results_table(summary: Mapping[str, Any]) -> Table:
         ("tokens/s", summary["tokens_per_s"]),
         ("checkpoints", summary["checkpoints"]),
         ("artifacts", summary["artifacts"]),
+        ("node outputs", summary.get("node_outputs") or []),
         ("directory", summary["experiment_dir"]),
     ]
     failure = summary.get("detail", {}).get("failure")
     if failure:
         where = f"{failure.get('node')}" + (f" rank {failure['rank']}" if "rank" in failure else "")
-        rows.append(("failed on", f"{where} (exit {failure.get('exit_code', '?')})"))
+        cause = (
+            f"exit {failure['exit_code']}" if "exit_code" in failure else failure.get("reason", "?")
+        )
+        rows.append(("failed on", f"{where} ({cause})"))
     for key, value in rows:
         table.add_row(key, fmt(key, value))
     return table
 
 
 class TrainingProgress:
-    """Steps and the latest loss of a followed job, on stderr (silent when not a terminal)."""
+    """Steps and the latest loss of a followed job, on stderr: one line redrawn on a terminal,
+    else a line per metrics record."""
 
     def __init__(self, job_id: str, *, verbose: bool = False) -> None:
         self.job_id = job_id
         self.verbose = verbose
         self.progress = _spinner()
+        self.plain = not err_console.is_terminal
         self.task_id = self.progress.add_task(f"{job_id}: starting", total=None)
+        if self.plain:
+            err_console.print(f"{job_id}: started; following it", highlight=False, markup=False)
 
     def __enter__(self) -> TrainingProgress:
         self.progress.__enter__()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
     def __call__(self, entry: Mapping[str, Any]) -> None:
-        if entry.get("kind") == "train":
+        if self.verbose:
+            err_console.print(entry)
+        elif entry.get("kind") == "train":
             text = f"{self.job_id}: step {entry.get('step')} loss {entry.get('loss', 0):.4f}"
             if entry.get("tokens_per_s"):
                 text += f" ({entry['tokens_per_s']:.0f} tokens/s)"
+            if self.plain:
+                err_console.print(text, highlight=False, markup=False)
             self.progress.update(self.task_id, description=text)
-        if self.verbose:
-            err_console.print(entry)
+        elif entry.get("kind") == "eval" and self.plain:
+            text = f"{self.job_id}: step {entry.get('step')} eval loss {entry.get('eval_loss')}"
+            err_console.print(text, highlight=False, markup=False)

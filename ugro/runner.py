@@ -8,25 +8,23 @@ Artifacts stay in the run's own directory under data/runs/, and a run that does 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
 import secrets
+import shutil
 import sys
-from collections.abc import Callable, Iterator, Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ugro import assets
+from ugro.cluster import Cluster
 from ugro.errors import RunError
 from ugro.inventory import build_inventory
-from ugro.resolved import ResolvedCluster
-
-if TYPE_CHECKING:
-    from ugro.config import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +42,6 @@ class HostOutcome:
     unreachable: bool = False
     message: str | None = None
     facts: dict[str, Any] = field(default_factory=dict)
-    # The registered results of tasks, by task name, for callers that read module output.
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,6 +56,10 @@ class RunResult:
     @property
     def successful(self) -> bool:
         return self.status == "successful"
+
+    def facts(self, name: str) -> dict[str, Any]:
+        """One fact, by host, from the hosts that set it."""
+        return {host: o.facts[name] for host, o in self.hosts.items() if name in o.facts}
 
     @property
     def stdout_path(self) -> Path | None:
@@ -104,7 +104,6 @@ class _EventCollector:
             outcome.ok += 1
             outcome.changed += bool(res.get("changed"))
             outcome.facts.update(res.get("ansible_facts") or {})
-            outcome.results[data.get("task", "")] = res
         elif name and kind == "runner_on_failed" and not data.get("ignore_errors"):
             outcome = self.host(name)
             outcome.failed = True
@@ -112,7 +111,6 @@ class _EventCollector:
             # Ansible sets no facts from a failed task, but a module may report why it failed
             # in them (ugro_health_probe returns its whole report): keep them for the verdict.
             outcome.facts.update(res.get("ansible_facts") or {})
-            outcome.results[data.get("task", "")] = res
         elif name and kind == "runner_on_unreachable":
             outcome = self.host(name)
             outcome.unreachable = True
@@ -138,22 +136,25 @@ def _unreachable_message(res: Mapping[str, Any]) -> str:
 
 
 # ansible-runner copies the whole process environment into each run's artifacts
-# (artifacts/<id>/command), so secrets must not be in it while a run starts. A job that needs a
-# token gets it as a file (see ugro.launch), never through the environment or a variable.
+# (artifacts/<id>/command), so no secret may reach the environment a run starts with. A job that
+# needs a token gets it as a file (see ugro.launch), never through the environment or a variable.
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDENTIAL", re.I)
+# ...but a variable that names a file or directory holds a path, not the secret itself, and
+# Ansible needs some of them (ANSIBLE_VAULT_PASSWORD_FILE, ANSIBLE_VAULT_IDENTITY_LIST).
+_PATH_NAME = re.compile(r"(_FILES?|_PATH|_DIR|^ANSIBLE_VAULT_IDENTITY_LIST)$")
 
 
-@contextlib.contextmanager
-def _without_secrets() -> Iterator[None]:
-    hidden = {k: os.environ.pop(k) for k in list(os.environ) if _SECRET_NAME.search(k)}
-    try:
-        yield
-    finally:
-        os.environ.update(hidden)
+def secret_variables(environ: Mapping[str, str]) -> list[str]:
+    """The names in `environ` whose values must not reach a run."""
+    return sorted(k for k in environ if _SECRET_NAME.search(k) and not _PATH_NAME.search(k))
 
 
-def ansible_environment(cluster: Cluster | ResolvedCluster) -> dict[str, str]:
-    """What every run gets: ugro's own config, roles and plugins, wherever ugro is installed."""
+def ansible_environment(cluster: Cluster) -> dict[str, str]:
+    """What every run gets: ugro's own config, roles and plugins, wherever ugro is installed.
+
+    The run's environment is this process's, updated with these (ansible-runner's rule); the
+    process's own `os.environ` is never changed.
+    """
     project = assets.project_dir()
     bin_dir = str(Path(sys.executable).parent)
     env = {
@@ -163,16 +164,21 @@ def ansible_environment(cluster: Cluster | ResolvedCluster) -> dict[str, str]:
         "ANSIBLE_FILTER_PLUGINS": str(assets.FILTER_PLUGINS),
         "ANSIBLE_NOCOLOR": "1",
         "ANSIBLE_FORCE_COLOR": "0",
+        # ansible-runner sets ANSIBLE_HOST_KEY_CHECKING=False unless the environment says
+        # otherwise, which would override ansible.cfg: host keys are checked, always.
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
         # ansible-runner finds ansible-playbook on PATH: make it the one beside this interpreter.
         "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
     }
+    # Blanked, not removed: ansible-runner copies os.environ first and only adds to it.
+    env.update({name: "" for name in secret_variables(os.environ)})
     if cluster.source is not None:
         env["UGRO_CONFIG"] = str(cluster.source)
     return env
 
 
 def runner_arguments(
-    cluster: Cluster | ResolvedCluster,
+    cluster: Cluster,
     playbook: str,
     *,
     run_dir: Path,
@@ -189,11 +195,7 @@ def runner_arguments(
         "private_data_dir": str(run_dir),
         "project_dir": str(assets.project_dir()),
         "playbook": str(path),
-        "inventory": (
-            cluster.inventory()
-            if isinstance(cluster, ResolvedCluster)
-            else build_inventory(cluster)
-        ),
+        "inventory": build_inventory(cluster),
         "envvars": ansible_environment(cluster),
         "extravars": dict(extravars or {}),
         "quiet": True,
@@ -212,18 +214,46 @@ def runner_arguments(
     return arguments
 
 
-def new_run_dir(
-    cluster: Cluster | ResolvedCluster, playbook: str, parent: Path | None = None
-) -> Path:
+def new_run_dir(cluster: Cluster, playbook: str, parent: Path | None = None) -> Path:
+    """A fresh directory for one run under data/runs/, the oldest finished ones pruned."""
+    parent = parent or cluster.paths.runs
     stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
-    name = f"{stamp}_{Path(playbook).stem}_{secrets.token_hex(3)}"
-    run_dir = (parent or cluster.paths.runs) / name
+    run_dir = parent / f"{stamp}_{Path(playbook).stem}_{secrets.token_hex(3)}"
     run_dir.mkdir(parents=True, exist_ok=False)
+    prune_runs(parent, keep=cluster.logging.keep_runs)
     return run_dir
 
 
+# A run without a final status is still going (or died); its directory is left for a day.
+_UNFINISHED_GRACE_S = 86400
+
+
+def prune_runs(parent: Path, *, keep: int) -> list[Path]:
+    """Remove all but the newest `keep` runs, never one that is still going."""
+    runs = []
+    try:
+        for path in parent.iterdir():
+            if path.is_dir():
+                # A run's directory is written when it starts: its mtime orders runs that
+                # started within the same second, which their names cannot.
+                runs.append((path.stat().st_mtime_ns, path.name, path))
+    except OSError:
+        return []
+    runs.sort()
+    removed = []
+    for mtime_ns, _, run in runs[: max(0, len(runs) - keep)]:
+        finished = any(run.glob("artifacts/*/status"))
+        if not finished and time.time() - mtime_ns / 1e9 < _UNFINISHED_GRACE_S:
+            continue
+        shutil.rmtree(run, ignore_errors=True)
+        removed.append(run)
+    if removed:
+        log.debug("pruned %d old runs from %s", len(removed), parent)
+    return removed
+
+
 def run_playbook(
-    cluster: Cluster | ResolvedCluster,
+    cluster: Cluster,
     playbook: str,
     *,
     extravars: Mapping[str, Any] | None = None,
@@ -250,8 +280,7 @@ def run_playbook(
     )
     collector = _EventCollector(on_event)
     log.debug("ansible-runner %s in %s (limit=%s, check=%s)", playbook, run_dir, limit, check)
-    with _without_secrets():
-        runner = ansible_runner.run(event_handler=collector, **arguments)
+    runner = ansible_runner.run(event_handler=collector, **arguments)
     artifact_dir = Path(runner.config.artifact_dir) if runner.config.artifact_dir else None
     result = RunResult(
         playbook=Path(arguments["playbook"]).stem,

@@ -55,9 +55,9 @@ def test_missing_config_file(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("job", ["../x", "a;rm -rf ~", "", "x" * 65, "..", "a b"])
+@pytest.mark.parametrize("job", ["../x", "a;rm -rf ~", "", "x" * 65, "..", "a b", "-oProxyCommand"])
 def test_hostile_job_names_are_refused_before_anything_runs(tmp_path: Path, job: str) -> None:
-    done = run_ugro("run", "health", job, cwd=tmp_path)
+    done = run_ugro("run", "health", "--", job, cwd=tmp_path)
     assert done.returncode == 2
     assert "job name" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "data").exists()
@@ -85,7 +85,7 @@ def test_inventory_json_is_the_listing(tmp_path: Path) -> None:
     assert listing["master"]["hosts"] == ["local"]
 
 
-@pytest.mark.parametrize("name", ["../x", "a;rm -rf ~", "x" * 65])
+@pytest.mark.parametrize("name", ["../x", "a;rm -rf ~", "x" * 65, "-oProxyCommand", "-"])
 def test_launch_refuses_a_bad_name_before_writing_anything(tmp_path: Path, name: str) -> None:
     done = run_ugro("launch", "--name", name, cwd=tmp_path, env={"UGRO_HOME": str(tmp_path / "h")})
     assert done.returncode == 2
@@ -106,3 +106,35 @@ def test_sandbox_needs_root_and_tools(monkeypatch: pytest.MonkeyPatch) -> None:
     assert message.startswith("ugro sandbox needs root, sshd (openssh-server) on this machine")
     assert "the built-in local cluster works without them" in message.lower()
     assert caught.value.exit_code == ExitCode.USAGE
+
+
+def test_progress_off_a_terminal_is_a_line_per_task_in_words() -> None:
+    from rich.console import Console
+
+    from ugro import display
+
+    assert display.task_title({"task": "Launch | Start the job"}) == "Start the job"
+    assert display.task_title({"task": "Validating arguments against arg spec 'main'"}) is None
+    assert display.task_title({"task": "Gathering Facts"}) == "Gather facts"
+    console = Console(record=True, width=40, force_terminal=False)
+    original = display.err_console
+    display.err_console = console
+    try:
+        with display.RunProgress("launch", 2) as progress:
+            assert progress.plain
+            progress({"event": "playbook_on_task_start", "event_data": {"task": "X | Do one"}})
+            progress(
+                {
+                    "event": "playbook_on_task_start",
+                    "event_data": {"task": "Validating arguments against arg spec 'main'"},
+                }
+            )
+            progress(
+                {
+                    "event": "runner_on_failed",
+                    "event_data": {"host": "gpu1", "task": "X | Do one", "res": {}},
+                }
+            )
+    finally:
+        display.err_console = original
+    assert console.export_text().splitlines() == ["launch: Do one", "launch: gpu1 failed: Do one"]

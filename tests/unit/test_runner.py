@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -10,7 +12,14 @@ from tests.conftest import SEED_CLUSTER
 from ugro import assets
 from ugro.config import load_cluster_file
 from ugro.errors import RunError, UsageError
-from ugro.runner import RunResult, _EventCollector, runner_arguments
+from ugro.runner import (
+    RunResult,
+    _EventCollector,
+    ansible_environment,
+    new_run_dir,
+    prune_runs,
+    runner_arguments,
+)
 
 
 @pytest.fixture
@@ -113,3 +122,57 @@ def test_failed_run_becomes_an_error(tmp_path: Path) -> None:
     assert caught.value.rc == 2 and caught.value.status == "failed"
     assert "gpu1: failed: boom" in caught.value.message
     assert str(tmp_path / "artifacts" / "stdout") in caught.value.message
+
+
+def test_secrets_are_blanked_for_the_run_and_kept_in_this_process(
+    cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_canary")
+    monkeypatch.setenv("MY_API_KEY", "k")
+    monkeypatch.setenv("ANSIBLE_VAULT_PASSWORD_FILE", "/home/me/.vault-pass")
+    monkeypatch.setenv("HF_TOKEN_PATH", "/home/me/.hf-token")
+    env = ansible_environment(cluster)
+    assert env["HF_TOKEN"] == "" and env["MY_API_KEY"] == ""
+    # A variable naming a file holds a path, and Ansible needs the vault's.
+    assert "ANSIBLE_VAULT_PASSWORD_FILE" not in env and "HF_TOKEN_PATH" not in env
+    assert os.environ["HF_TOKEN"] == "hf_canary"  # the process keeps its own environment
+    # ansible-runner would turn host-key checking off; the run says otherwise.
+    assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
+
+
+def _finished_run(parent: Path, name: str, status: str | None = "successful") -> Path:
+    run = parent / name
+    (run / "artifacts" / "x").mkdir(parents=True)
+    if status:
+        (run / "artifacts" / "x" / "status").write_text(status)
+    return run
+
+
+def test_old_runs_are_pruned_but_never_one_still_going(tmp_path: Path) -> None:
+    now = time.time()
+    runs = [_finished_run(tmp_path, f"20260101_000000_health_{i}") for i in range(6)]
+    for age, run in enumerate(reversed(runs)):
+        os.utime(run, (now - 60 * age, now - 60 * age))  # the order they started in
+    # A long sync that started before them all and has not finished.
+    going = _finished_run(tmp_path, "20260101_000000_sync_going", status=None)
+    os.utime(going, (now - 1800, now - 1800))
+    removed = prune_runs(tmp_path, keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [going.name, *(r.name for r in runs[-3:])]
+    )
+    assert set(removed) == set(runs[:3])
+    # A run that died without a status is let go once it is a day old.
+    os.utime(going, (now - 2 * 86400, now - 2 * 86400))
+    prune_runs(tmp_path, keep=3)
+    assert not going.exists()
+
+
+def test_a_new_run_prunes_to_the_cluster_setting(cluster, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    small = replace(cluster, logging=replace(cluster.logging, keep_runs=2))
+    for _ in range(4):
+        run_dir = new_run_dir(small, "health", parent=tmp_path)
+        (run_dir / "artifacts" / "x").mkdir(parents=True)
+        (run_dir / "artifacts" / "x" / "status").write_text("successful")
+    assert len(list(tmp_path.iterdir())) == 2

@@ -1,0 +1,68 @@
+"""`ugro sandbox up|down|status|fault`: a real multi-host cluster on this machine."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+
+import click
+
+from ugro.errors import ExitCode
+
+
+def up(
+    *, name: str, nodes: int, subnet: str, wheelhouse: str | None, packages: tuple[str, ...]
+) -> ExitCode:
+    from ugro.sandbox import lifecycle
+
+    started = time.monotonic()
+    box = lifecycle.up(
+        name,
+        nodes=nodes,
+        subnet=subnet,
+        wheelhouse=wheelhouse,
+        packages=list(packages) or None,
+        echo=lambda line: click.echo(line, err=True),
+    )
+    click.echo(
+        f"Sandbox {box.name} is up: {len(box.nodes) + 1} nodes on {box.subnet} "
+        f"in {time.monotonic() - started:.1f}s."
+    )
+    click.echo(f"Cluster file: {box.cluster_file}")
+    click.echo(f"Try it:       ugro --config {box.cluster_file} health")
+    return ExitCode.OK
+
+
+def down(*, name: str, purge_env: bool) -> ExitCode:
+    from ugro.sandbox import lifecycle
+
+    removed = lifecycle.down(name, purge_env=purge_env)
+    click.echo(f"Sandbox {name} is down: removed {removed.describe()}.")
+    return ExitCode.OK
+
+
+def status(*, name: str, as_json: bool) -> ExitCode:
+    from ugro.sandbox import lifecycle
+
+    box, rows = lifecycle.status(name)
+    if as_json:
+        click.echo(
+            json.dumps({"sandbox": asdict(box), "nodes": [asdict(r) for r in rows]}, indent=2)
+        )
+    else:
+        from ugro.display import console, sandbox_table
+
+        console.print(sandbox_table(box, rows))
+        click.echo(f"Cluster file: {box.cluster_file}")
+    return ExitCode.OK if all(row.sshd == "answers" for row in rows) else ExitCode.FAILED
+
+
+def fault(
+    *, name: str, node: str, action: str, delay_ms: int | None, rate_kbit: int | None
+) -> ExitCode:
+    from ugro.sandbox import lifecycle
+
+    lifecycle.fault(name, node, action, delay_ms=delay_ms, rate_kbit=rate_kbit)
+    click.echo(f"{node}: {action} done.")
+    return ExitCode.OK

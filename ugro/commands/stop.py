@@ -1,0 +1,42 @@
+"""`ugro stop` and `ugro collect`: end a job on every node; bring its files home."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import click
+
+from ugro.commands.context import Context
+from ugro.errors import ExitCode
+
+
+def stop(ctx: Context, *, job: str, extravars: Mapping[str, Any] | None = None) -> ExitCode:
+    from ugro.control import stop_job
+    from ugro.jobs import Jobs
+
+    cluster = ctx.cluster()
+    report = stop_job(cluster, Jobs(cluster).find(job), extravars=extravars)
+    if report.collect_error:
+        click.echo(f"warning: collecting logs failed: {report.collect_error}", err=True)
+    click.echo(
+        f"Stopped {report.job_id}: {report.signalled} processes on {len(report.nodes)} nodes; "
+        "none of the job's processes is left."
+    )
+    return ExitCode.OK
+
+
+def collect(ctx: Context, *, job: str, extravars: Mapping[str, Any] | None = None) -> ExitCode:
+    from ugro.control import collect as collect_job
+    from ugro.jobs import Jobs
+
+    cluster = ctx.cluster()
+    jobs = Jobs(cluster)
+    record = jobs.find(job)
+    result = collect_job(cluster, record.job_id, jobs.nodes(record), extravars=extravars)
+    changed = sum(h.changed for h in result.hosts.values())
+    click.echo(
+        f"Collected {record.job_id} into {jobs.experiment_dir(record.job_id)} "
+        f"({changed} transfers)."
+    )
+    return ExitCode.OK

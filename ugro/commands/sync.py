@@ -1,0 +1,46 @@
+"""`ugro sync`: give every node ugro's scripts and its training environment, then check them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import click
+
+from ugro.commands.context import Context
+from ugro.errors import ExitCode
+
+
+def sync(
+    ctx: Context,
+    *,
+    nodes: tuple[str, ...] = (),
+    check: bool = False,
+    extravars: Mapping[str, Any] | None = None,
+) -> ExitCode:
+    from ugro import health as verdicts
+    from ugro.display import RunProgress, console, health_table
+    from ugro.runner import run_playbook
+
+    cluster = ctx.cluster()
+    names = [cluster.node(n).name for n in nodes] or cluster.node_names
+    with RunProgress("sync", len(names)) as progress:
+        result = run_playbook(
+            cluster,
+            "sync",
+            extravars=extravars,
+            limit=list(nodes) or None,
+            check=check,
+            on_event=progress,
+        )
+    if result.hosts:
+        summary = verdicts.assess(cluster, result, names)
+        verdicts.save(cluster, summary)
+        console.print(health_table(summary))
+    result.raise_for_status()
+    changed = {h.name: h.changed for h in result.hosts.values() if h.changed}
+    if changed:
+        click.echo("changed: " + ", ".join(f"{n} ({c} tasks)" for n, c in sorted(changed.items())))
+    else:
+        click.echo("no changes: every node was already in sync")
+    return ExitCode.OK
