@@ -72,6 +72,7 @@ def test_arch_coverage(arch_list: list[str], capability: str, covered: bool | No
     assert probe.arch_covers(arch_list, capability) is covered
 
 
+@pytest.mark.usefixtures("needs_torch")
 def test_cpu_node_is_healthy_with_this_python(tmp_path: Path) -> None:
     report = run_probe(
         "--python",
@@ -87,6 +88,7 @@ def test_cpu_node_is_healthy_with_this_python(tmp_path: Path) -> None:
     assert report["cpus"] >= 1 and report["ram_total_gb"] > 0
 
 
+@pytest.mark.usefixtures("needs_torch")
 def test_cuda_node_without_gpu_is_unhealthy(tmp_path: Path) -> None:
     report = run_probe(
         "--python",
@@ -112,6 +114,7 @@ def test_missing_environment_is_named(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.usefixtures("needs_torch")
 def test_gpu_standin_with_cpu_torch_is_unhealthy(tmp_path: Path) -> None:
     report = run_probe(
         "--python",
@@ -226,3 +229,73 @@ def test_each_interpreter_path_has_its_own_entry(tmp_path: Path) -> None:
         args.python = str(tmp_path / venv / "bin" / "python")
         paths.add(probe.TorchCache.from_args(args, gpus).path)
     assert len(paths) == 2
+
+
+# Runs inside a private network and mount namespace (unshare): an interface (one end of a veth
+# pair: this kernel has no dummy links) with an IPv4
+# and an IPv6 address, and an /etc/hosts of the test's own bound over the real one.
+_IN_NAMESPACE = """
+set -e
+ip link set lo up
+ip link add ugrotest0 type veth peer name ugrotest1
+ip link set ugrotest0 up
+ip link set ugrotest1 up
+ip addr add 10.77.0.5/24 dev ugrotest0
+ip -6 addr add fd00:77::5/64 dev ugrotest0 nodad
+mount --bind "$1" /etc/hosts
+exec "$2" "$3"
+"""
+_ASK = """
+import importlib.util, json, sys
+spec = importlib.util.spec_from_file_location("probe", sys.argv[1])
+probe = importlib.util.module_from_spec(spec); spec.loader.exec_module(probe)
+names = ["10.77.0.5", "fd00:77::5", "gpu-v6", "gpu-v4", "::1", "localhost", "10.77.0.9", "nohost"]
+print(json.dumps({"interfaces": {n: probe.interface_for(n) for n in names},
+                  "v6_port": probe.free_port("fd00:77::5", 29500),
+                  "name_port": probe.free_port("gpu-v6", 29500)}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private network namespace needs root")
+def test_the_interface_is_found_for_ipv6_and_host_names(tmp_path: Path) -> None:
+    """A worker's `ip:` may be an IPv6 address or a host name: the probe finds the interface
+    that holds it on the node (not only IPv4 literals), preferring a real one over loopback."""
+    hosts = tmp_path / "hosts"
+    # gpu-v4 resolves to loopback first, as Debian's 127.0.1.1 line makes a host's own name do.
+    hosts.write_text(
+        "127.0.0.1 localhost\n::1 localhost\n127.0.1.1 gpu-v4\n10.77.0.5 gpu-v4\n"
+        "fd00:77::5 gpu-v6\n"
+    )
+    ask = tmp_path / "ask.py"
+    ask.write_text(_ASK.replace("sys.argv[1]", repr(str(PROBE))))
+    done = subprocess.run(
+        [
+            "unshare",
+            "--net",
+            "--mount",
+            "bash",
+            "-c",
+            _IN_NAMESPACE,
+            "-",
+            str(hosts),
+            sys.executable,
+            str(ask),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["interfaces"] == {
+        "10.77.0.5": "ugrotest0",
+        "fd00:77::5": "ugrotest0",
+        "gpu-v6": "ugrotest0",
+        "gpu-v4": "ugrotest0",
+        "::1": "lo",
+        "localhost": "lo",
+        "10.77.0.9": None,
+        "nohost": None,
+    }
+    assert found["v6_port"] == 29500 and found["name_port"] == 29500

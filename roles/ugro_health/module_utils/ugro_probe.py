@@ -128,9 +128,60 @@ def probe(args):
 
 
 def interface_for(address):
-    """The name of the interface that holds an IPv4 address (SIOCGIFADDR on each one)."""
-    if address in ("127.0.0.1", "localhost"):
-        return "lo"
+    """The name of the interface that holds the node's cluster address.
+
+    The address is an IPv4 or IPv6 literal or a host name (resolved here, on the node itself,
+    as its ranks will resolve it). A non-loopback interface wins over `lo`: a host name that
+    also resolves to 127.0.1.1 (Debian's /etc/hosts) must not pin the job to loopback.
+    """
+    candidates = []
+    for ip in resolve(address):
+        name = _interface_holding(ip)
+        if name is not None and name not in candidates:
+            candidates.append(name)
+    for name in candidates:
+        if name != "lo":
+            return name
+    return candidates[0] if candidates else None
+
+
+def resolve(address):
+    """The IP addresses an address stands for (itself, for a literal), without duplicates."""
+    try:
+        infos = socket.getaddrinfo(address, None, proto=socket.IPPROTO_TCP)
+    except (socket.gaierror, UnicodeError):
+        return []
+    found = []
+    for family, _, _, _, sockaddr in infos:
+        ip = sockaddr[0].split("%", 1)[0]  # drop an IPv6 zone id
+        if family in (socket.AF_INET, socket.AF_INET6) and (family, ip) not in found:
+            found.append((family, ip))
+    return found
+
+
+def _interface_holding(family_ip):
+    family, ip = family_ip
+    if family == socket.AF_INET6:
+        return _ipv6_interface(ip)
+    return _ipv4_interface(ip)
+
+
+def _ipv6_interface(ip):
+    """From /proc/net/if_inet6: every IPv6 address of every interface, with its name."""
+    wanted = socket.inet_pton(socket.AF_INET6, ip).hex()
+    try:
+        with open("/proc/net/if_inet6") as handle:
+            for line in handle:
+                fields = line.split()
+                if len(fields) >= 6 and fields[0].lower() == wanted:
+                    return fields[5]
+    except OSError:
+        pass
+    return None
+
+
+def _ipv4_interface(ip):
+    """SIOCGIFADDR on each interface (its primary IPv4 address)."""
     probe_socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         for _, name in socket.if_nameindex():
@@ -139,7 +190,7 @@ def interface_for(address):
                 answer = fcntl.ioctl(probe_socket.fileno(), 0x8915, request)  # SIOCGIFADDR
             except OSError:
                 continue
-            if socket.inet_ntoa(answer[20:24]) == address:
+            if socket.inet_ntoa(answer[20:24]) == ip:
                 return name
     finally:
         probe_socket.close()
@@ -148,10 +199,14 @@ def interface_for(address):
 
 def free_port(address, start, tries=100):
     """The first port from `start` that nothing listens on at `address` (None if all are taken)."""
+    resolved = resolve(address)
+    if not resolved:
+        return None
+    family, ip = resolved[0]
     for port in range(start, min(start + tries, 65536)):
-        candidate = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        candidate = socket.socket(family, socket.SOCK_STREAM)
         try:
-            candidate.bind((address, port))
+            candidate.bind((ip, port))
             return port
         except OSError as exc:
             if exc.errno not in (errno.EADDRINUSE, errno.EACCES):
