@@ -68,15 +68,28 @@ def test_cuda_node_without_a_gpu_is_unhealthy(tmp_path: Path) -> None:
     assert "no GPU: nvidia-smi not found" in node["message"]
 
 
-def test_playbook_through_ugro_run(tmp_path: Path) -> None:
+def test_ugro_run_health_is_ugro_health(tmp_path: Path) -> None:
+    """One path per verb: `ugro run health` records the verdicts as `ugro health` does, and
+    passes -e variables to the playbook."""
+    home = tmp_path / "h"
     done = run_ugro(
-        "run", "health", "smoke-1", cwd=tmp_path, env={"UGRO_HOME": str(tmp_path / "h")}
+        "run",
+        "health",
+        "-e",
+        "ugro_health_min_free_disk_gb=1000000",
+        cwd=tmp_path,
+        env={"UGRO_HOME": str(home)},
     )
+    assert done.returncode == 1, done.stderr
+    state = json.loads((home / "data" / "cluster_state.json").read_text())
+    assert state["nodes"]["local"]["status"] == "unhealthy"
+    assert "GB free" in state["nodes"]["local"]["message"]  # the -e threshold was applied
+    done = run_ugro("run", "health", cwd=tmp_path, env={"UGRO_HOME": str(home)})
     assert done.returncode == 0, done.stderr
-    assert "local: ok" in done.stdout
-    artifacts = Path(done.stdout.split("artifacts: ")[1].strip())
-    assert (artifacts / "status").read_text() == "successful"
-    assert (artifacts / "job_events").is_dir()
+    assert "healthy" in done.stdout
+    run = max((home / "data" / "runs").iterdir(), key=lambda p: p.stat().st_mtime_ns)
+    (status,) = run.glob("artifacts/*/status")
+    assert status.read_text() == "successful"
 
 
 # --- inventory agreement ----------------------------------------------------------------------
@@ -250,3 +263,147 @@ def test_ansible_playbook_runs_directly_against_the_sandbox(sandbox) -> None:
     for name in ["gpu-master", *(n.name for n in sandbox.nodes)]:
         assert name in recap
     assert "failed=0" in recap and "unreachable=1" not in recap
+
+
+# --- addresses, host keys and the run's environment -------------------------------------------
+
+
+def local_cluster_file(tmp_path: Path, **master: object) -> Path:
+    """A one-node cluster on this machine, as a user would write it."""
+    config = tmp_path / "cluster.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "cluster": {
+                    "name": "box",
+                    "master": {"hostname": "box", "ip": "127.0.0.1", "user": "root", **master},
+                },
+                "paths": {"project_root": str(tmp_path / "project")},
+                "environment": {"manager": "system"},
+            }
+        )
+    )
+    return config
+
+
+@pytest.mark.parametrize("address", ["::1", "localhost"])
+def test_a_node_addressed_by_ipv6_or_a_host_name_is_healthy(tmp_path: Path, address: str) -> None:
+    rc, summary = health_json("--config", str(local_cluster_file(tmp_path, ip=address)))
+    assert rc == 0, summary["nodes"]["box"]["message"]
+    assert summary["nodes"]["box"]["report"]["interface"] == "lo"
+
+
+def test_playbooks_run_from_any_directory(tmp_path: Path) -> None:
+    """Plain `ansible-playbook` from elsewhere, no ansible.cfg: the playbook finds ugro's roles
+    and plugins beside it; the inventory is named with -i."""
+    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_CONFIG"}
+    env["UGRO_CONFIG"] = str(local_cluster_file(tmp_path))
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"),
+            "-i",
+            str(REPO / "inventory" / "ugro.yml"),
+            str(REPO / "playbooks" / "health.yml"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert "box" in done.stdout.split("PLAY RECAP", 1)[1]
+
+
+def test_ugro_run_keeps_this_process_environment_and_hides_secrets(tmp_path: Path) -> None:
+    """A vaulted playbook runs through `ugro run` (ANSIBLE_VAULT_PASSWORD_FILE reaches Ansible:
+    it names a file, it is not the secret), while HF_TOKEN's value reaches no artifact."""
+    password = tmp_path / "vault-pass"
+    password.write_text("correct horse\n")
+    secrets_file = tmp_path / "secrets.yml"
+    secrets_file.write_text("greeting: hello from the vault\n")
+    ansible_vault = str(Path(sys.executable).parent / "ansible-vault")
+    subprocess.run(
+        [ansible_vault, "encrypt", "--vault-password-file", str(password), str(secrets_file)],
+        check=True,
+        capture_output=True,
+    )
+    playbook = tmp_path / "vaulted.yml"
+    playbook.write_text(
+        "- name: Vaulted\n  hosts: nodes\n  gather_facts: false\n"
+        f"  vars_files: [{secrets_file}]\n"
+        "  tasks:\n    - name: Say it\n      ansible.builtin.assert:\n"
+        "        that: greeting == 'hello from the vault'\n"
+    )
+    canary = "hf_canary_" + os.urandom(6).hex()
+    done = run_ugro(
+        "--config",
+        str(local_cluster_file(tmp_path)),
+        "run",
+        str(playbook),
+        env={"ANSIBLE_VAULT_PASSWORD_FILE": str(password), "HF_TOKEN": canary},
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert "box: ok" in done.stdout
+    runs = tmp_path / "project" / "data" / "runs"
+    leaks = [p for p in runs.rglob("*") if p.is_file() and canary.encode() in p.read_bytes()]
+    assert leaks == []
+
+
+def test_the_logging_section_is_obeyed(tmp_path: Path) -> None:
+    config = local_cluster_file(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    log_file = tmp_path / "elsewhere" / "ugro.log"
+    data["logging"] = {
+        "level": "INFO",
+        "format": "UGRO|%(levelname)s|%(message)s",
+        "file": str(log_file),
+    }
+    config.write_text(yaml.safe_dump(data))
+    rc, _ = health_json("--config", str(config))
+    assert rc == 0
+    lines = log_file.read_text().splitlines()
+    assert lines and all(line.startswith("UGRO|") for line in lines)
+    assert not [line for line in lines if line.startswith("UGRO|DEBUG|")]
+    assert any("box rank=0 healthy" in line for line in lines)
+    logs = tmp_path / "project" / "logs"
+    assert not (logs / "agent.log").exists()  # logging.file replaces it
+    assert (logs / "health.log").read_text().startswith("UGRO|INFO|")
+
+
+@pytest.mark.sandbox
+def test_sandbox_host_keys_are_checked_through_ugro(sandbox, tmp_path: Path) -> None:
+    """ansible-runner turns host-key checking off unless told otherwise: a node whose key is
+    not known must be refused, not trusted on first use."""
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    config = tmp_path / "cluster.yaml"
+    data = yaml.safe_load(sandbox.cluster_file.read_text())
+    data["ssh"]["known_hosts"] = str(empty)
+    config.write_text(yaml.safe_dump(data))
+    # A fresh control-socket directory: a connection that earlier tests opened (and verified)
+    # would otherwise be reused without a new key check.
+    fresh = {"ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path / "cp")}
+    rc, summary = health_json("--config", str(config), env=fresh)
+    assert rc == 1
+    for plan in sandbox.nodes:
+        node = summary["nodes"][plan.name]
+        assert node["status"] == "unreachable"
+        assert "Host key verification failed" in node["message"]
+    assert empty.read_text() == ""  # nothing was learned on first use
+
+
+@pytest.mark.sandbox
+def test_sandbox_known_hosts_in_a_path_with_a_space(sandbox, tmp_path: Path) -> None:
+    folder = tmp_path / "my keys"
+    folder.mkdir()
+    known = folder / "known hosts"
+    known.write_text(Path(sandbox.known_hosts).read_text())
+    config = tmp_path / "cluster.yaml"
+    data = yaml.safe_load(sandbox.cluster_file.read_text())
+    data["ssh"]["known_hosts"] = str(known)
+    config.write_text(yaml.safe_dump(data))
+    fresh = {"ANSIBLE_SSH_CONTROL_PATH_DIR": str(tmp_path / "cp")}  # a new connection's check
+    rc, summary = health_json("--config", str(config), env=fresh)
+    assert rc == 0, {n: v["message"] for n, v in summary["nodes"].items()}
