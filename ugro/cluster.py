@@ -43,9 +43,6 @@ class Node:
     nproc_per_node: int | None
     hardware: Mapping[str, Any] = field(default_factory=dict)
 
-    def job_dir(self, job_id: str) -> str:
-        return f"{self.experiments_path}/{job_id}"
-
 
 @dataclass(frozen=True)
 class ClusterPaths:

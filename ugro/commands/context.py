@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ugro.cluster import Cluster
+    from ugro.runner import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -28,3 +30,29 @@ class Context:
             attach_cluster_logs(self._cluster)
             log.debug("cluster %s from %s", self._cluster.name, self._cluster.describe())
         return self._cluster
+
+    def run_playbook(
+        self,
+        playbook: str,
+        *,
+        nodes: tuple[str, ...] | list[str] = (),
+        extravars: Mapping[str, Any] | None = None,
+        check: bool = False,
+    ) -> RunResult:
+        """A playbook on the cluster (its named nodes, else all), its progress on stderr."""
+        from pathlib import Path
+
+        from ugro.display import RunProgress
+        from ugro.runner import run_playbook
+
+        cluster = self.cluster()
+        names = [cluster.node(name).name for name in nodes]
+        with RunProgress(Path(playbook).stem, len(names) or len(cluster.nodes)) as progress:
+            return run_playbook(
+                cluster,
+                playbook,
+                extravars=extravars,
+                limit=names or None,
+                check=check,
+                on_event=progress,
+            )

@@ -22,21 +22,12 @@ def health(
     extravars: Mapping[str, Any] | None = None,
 ) -> ExitCode:
     from ugro import health as verdicts
-    from ugro.display import RunProgress, console, err_console, health_table
-    from ugro.runner import run_playbook
+    from ugro.display import console, err_console, health_table
 
     cluster = ctx.cluster()
     names = [cluster.node(name).name for name in nodes] or cluster.node_names
     variables = {**(extravars or {}), **({"ugro_health_deep": True} if deep else {})}
-    with RunProgress("health", len(names)) as progress:
-        result = run_playbook(
-            cluster,
-            "health",
-            extravars=variables,
-            limit=list(nodes) or None,
-            check=check,
-            on_event=progress,
-        )
+    result = ctx.run_playbook("health", nodes=nodes, extravars=variables, check=check)
     if result.status not in ("successful", "failed") or not result.hosts:
         result.raise_for_status()
     summary = verdicts.assess(cluster, result, names)

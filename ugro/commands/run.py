@@ -85,9 +85,6 @@ def _run_playbook(
     nodes: tuple[str, ...],
     check: bool,
 ) -> ExitCode:
-    from ugro.display import RunProgress
-    from ugro.runner import run_playbook
-
     cluster = ctx.cluster()
     if job is not None:
         from ugro.control import job_extravars
@@ -98,16 +95,7 @@ def _run_playbook(
         extravars = {**job_extravars(cluster, record.job_id), **extravars}
         nodes = nodes or tuple(jobs.nodes(record))
         extravars.setdefault("ugro_job_name", record.name)
-    names = [cluster.node(name).name for name in nodes]
-    with RunProgress(path.stem, len(names) or len(cluster.nodes)) as progress:
-        result = run_playbook(
-            cluster,
-            str(path),
-            extravars=extravars,
-            limit=names or None,
-            check=check,
-            on_event=progress,
-        )
+    result = ctx.run_playbook(str(path), nodes=nodes, extravars=extravars, check=check)
     for outcome in sorted(result.hosts.values(), key=lambda h: h.name):
         verdict = "unreachable" if outcome.unreachable else "failed" if outcome.failed else "ok"
         detail = f": {outcome.message}" if outcome.message and verdict != "ok" else ""

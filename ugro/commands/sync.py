@@ -19,20 +19,11 @@ def sync(
     extravars: Mapping[str, Any] | None = None,
 ) -> ExitCode:
     from ugro import health as verdicts
-    from ugro.display import RunProgress, console, health_table
-    from ugro.runner import run_playbook
+    from ugro.display import console, health_table
 
     cluster = ctx.cluster()
     names = [cluster.node(n).name for n in nodes] or cluster.node_names
-    with RunProgress("sync", len(names)) as progress:
-        result = run_playbook(
-            cluster,
-            "sync",
-            extravars=extravars,
-            limit=list(nodes) or None,
-            check=check,
-            on_event=progress,
-        )
+    result = ctx.run_playbook("sync", nodes=nodes, extravars=extravars, check=check)
     if result.hosts:
         summary = verdicts.assess(cluster, result, names)
         verdicts.save(cluster, summary)
