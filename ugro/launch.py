@@ -138,24 +138,25 @@ class JobScript:
 
     @classmethod
     def choose(cls, script: str) -> JobScript:
-        """A script under ugro's scripts/, or any .py file on the master shipped with the job."""
+        """A script of ugro's scripts/ (by its name there, or by a path into it), or any .py
+        file on the master, shipped with the job."""
         scripts = (assets.project_dir() / "scripts").resolve()
-        candidate = (scripts / script).resolve()
-        if candidate.is_file() and candidate.is_relative_to(scripts):
-            relative = str(candidate.relative_to(scripts))
-            if not _CODE_NAME.fullmatch(relative):
-                raise UsageError(
-                    f"--script {script}: use letters, digits, '_', '.', '-' in its name"
-                )
-            return cls(f"scripts/{relative}", candidate)
-        path = Path(script).expanduser()
-        if not path.is_file():
+        given = Path(script).expanduser()
+        for candidate in ((scripts / script).resolve(), given.resolve()):
+            if candidate.is_file() and candidate.is_relative_to(scripts):
+                relative = str(candidate.relative_to(scripts))
+                if not _CODE_NAME.fullmatch(relative):
+                    raise UsageError(
+                        f"--script {script}: use letters, digits, '_', '.', '-' in its name"
+                    )
+                return cls(f"scripts/{relative}", candidate)
+        if not given.is_file():
             raise UsageError(f"--script {script}: no such file (on the master, or under {scripts})")
-        if not _SCRIPT_NAME.fullmatch(path.name):
+        if not _SCRIPT_NAME.fullmatch(given.name):
             raise UsageError(
                 f"--script {script}: expected a .py file named with letters, digits, '_.-'"
             )
-        return cls(path.name, path.resolve())
+        return cls(given.name, given.resolve())
 
 
 def code_files(cluster: Cluster, script: JobScript) -> list[dict[str, str]]:

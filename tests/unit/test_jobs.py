@@ -200,3 +200,25 @@ def test_the_jobs_table_keeps_ids_whole_and_times_short(monkeypatch: pytest.Monk
     damaged = JobRecord(**{**record.__dict__, "updated_at": "not a time"})
     console.print(jobs_table([damaged]))
     assert "not a time" in console.export_text()  # a damaged history entry still shows
+
+
+def test_a_jobs_script_is_ugros_by_name_or_path_else_shipped_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.conftest import REPO
+    from ugro.launch import JobScript
+
+    ours = JobScript("scripts/train_single_test.py", REPO / "scripts" / "train_single_test.py")
+    assert JobScript.choose("train_single_test.py") == ours
+    monkeypatch.chdir(REPO)  # a path into scripts/ keeps its place beside trainlib/
+    assert JobScript.choose("scripts/train_single_test.py") == ours
+    own = tmp_path / "client.py"
+    own.write_text("print('hi')\n")
+    assert JobScript.choose(str(own)) == JobScript("client.py", own)
+    for bad, message in ((tmp_path / "absent.py", "no such file"), (tmp_path, "no such file")):
+        with pytest.raises(UsageError, match=message):
+            JobScript.choose(str(bad))
+    odd = tmp_path / "-x.py"
+    odd.write_text("")
+    with pytest.raises(UsageError, match="expected a .py file named"):
+        JobScript.choose(str(odd))
