@@ -220,5 +220,5 @@ def test_a_jobs_script_is_ugros_by_name_or_path_else_shipped_with_it(
             JobScript.choose(str(bad))
     odd = tmp_path / "-x.py"
     odd.write_text("")
-    with pytest.raises(UsageError, match="expected a .py file named"):
+    with pytest.raises(UsageError, match=r"expected a \.py file named"):
         JobScript.choose(str(odd))
