@@ -157,7 +157,12 @@ def train(settings: Settings) -> int:
     )
     _ = args.device  # sets up the process group (torchrun's environment) before we talk to peers
 
-    from trainlib.callbacks import MetricsCallback, SealCheckpoints, gather_object
+    from trainlib.callbacks import (
+        MetricsCallback,
+        ProgressCallback,
+        SealCheckpoints,
+        gather_object,
+    )
 
     resume_from = None
     if settings.resume == "auto":
@@ -199,6 +204,7 @@ def train(settings: Settings) -> int:
                 main=primary,
             ),
             SealCheckpoints(ckpt_root, local_main=local_rank == 0),
+            ProgressCallback(os.environ.get("UGRO_PROGRESS_FILE")),
         ],
     )
     result = trainer.train(resume_from_checkpoint=resume_from)

@@ -146,7 +146,13 @@ def run_command(
 
 
 @cli.command(name="launch")
-@click.option("--name", required=True, help="Job name (letters, digits, '_', '.', '-').")
+@click.option("--name", help="Job name (letters, digits, '_', '.', '-').")
+@click.option(
+    "--resume",
+    "resume_job",
+    metavar="JOB",
+    help="Continue an ended job from its last complete checkpoint, as its next attempt.",
+)
 @click.option("--model", help="Model: hub name, local directory, or tiny-llama.")
 @click.option("--dataset", help="Data set: hub name, local .txt file, or builtin.")
 @click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Epochs.")
@@ -161,6 +167,24 @@ def run_command(
 )
 @click.option("--allow-drift", is_flag=True, help="Launch even if the nodes' environments differ.")
 @click.option("--verbose", is_flag=True, help="Print every metrics record while following.")
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0, max=100),
+    help="Start a failed or lost job again from its last checkpoint, up to N times "
+    "(default: cluster.yaml's communication.retries, else 0).",
+)
+@click.option(
+    "--min-nodes",
+    type=click.IntRange(min=1),
+    help="A retry may go on with this many nodes (the master among them) if others stay down.",
+)
+@click.option(
+    "--hang-timeout",
+    type=click.FloatRange(min=5),
+    help="Seconds without a training step that count as a hang "
+    "(default: 10x the median step, 60 s at least, at most the process-group timeout).",
+)
+@click.option("--force", is_flag=True, help="Launch on nodes that run another UGRO job.")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 @pass_context
 def launch_command(
@@ -176,17 +200,29 @@ def launch_command(
     dry_run: bool,
     allow_drift: bool,
     verbose: bool,
+    retries: int | None,
+    min_nodes: int | None,
+    hang_timeout: float | None,
+    force: bool,
+    resume_job: str | None,
     script_args: tuple[str, ...],
 ) -> int:
     """Train across the cluster, then follow the job until it ends (Ctrl-C detaches).
 
-    Arguments after `--` go to the script.
+    The job has a controller of its own on the master, which watches it whether or not you
+    follow: Ctrl-C, a closed terminal or a killed `ugro` change nothing. Arguments after `--`
+    go to the script.
     """
     from ugro.commands.launch import launch
 
     return launch(
         ctx,
         name=name,
+        resume_job=resume_job,
+        retries=retries,
+        min_nodes=min_nodes,
+        hang_timeout=hang_timeout,
+        force=force,
         model=model,
         dataset=dataset,
         epochs=epochs,
@@ -232,6 +268,17 @@ def stop_command(ctx: Context, job: str) -> int:
     from ugro.commands.stop import stop
 
     return stop(ctx, job=job)
+
+
+@cli.command(name="reset")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for a confirmation.")
+@click.option("--nodes", metavar="A,B", help="Only these nodes.")
+@pass_context
+def reset_command(ctx: Context, yes: bool, nodes: str | None) -> int:
+    """End every UGRO job's processes on every node, and verify none is left."""
+    from ugro.commands.reset import reset
+
+    return reset(ctx, yes=yes, nodes=tuple(n for n in (nodes or "").split(",") if n))
 
 
 @cli.command(name="collect")

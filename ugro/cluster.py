@@ -101,6 +101,7 @@ class LaunchOptions:
     master_port: int = 29500
     timeout_seconds: int = 300
     max_restarts: int = 0
+    retries: int = 0
     # The training section's keys that cluster.yaml sets, in its own terms ("default_model",
     # "lora.rank"); ugro.launch maps them to train_production.py's options.
     training: tuple[tuple[str, Any], ...] = ()

@@ -1,46 +1,34 @@
-"""A running job across its nodes: its live state, the verdict, stop, collect, and the history.
+"""A job on its nodes, done by hand: stop, collect, and a stop that asks the job's controller.
 
-Each step is one playbook through ugro.runner (status.yml, stop.yml, collect.yml); this module
-decides what to run and what it means, and writes the job's history on the master. `ugro stop`
-and `ugro run stop` both end in `stop_job`, `ugro status`/`results`/`logs` in `refresh`.
+Each step is one playbook through ugro.runner (stop.yml, collect.yml). A job's lifecycle belongs
+to its controller (ugro.controller): a user's stop is a request to it (`stop_job`), and only when
+no controller can answer does this module stop the job itself and write the history.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from ugro.cluster import Cluster
 from ugro.errors import UgroError
-from ugro.jobs import JobRecord, Jobs
+from ugro.jobs import JobRecord, Jobs, now_iso
 from ugro.runner import RunResult, run_playbook
+from ugro.watcher import Watcher
 
 log = logging.getLogger(__name__)
+
+# How long `ugro stop` waits for the controller to record the stop (its teardown takes the stop
+# grace, a collect and a few seconds).
+STOP_WAIT_S = 90.0
 
 
 def job_extravars(cluster: Cluster, job_id: str) -> dict[str, Any]:
     """What the job playbooks (status, stop, collect) need to find a job on every node."""
     return {"ugro_job_id": job_id, "ugro_collect_dest": str(Jobs(cluster).experiment_dir(job_id))}
-
-
-def live_state(
-    cluster: Cluster, job_id: str, nodes: list[str], *, collect_logs: bool = False
-) -> dict[str, dict[str, Any]]:
-    """Each node's view of the job: processes, pid, exit codes, failed ranks' log tails; with
-    collect_logs, the nodes' rank logs are brought home in the same run."""
-    extravars = {**job_extravars(cluster, job_id), "ugro_status_collect_logs": collect_logs}
-    result = run_playbook(cluster, "status", extravars=extravars, limit=nodes)
-    states = result.facts("ugro_job_state")
-    for name in nodes:
-        if name not in states:
-            outcome = result.hosts.get(name)
-            states[name] = {
-                "unreachable": True,
-                "message": outcome.message if outcome else "not reached",
-            }
-    return states
 
 
 def stop(
@@ -78,94 +66,62 @@ def collect(
     return run_playbook(cluster, "collect", extravars=variables, limit=nodes).raise_for_status()
 
 
+def collect_logs(cluster: Cluster, job_id: str, nodes: list[str]) -> None:
+    """The ranks' logs from `nodes`, as they are now (for `ugro logs`); failures only logged."""
+    if not nodes:
+        return
+    try:
+        collect(cluster, job_id, nodes, extravars={"ugro_collect_parts": ["logs"]})
+    except UgroError as exc:
+        log.warning("collecting %s's logs: %s", job_id, exc.message)
+
+
 @dataclass(frozen=True)
 class StopReport:
     job_id: str
     nodes: list[str]
     signalled: int
     collect_error: str | None
+    state: str = "stopped"
+    unreachable: tuple[str, ...] = ()
 
 
 def stop_job(
     cluster: Cluster, record: JobRecord, *, extravars: Mapping[str, Any] | None = None
 ) -> StopReport:
-    """A user's stop: every process of the job on every node, its files home, `stopped` recorded."""
+    """A user's stop: every process of the job on every node, its files home, `stopped`
+    recorded. The job's controller does it when there is one (started again if it died);
+    this process does it itself only when none answers."""
     jobs = Jobs(cluster)
     nodes = jobs.nodes(record)
+    watcher = Watcher(jobs.experiment_dir(record.job_id))
+    if watcher.exists() and (record.active or watcher.alive()):
+        watcher.request_stop()
+        watcher.ensure()
+        deadline = time.monotonic() + STOP_WAIT_S
+        while time.monotonic() < deadline:
+            current = jobs.find(record.job_id)
+            if not current.active and (not watcher.alive() or watcher.finished()):
+                return _report_from(current, nodes)
+            if not current.active and watcher.state().get("phase") in ("cleanup", "done"):
+                return _report_from(current, nodes)
+            time.sleep(0.2)
+        log.warning("%s: its controller did not stop it within %.0fs", record.job_id, STOP_WAIT_S)
     states = stop(cluster, record.job_id, nodes, extravars=extravars)
     collect_error = None
     try:
         collect(cluster, record.job_id, nodes, extravars=extravars)
     except UgroError as exc:
         collect_error = exc.message
-    if record.active:
-        jobs.record(record.job_id, "stopped")
+    if jobs.find(record.job_id).active:
+        jobs.record(record.job_id, "stopped", reason="stopped by the user", ended_at=now_iso())
         log.info("%s stopped by the user", record.job_id)
     signalled = sum(int(s.get("signalled", 0)) for s in states.values())
     return StopReport(record.job_id, nodes, signalled, collect_error)
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """What the nodes' states say about a job."""
-
-    state: Literal["running", "succeeded", "failed"]
-    failure: dict[str, Any] | None = None
-
-
-def judge(states: dict[str, dict[str, Any]]) -> Verdict:
-    failures: list[dict[str, Any]] = []
-    for node, state in states.items():
-        if state.get("unreachable"):
-            failures.append({"node": node, "reason": f"unreachable: {state.get('message')}"})
-            continue
-        for rank, info in (state.get("ranks") or {}).items():
-            if info.get("exit_code"):
-                failures.append(
-                    {
-                        "node": node,
-                        "rank": int(rank),
-                        "exit_code": info["exit_code"],
-                        "tail": info.get("tail") or [],
-                    }
-                )
-        if state.get("exit_code") not in (None, 0) and not any(f["node"] == node for f in failures):
-            failures.append(
-                {
-                    "node": node,
-                    "exit_code": state["exit_code"],
-                    "tail": state.get("agent_tail") or [],
-                }
-            )
-    if failures:
-        return Verdict("failed", min(failures, key=lambda f: f.get("rank", 1 << 30)))
-    if all(s.get("exit_code") == 0 and not s.get("running") for s in states.values()):
-        return Verdict("succeeded")
-    return Verdict("running")
-
-
-def finish(cluster: Cluster, record: JobRecord, verdict: Verdict) -> None:
-    """A job has ended (or failed on some node): stop what is left, collect, record."""
-    jobs = Jobs(cluster)
-    nodes = jobs.nodes(record)
-    if verdict.state == "failed":
-        stop_quietly(cluster, record.job_id, nodes)
-    try:
-        collect(cluster, record.job_id, nodes)
-    except UgroError as exc:
-        log.warning("collecting %s: %s", record.job_id, exc.message)
-    detail = {"failure": verdict.failure} if verdict.failure else {}
-    jobs.record(record.job_id, verdict.state, **detail)
-    log.info("%s %s %s", record.job_id, verdict.state, verdict.failure or "")
-
-
-def refresh(cluster: Cluster, record: JobRecord, *, collect_logs: bool = False) -> JobRecord:
-    """Bring a job's recorded state up to date with the nodes (for status, results, logs)."""
-    if not record.active:
-        return record
-    jobs = Jobs(cluster)
-    states = live_state(cluster, record.job_id, jobs.nodes(record), collect_logs=collect_logs)
-    verdict = judge(states)
-    if verdict.state != "running":
-        finish(cluster, record, verdict)
-    return jobs.find(record.job_id)
+def _report_from(record: JobRecord, nodes: list[str]) -> StopReport:
+    teardown = record.detail.get("teardown") or {}
+    signalled = sum(int(r.get("signalled") or 0) for r in teardown.values())
+    unreachable = tuple(sorted(n for n, r in teardown.items() if "unreachable" in r))
+    return StopReport(record.job_id, nodes, signalled, None, record.state, unreachable)

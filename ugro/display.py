@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -260,15 +261,17 @@ def jobs_table(records: Iterable[JobRecord], *, title: str = "jobs") -> Table:
     styles = {
         "succeeded": "green",
         "failed": "red",
+        "lost": "red",
         "stopped": "yellow",
         "running": "cyan",
         "launching": "cyan",
     }
     for record in records:
         nodes = ", ".join(record.detail.get("nodes") or [])
+        state = record.state + (f" (attempt {record.attempt})" if record.attempt > 1 else "")
         table.add_row(
             record.job_id,
-            f"[{styles.get(record.state, '')}]{record.state}[/]",
+            Text(state, style=styles.get(record.state, "")),
             _local_time(record.updated_at),
             nodes,
         )
@@ -289,8 +292,9 @@ def results_table(summary: Mapping[str, Any]) -> Table:
             return ", ".join(map(str, value)) or "-"
         return str(value)
 
+    attempt = int(summary.get("attempt") or 1)
     rows = [
-        ("status", summary["status"]),
+        ("status", summary["status"] + (f" (attempt {attempt})" if attempt > 1 else "")),
         ("duration (s)", summary["duration_s"]),
         ("steps", summary["steps"]),
         ("final loss", summary["final_loss"]),
@@ -302,13 +306,23 @@ def results_table(summary: Mapping[str, Any]) -> Table:
         ("node outputs", summary.get("node_outputs") or []),
         ("directory", summary["experiment_dir"]),
     ]
-    failure = summary.get("detail", {}).get("failure")
+    detail = summary.get("detail", {})
+    failure = detail.get("failure")
     if failure:
         where = f"{failure.get('node')}" + (f" rank {failure['rank']}" if "rank" in failure else "")
-        cause = (
-            f"exit {failure['exit_code']}" if "exit_code" in failure else failure.get("reason", "?")
+        cause = failure.get("reason") or (
+            f"exit {failure['exit_code']}" if "exit_code" in failure else "?"
         )
-        rows.append(("failed on", f"{where} ({cause})"))
+        rows.append(("cause", f"{where}: {cause}"))
+    elif detail.get("reason") and summary["status"] != "succeeded":
+        rows.append(("cause", detail["reason"]))
+    for event in detail.get("events", []):
+        if event.get("event") == "leftovers_cleaned":
+            rows.append(("cleaned up", f"{event.get('node')} when it answered again"))
+        elif event.get("event") == "leftovers_unreached":
+            rows.append(("left behind", f"{', '.join(event.get('nodes') or [])} never answered"))
+        elif event.get("event") == "not_retried":
+            rows.append(("not retried", str(event.get("reason"))))
     for key, value in rows:
         table.add_row(key, fmt(key, value))
     return table
@@ -324,6 +338,8 @@ class TrainingProgress:
         self.progress = _spinner()
         self.plain = not err_console.is_terminal
         self.task_id = self.progress.add_task(f"{job_id}: starting", total=None)
+        self.line = f"{job_id}: starting"
+        self.note = ""
         if self.plain:
             err_console.print(f"{job_id}: started; following it", highlight=False, markup=False)
 
@@ -334,6 +350,20 @@ class TrainingProgress:
     def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
 
+    def status(self, state: Mapping[str, Any]) -> None:
+        """What the job's controller says (a stall, a retry coming): beside the step line, and
+        as a line of its own off a terminal when it changes."""
+        note = str(state.get("message") or "")
+        phase = str(state.get("phase") or "")
+        if phase and phase not in ("watching", "done"):
+            note = f"{phase}: {note}" if note else phase
+        if note == self.note:
+            return
+        self.note = note
+        if self.plain and note:
+            err_console.print(f"{self.job_id}: {note}", highlight=False, markup=False)
+        self.progress.update(self.task_id, description=self.line + (f" - {note}" if note else ""))
+
     def __call__(self, entry: Mapping[str, Any]) -> None:
         if self.verbose:
             err_console.print(entry)
@@ -343,7 +373,10 @@ class TrainingProgress:
                 text += f" ({entry['tokens_per_s']:.0f} tokens/s)"
             if self.plain:
                 err_console.print(text, highlight=False, markup=False)
-            self.progress.update(self.task_id, description=text)
+            self.line = text
+            self.progress.update(
+                self.task_id, description=text + (f" - {self.note}" if self.note else "")
+            )
         elif entry.get("kind") == "eval" and self.plain:
             text = f"{self.job_id}: step {entry.get('step')} eval loss {entry.get('eval_loss')}"
             err_console.print(text, highlight=False, markup=False)

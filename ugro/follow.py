@@ -1,12 +1,13 @@
-"""Following a running job: the master's own files at once, the other nodes now and then.
+"""Following a job: the master's own files, and what the job's controller sees.
 
-One loop for `ugro launch` (metrics for the progress line) and `ugro logs --follow` (the ranks'
-lines). Asking the nodes is an Ansible run, which on a small master competes with the job's own
-ranks for the CPU (measured in bench/: a run every 5 s delayed the first step by seconds). So
-the loop reads the master's experiment directory, where the master's ranks write, every half
-second for free, and asks the nodes (one status run, which can bring their logs home too) only
-when the master's agent has exited (a worker's failure ends it too, through the rendezvous) and
-every `check_every` seconds as a fallback.
+One loop for `ugro launch` (metrics for the progress line, the controller's "stalled for N s")
+and `ugro logs --follow` (the ranks' lines). The job's controller (ugro.controller) decides its
+state; following only reads: the master's experiment directory, where the master's ranks write,
+every half second, the history, and the controller's state file. With collect_logs, the other
+nodes' logs are brought home every `check_every` seconds from the nodes whose heartbeat the
+controller hears (an Ansible run; a silent node would only make it wait). A controller found
+dead is started again. Following ends when the job has ended and its controller has nothing
+more to do for it (no retry coming).
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from ugro.cluster import Cluster
-from ugro.control import refresh
+from ugro.control import collect_logs as collect_node_logs
 from ugro.jobs import JobRecord, Jobs
+from ugro.watcher import DONE, Watcher
 
-# Once the master's agent is done, the workers are finishing too: ask again this soon.
-_AFTER_MASTER_ENDED_S = 3.0
+# A node whose heartbeat the controller has missed this long is not asked for its logs.
+_SILENT_S = 5.0
+# A dead controller is started again at most this often, and this many times.
+_REVIVE_EVERY_S = 5.0
+_REVIVE_MAX = 3
 
 
 class JsonLines:
@@ -58,21 +63,24 @@ def follow(
     *,
     on_metrics: Callable[[dict[str, Any]], None] | None = None,
     on_poll: Callable[[], None] | None = None,
+    on_status: Callable[[dict[str, Any]], None] | None = None,
     collect_logs: bool = False,
-    check_every: float = 20.0,
-    check_first: bool = False,
+    check_every: float = 10.0,
     poll: float = 0.5,
 ) -> JobRecord:
-    """Watch a job until it reaches a final state; return its record then.
+    """Watch a job until it has ended for good; return its record then.
 
     on_metrics gets each new metrics record, on_poll is called after every look (to read the
-    logs, say). With collect_logs each check also brings the other nodes' rank logs home;
-    check_first asks the nodes at once instead of after check_every.
+    logs, say), on_status with the controller's state. With collect_logs the nodes' logs come
+    home at once and then every check_every seconds.
     """
     jobs = Jobs(cluster)
     directory = jobs.experiment_dir(job_id)
+    watcher = Watcher(directory)
     metrics = JsonLines(directory / "metrics.jsonl")
-    master_exit = directory / "exit_code"
+    revived = 0
+    next_revive = time.monotonic()
+    next_collect = time.monotonic()
 
     def emit() -> None:
         if on_metrics is not None:
@@ -81,16 +89,34 @@ def follow(
         if on_poll is not None:
             on_poll()
 
-    record = jobs.find(job_id)
-    asked_after_end = False
-    next_check = time.monotonic() + (0.0 if check_first else check_every)
-    while record.active:
+    while True:
         emit()
-        ended_here = master_exit.exists()
-        if time.monotonic() >= next_check or (ended_here and not asked_after_end):
-            asked_after_end = ended_here
-            record = refresh(cluster, record, collect_logs=collect_logs)
-            next_check = time.monotonic() + (_AFTER_MASTER_ENDED_S if ended_here else check_every)
+        record = jobs.find(job_id)
+        state = watcher.state()
+        if on_status is not None:
+            on_status(state)
+        if not watcher.exists():
+            return record  # a job from before controllers: as the history says
+        alive = watcher.alive()
+        if not record.active and state.get("phase") in (DONE, "cleanup"):
+            break
+        now = time.monotonic()
+        if not alive and now >= next_revive:
+            if revived >= _REVIVE_MAX:
+                break  # it keeps dying: its log (controller/controller.log) says why
+            # The controller died (kill -9, say): start it again; it carries on from the history.
+            watcher.ensure()
+            revived += 1
+            next_revive = now + _REVIVE_EVERY_S
+        if collect_logs and now >= next_collect:
+            nodes = [
+                name
+                for name in jobs.nodes(record)
+                if name != cluster.master.name
+                and float((state.get("nodes") or {}).get(name, {}).get("silent_s", 0)) < _SILENT_S
+            ]
+            collect_node_logs(cluster, job_id, nodes)
+            next_collect = time.monotonic() + check_every
             continue
         time.sleep(poll)
     emit()

@@ -137,3 +137,18 @@ def save(cluster: Cluster, summary: HealthSummary) -> None:
         log.info("%s rank=%d %s: %s", node.name, node.rank, node.status, node.message)
     for warning in summary.drift:
         log.info("drift: %s", warning)
+
+
+def leftovers(summary: HealthSummary, active: Mapping[str, str]) -> list[str]:
+    """Warnings for UGRO-tagged processes on the nodes that belong to no running job
+    (`active`: the running jobs' ids and states, from the history)."""
+    found: dict[str, list[str]] = {}
+    for node in summary.nodes:
+        for job_id in node.report.get("ugro_jobs") or {}:
+            if job_id not in active:
+                found.setdefault(str(job_id), []).append(node.name)
+    return [
+        f"{', '.join(nodes)}: processes of {job_id}, which is not running any more; "
+        f"`ugro reset --nodes {','.join(nodes)}` ends them"
+        for job_id, nodes in sorted(found.items())
+    ]

@@ -93,7 +93,15 @@ def rsync_vars(cluster: Cluster, node: Node) -> dict[str, str]:
     """
     if node.connection == "local":
         return {"ugro_rsync_prefix": "", "ugro_rsync_rsh": ""}
-    rsh = [
+    rsh = ssh_command(cluster, node)
+    host = f"[{node.address}]" if ":" in node.address else node.address
+    return {"ugro_rsync_prefix": f"{node.user}@{host}:", "ugro_rsync_rsh": shlex.join(rsh)}
+
+
+def ssh_command(cluster: Cluster, node: Node) -> list[str]:
+    """ssh's argv up to (not including) the destination: the key, port, connect timeout and
+    known_hosts Ansible uses, host-key checking on, never a password prompt."""
+    command = [
         "ssh",
         "-p",
         str(node.port),
@@ -105,11 +113,14 @@ def rsync_vars(cluster: Cluster, node: Node) -> dict[str, str]:
         "StrictHostKeyChecking=yes",
     ]
     if cluster.ssh.known_hosts:
-        rsh += ["-o", known_hosts_option(cluster.ssh.known_hosts)]
+        command += ["-o", known_hosts_option(cluster.ssh.known_hosts)]
     if cluster.ssh.identity_file:
-        rsh += ["-i", cluster.ssh.identity_file]
-    host = f"[{node.address}]" if ":" in node.address else node.address
-    return {"ugro_rsync_prefix": f"{node.user}@{host}:", "ugro_rsync_rsh": shlex.join(rsh)}
+        command += ["-i", cluster.ssh.identity_file]
+    return command
+
+
+def ssh_destination(node: Node) -> str:
+    return f"{node.user}@{node.address}"
 
 
 def environment_vars(cluster: Cluster, node: Node) -> dict[str, Any]:

@@ -7,11 +7,13 @@ A job directory, on every node, `<experiments>/<job_id>/`:
 
     code/                 what ran: ugro's scripts, the training defaults, the job's own script
     launch.sh, supervise.sh, pid, exit_code        the node's start-up and its outcome
-    logs/<node>.rank<R>.{log,exit}, logs/<node>.{agent,supervise}.log
+    logs/<node>.rank<R>.{log,exit,progress}, logs/<node>.{agent,supervise}.log
+    attempts/<n>/         an earlier attempt's pid, exit codes and progress (after a retry)
     ...                   whatever the ranks write to UGRO_OUTPUT_DIR
 
-On the master it is the experiment directory itself, which also holds config.json and, once
-collected, each worker's logs (logs/) and outputs (nodes/<node>/).
+On the master it is the experiment directory itself, which also holds config.json, the job's
+controller (controller/, ugro.watcher) and, once collected, each worker's logs (logs/) and
+outputs (nodes/<node>/).
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ MACHINERY = (
     "*.tmp",
     CODE_DIR,
     LOGS_DIR,
+    "attempts",  # earlier attempts' pid, exit codes and progress (ugro_start.archive_attempt)
+    "controller",  # on the master: the job's controller (ugro.watcher)
 )
 
 _NAME = re.compile(NAME)

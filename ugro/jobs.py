@@ -3,26 +3,31 @@
 Layout (the seed's; a job directory's contents are described in ugro.joblayout):
 
     data/experiments/<job_id>/{config.json, metrics.jsonl, logs/, checkpoints/, artifacts/, ...}
-    data/job_history.jsonl       one line per state change, appended under a lock
+    data/job_history.jsonl       one line per state change, appended under a lock; each
+                                 carries its attempt, and only ugro.jobstates' transitions
+                                 are written. Lines with "event" instead of "state" add facts
+                                 (a node's leftovers cleaned, say) without changing the state.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ugro.cluster import Cluster
 from ugro.errors import UsageError
 from ugro.joblayout import LOGS_DIR, NODES_DIR, check_name, name_of
+from ugro.jobstates import ACTIVE_STATES, FINAL_STATES, State, refusal
 from ugro.state import append_jsonl, read_json, write_json_atomic
 
-State = Literal["launching", "running", "succeeded", "failed", "stopped"]
-ACTIVE_STATES = ("launching", "running")
-FINAL_STATES = ("succeeded", "failed", "stopped")
+__all__ = ["ACTIVE_STATES", "FINAL_STATES", "JobRecord", "Jobs", "State"]
+
+log = logging.getLogger(__name__)
 
 
 def now_iso() -> str:
@@ -39,10 +44,18 @@ class JobRecord:
     created_at: str
     updated_at: str
     detail: dict[str, Any]
+    attempt: int = 1
 
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    @property
+    def ended_at(self) -> str | None:
+        """When the job ended (not when its end was written down); None while it runs."""
+        if self.active:
+            return None
+        return str(self.detail.get("ended_at") or self.updated_at)
 
 
 class Jobs:
@@ -77,16 +90,44 @@ class Jobs:
         return record.detail.get("nodes") or self.config(record.job_id).get("nodes") or []
 
     # -- history -----------------------------------------------------------------------------
-    def record(self, job_id: str, state: State, **detail: Any) -> None:
+    def record(
+        self, job_id: str, state: State, *, attempt: int | None = None, **detail: Any
+    ) -> bool:
+        """Write `state` for the job's attempt (its current one by default) if ugro.jobstates
+        allows it from what the history holds now; False (nothing written) if not, which is
+        how a second writer learns that someone else ended the attempt first."""
+
+        entry: dict[str, Any] = {
+            "job_id": job_id,
+            "name": name_of(job_id),
+            "state": state,
+            "at": now_iso(),
+            **detail,
+        }
+
+        def check() -> str | None:
+            current = self.records().get(job_id)
+            entry["attempt"] = (
+                attempt if attempt is not None else (current.attempt if current else 1)
+            )
+            return refusal(
+                current.state if current else None,
+                current.attempt if current else 0,
+                state,
+                entry["attempt"],
+            )
+
+        refused = append_jsonl(self.paths.job_history, entry, check=check)
+        if refused:
+            log.info("%s: not recording %s: %s", job_id, state, refused)
+            return False
+        return True
+
+    def note(self, job_id: str, event: str, **detail: Any) -> None:
+        """A fact about a job that changes no state (leftovers cleaned on a node, say)."""
         append_jsonl(
             self.paths.job_history,
-            {
-                "job_id": job_id,
-                "name": name_of(job_id),
-                "state": state,
-                "at": now_iso(),
-                **detail,
-            },
+            {"job_id": job_id, "name": name_of(job_id), "event": event, "at": now_iso(), **detail},
         )
 
     def history(self) -> list[dict[str, Any]]:
@@ -99,7 +140,11 @@ class Jobs:
                         entry = json.loads(line)
                     except ValueError:
                         continue
-                    if isinstance(entry, dict) and "job_id" in entry and "state" in entry:
+                    if (
+                        isinstance(entry, dict)
+                        and "job_id" in entry
+                        and ("state" in entry or "event" in entry)
+                    ):
                         entries.append(entry)
         except FileNotFoundError:
             pass
@@ -111,10 +156,27 @@ class Jobs:
         for entry in self.history():
             job_id = entry["job_id"]
             first = latest.get(job_id)
-            detail = {
-                **(first.detail if first else {}),
-                **{k: v for k, v in entry.items() if k not in ("job_id", "name", "state", "at")},
-            }
+            if "state" not in entry:
+                if first is not None:  # an event: facts for the job's detail, its state unchanged
+                    events = [*first.detail.get("events", []), entry]
+                    latest[job_id] = replace(first, detail={**first.detail, "events": events})
+                continue
+            attempt = entry.get("attempt", first.attempt if first else 1)
+            detail = dict(first.detail) if first else {}
+            if first is not None and attempt != first.attempt:
+                # A new attempt: the previous attempt's outcome is history, not this one's.
+                for stale in (
+                    "failure",
+                    "reason",
+                    "ended_at",
+                    "pids",
+                    "teardown",
+                    "pending_cleanup",
+                ):
+                    detail.pop(stale, None)
+            detail.update(
+                {k: v for k, v in entry.items() if k not in ("job_id", "name", "state", "at")}
+            )
             latest[job_id] = JobRecord(
                 job_id=job_id,
                 name=entry.get("name", job_id),
@@ -122,6 +184,7 @@ class Jobs:
                 created_at=first.created_at if first else entry.get("at", ""),
                 updated_at=entry.get("at", ""),
                 detail=detail,
+                attempt=int(attempt) if isinstance(attempt, int) else 1,
             )
         return dict(sorted(latest.items(), key=lambda kv: kv[1].created_at, reverse=True))
 
@@ -178,9 +241,7 @@ def job_results(jobs: Jobs, record: JobRecord) -> dict[str, Any]:
     train = [m for m in metrics if m.get("kind", "train") == "train" and "loss" in m]
     evals = [m for m in metrics if "eval_loss" in m]
     started = _parse(record.created_at)
-    ended = (
-        _parse(record.updated_at) if record.state in FINAL_STATES else datetime.now(timezone.utc)
-    )
+    ended = _parse(record.ended_at) if record.ended_at else datetime.now(timezone.utc)
     speeds = [m["tokens_per_s"] for m in train[1:] if m.get("tokens_per_s")]
     checkpoints = sorted(
         (p.name for p in (directory / "checkpoints").glob("checkpoint-*") if p.is_dir()),
@@ -205,6 +266,7 @@ def job_results(jobs: Jobs, record: JobRecord) -> dict[str, Any]:
         "artifacts": artifacts,
         "node_outputs": node_outputs,
         "experiment_dir": str(directory),
+        "attempt": record.attempt,
         "detail": record.detail,
     }
 

@@ -17,7 +17,7 @@ import re
 import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,9 @@ from ugro.control import stop_quietly
 from ugro.errors import RunError, UsageError
 from ugro.joblayout import CODE_DIR, new_job_id
 from ugro.jobs import Jobs, git_commit, now_iso
+from ugro.nodelink import JOBCTL
 from ugro.runner import EventCallback, RunResult, run_playbook
+from ugro.watcher import ControllerOptions, Watcher
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ DEFAULT_SCRIPT = "train_production.py"
 _CODE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
 _SCRIPT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.py")
 _MAX_SCRIPT_BYTES = 4 << 20
+_LAUNCH_LOCK_WAIT_S = 300.0
+JOBCTL_NAME = JOBCTL.removeprefix(f"{CODE_DIR}/")
 
 # cluster.yaml's training keys (as ugro.config.resolution.training_settings names them) and the
 # train_production.py options they become.
@@ -58,6 +62,8 @@ _OWN_VARIABLES = frozenset(
         "ugro_launch_script",
         "ugro_launch_args",
         "ugro_launch_allow_drift",
+        "ugro_launch_force",
+        "ugro_launch_attempt",
         "ugro_launch_code_file",
         "ugro_launch_secret_file",
     }
@@ -71,6 +77,8 @@ class LaunchRequest:
     args: tuple[str, ...] = ()
     nodes: tuple[str, ...] = ()
     allow_drift: bool = False
+    # Launch beside another UGRO job's processes (refused by default, naming the job).
+    force: bool = False
     # Extra variables for the launch playbook (`ugro run launch JOB -e k=v`).
     extravars: Mapping[str, Any] = field(default_factory=dict)
     # The Hugging Face token's value: it only ever becomes a 0600 file (see _staged_files).
@@ -169,6 +177,10 @@ def code_files(cluster: Cluster, script: JobScript) -> list[dict[str, str]]:
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
     ]
     sources.append(("config/training_defaults.yaml", training_defaults_file(cluster)))
+    # The node-side job control, for the job's controller on the master to run over SSH.
+    sources.append(
+        (JOBCTL_NAME, assets.project_dir() / "roles" / "ugro_job" / "files" / "jobctl.py")
+    )
     if not script.code_name.startswith("scripts/"):
         sources.append((script.code_name, script.source))
     return [
@@ -217,8 +229,10 @@ def launch(
     *,
     dry_run: bool = False,
     on_event: EventCallback | None = None,
+    options: ControllerOptions | None = None,
 ) -> LaunchResult:
-    """Start a job on its nodes (or, with dry_run, only show what each would run)."""
+    """Start a job on its nodes, with its controller watching from the start (or, with
+    dry_run, only show what each node would run)."""
     clashing = sorted(_OWN_VARIABLES & set(request.extravars))
     if clashing:
         raise UsageError(f"-e {clashing[0]}: set by the launch itself; use the launch's options")
@@ -226,20 +240,13 @@ def launch(
     job_id = new_job_id(request.name)
     nodes = job_nodes(cluster, request.nodes)
     script = JobScript.choose(request.script)
-    code = code_files(cluster, script)
-    extravars: dict[str, Any] = {
-        **request.extravars,
-        "ugro_job_id": job_id,
-        "ugro_launch_script": script.code_name,
-        "ugro_launch_args": list(request.args),
-        "ugro_launch_allow_drift": request.allow_drift,
-    }
     if dry_run:
+        code = code_files(cluster, script)
         with _staged_files(code, None) as staged:
             result = run_playbook(
                 cluster,
                 "launch",
-                extravars={**extravars, **staged},
+                extravars={**_attempt_vars(request, job_id, script, request.args, 1), **staged},
                 limit=nodes,
                 check=True,
                 on_event=on_event,
@@ -247,7 +254,7 @@ def launch(
         result.raise_for_status()
         return LaunchResult(job_id, nodes, result.facts("ugro_launch_command"), {}, result)
 
-    directory = jobs.create(job_id)
+    jobs.create(job_id)
     config = {
         "job_id": job_id,
         "name": request.name,
@@ -261,20 +268,172 @@ def launch(
         "cluster_file": str(cluster.source) if cluster.source else None,
     }
     jobs.write_config(job_id, config)
-    jobs.record(job_id, "launching", nodes=nodes)
+    watcher = Watcher(jobs.experiment_dir(job_id))
+    watcher.prepare(cluster, replace(options or ControllerOptions(), request=_stored(request)))
+    jobs.record(job_id, "launching", attempt=1, nodes=nodes, launcher_pid=os.getpid())
+    # The controller starts before the nodes do: if this process dies mid-launch, it notices
+    # (the launcher is gone while the job is still `launching`) and cleans up.
+    watcher.spawn()
+    return start_attempt(
+        cluster, job_id, request, attempt=1, nodes=nodes, args=request.args, on_event=on_event
+    )
+
+
+def resume(
+    cluster: Cluster,
+    job_ref: str,
+    *,
+    options: ControllerOptions | None = None,
+    nodes: tuple[str, ...] = (),
+    on_event: EventCallback | None = None,
+) -> LaunchResult:
+    """Continue an ended job (succeeded, failed, stopped or lost) from its newest complete
+    checkpoint, as its next attempt, with a controller of its own again."""
+    jobs = Jobs(cluster)
+    record = jobs.find(job_ref)
+    watcher = Watcher(jobs.experiment_dir(record.job_id))
+    if record.active or watcher.alive():
+        raise UsageError(
+            f"{record.job_id} is {record.state} (attempt {record.attempt}) and has its "
+            f"controller; `ugro stop {record.job_id}` ends it first"
+        )
+    config = jobs.config(record.job_id)
+    stored = watcher.options().request if watcher.exists() else {}
+    request = stored_request(
+        stored
+        or {
+            "name": record.name,
+            "script": config.get("script"),
+            "args": config.get("args"),
+            "nodes": config.get("nodes"),
+            "allow_drift": config.get("allow_drift"),
+        }
+    )
+    if nodes:
+        request = replace(request, nodes=nodes)
+    chosen = job_nodes(cluster, request.nodes)
+    watcher.prepare(cluster, replace(options or ControllerOptions(), request=_stored(request)))
+    attempt = record.attempt + 1
+    written = jobs.record(
+        record.job_id,
+        "launching",
+        attempt=attempt,
+        nodes=chosen,
+        launcher_pid=os.getpid(),
+        resumed_from=record.attempt,
+    )
+    if not written:
+        raise UsageError(f"{record.job_id} changed while resuming it; look at `ugro status`")
+    watcher.spawn()
+    return start_attempt(
+        cluster,
+        record.job_id,
+        request,
+        attempt=attempt,
+        nodes=chosen,
+        args=resume_args(request),
+        on_event=on_event,
+    )
+
+
+def resume_args(request: LaunchRequest) -> tuple[str, ...]:
+    """The script's arguments for a later attempt: train_production.py resumes from the
+    newest checkpoint complete on every rank; another script sees UGRO_ATTEMPT above 1."""
+    if request.script == DEFAULT_SCRIPT:
+        return (*request.args, "--resume", "auto")
+    return request.args
+
+
+def _stored(request: LaunchRequest) -> dict[str, Any]:
+    """The launch as the controller keeps it for later attempts (the token stays out: the
+    controller has it in its environment, never in a file)."""
+    return {
+        "name": request.name,
+        "script": request.script,
+        "args": list(request.args),
+        "nodes": list(request.nodes),
+        "allow_drift": request.allow_drift,
+        "force": request.force,
+        "extravars": dict(request.extravars),
+    }
+
+
+def stored_request(data: Mapping[str, Any]) -> LaunchRequest:
+    return LaunchRequest(
+        name=str(data["name"]),
+        script=str(data.get("script") or DEFAULT_SCRIPT),
+        args=tuple(str(a) for a in data.get("args") or ()),
+        nodes=tuple(str(n) for n in data.get("nodes") or ()),
+        allow_drift=bool(data.get("allow_drift")),
+        force=bool(data.get("force")),
+        extravars=dict(data.get("extravars") or {}),
+        hf_token=os.environ.get("HF_TOKEN") or None,
+    )
+
+
+def _attempt_vars(
+    request: LaunchRequest, job_id: str, script: JobScript, args: tuple[str, ...], attempt: int
+) -> dict[str, Any]:
+    return {
+        **request.extravars,
+        "ugro_job_id": job_id,
+        "ugro_launch_script": script.code_name,
+        "ugro_launch_args": list(args),
+        "ugro_launch_allow_drift": request.allow_drift,
+        "ugro_launch_force": request.force,
+        "ugro_launch_attempt": attempt,
+    }
+
+
+@contextmanager
+def launch_lock(cluster: Cluster) -> Iterator[None]:
+    """One launch at a time on this master, from the preflight to the started agents: a second
+    launch then sees the first's processes (and port) instead of racing it for them."""
+    from filelock import FileLock, Timeout
+
+    path = cluster.paths.data / "launch.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(str(path), timeout=_LAUNCH_LOCK_WAIT_S):
+            yield
+    except Timeout:
+        raise UsageError(
+            f"another launch on {cluster.name} has held {path} for {_LAUNCH_LOCK_WAIT_S:.0f}s; "
+            "try again when it is done"
+        ) from None
+
+
+def start_attempt(
+    cluster: Cluster,
+    job_id: str,
+    request: LaunchRequest,
+    *,
+    attempt: int,
+    nodes: list[str],
+    args: tuple[str, ...],
+    on_event: EventCallback | None = None,
+) -> LaunchResult:
+    """Run the launch playbook for one attempt of a job already recorded as `launching`;
+    record `running`, or `failed` with the reason (stopping whatever did start)."""
+    jobs = Jobs(cluster)
+    script = JobScript.choose(request.script)
+    code = code_files(cluster, script)
+    extravars = _attempt_vars(request, job_id, script, args, attempt)
     log.info(
-        "launching %s on %s: %s %s",
+        "launching %s (attempt %d) on %s: %s %s",
         job_id,
+        attempt,
         ", ".join(nodes),
         request.script,
-        " ".join(request.args),
+        " ".join(args),
     )
-    with _staged_files(code, request.hf_token) as staged:
+    with launch_lock(cluster), _staged_files(code, request.hf_token) as staged:
         result = run_playbook(
             cluster, "launch", extravars={**extravars, **staged}, limit=nodes, on_event=on_event
         )
     commands = result.facts("ugro_launch_command")
     pids = {k: int(v) for k, v in result.facts("ugro_launch_pid").items()}
+    config = jobs.config(job_id)
     config.update(
         commands=commands,
         pids=pids,
@@ -285,13 +444,15 @@ def launch(
         },
         launch_run=str(result.run_dir),
     )
+    if attempt > 1:
+        config.setdefault("attempts", {})[str(attempt)] = {"nodes": nodes, "args": list(args)}
     jobs.write_config(job_id, config)
     if not result.successful:
         # Whatever did start must not be left running; a node may have started before another
         # failed, without its pid being recorded, so every node is asked.
         stop_quietly(cluster, job_id, nodes)
         reason = _first_failure(result)
-        jobs.record(job_id, "failed", reason=reason)
+        jobs.record(job_id, "failed", attempt=attempt, reason=reason, ended_at=now_iso())
         log.info("launch of %s failed: %s", job_id, reason)
         raise RunError(
             f"launch of {job_id} failed: {reason} (log: {result.stdout_path})",
@@ -299,10 +460,9 @@ def launch(
             rc=result.rc,
             artifact_dir=result.artifact_dir,
         )
-    jobs.record(job_id, "running", pids=pids)
+    jobs.record(job_id, "running", attempt=attempt, pids=pids)
     for node, command in commands.items():
         log.info("%s on %s (pid %s): %s", job_id, node, pids.get(node), " ".join(command))
-    log.info("launched %s into %s", job_id, directory)
     return LaunchResult(job_id, nodes, commands, pids, result)
 
 

@@ -27,7 +27,8 @@ def launch_refusals(
     """Why the job may not start (an empty list: it may).
 
     `hosts` are the nodes still in the play after the preflight, `all_hosts` the job's nodes,
-    `request` the job (job_id, id_pattern, script, allow_drift, master_addr, master_port).
+    `request` the job (job_id, id_pattern, script, allow_drift, force, master_addr,
+    master_port).
     """
     refusals = []
     job_id = str(request["job_id"])
@@ -52,6 +53,17 @@ def launch_refusals(
             refusals.append(
                 "not launching on drifting environments (--allow-drift to override): "
                 + "; ".join(drift)
+            )
+    if not request.get("force"):
+        busy: dict[str, list[str]] = {}
+        for host in hosts:
+            for other in (reports.get(host, {}).get("ugro_jobs") or {}).keys() - {job_id}:
+                busy.setdefault(str(other), []).append(host)
+        for other, where in sorted(busy.items()):
+            refusals.append(
+                f"{', '.join(where)} {'runs' if len(where) == 1 else 'run'} UGRO job {other}: "
+                f"`ugro stop {other}` ends it (`ugro reset` every job's processes); "
+                "--force launches beside it"
             )
     if master in reports and reports[master].get("free_port") is None:
         refusals.append(

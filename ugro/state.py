@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,14 +37,26 @@ def write_json_atomic(path: Path, data: Any) -> None:
             raise
 
 
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line under a lock, so concurrent writers never interleave."""
+def append_jsonl(
+    path: Path, record: dict[str, Any], *, check: Callable[[], str | None] | None = None
+) -> str | None:
+    """Append one JSON line under a lock, so concurrent writers never interleave.
+
+    `check`, called under the same lock before `record` is written out, may refuse the append
+    by returning why (returned here; nothing is written), or complete the record from what it
+    read: a read-check-write that no other writer can slip into.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(record, sort_keys=True, default=str) + "\n"
-    with _lock(path), open(path, "a", encoding="utf-8") as handle:
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
+    with _lock(path):
+        refused = check() if check is not None else None
+        if refused:
+            return refused
+        line = json.dumps(record, sort_keys=True, default=str) + "\n"
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+    return None
 
 
 def read_json(path: Path) -> Any | None:

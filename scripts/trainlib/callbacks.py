@@ -1,4 +1,4 @@
-"""Trainer callbacks: metrics.jsonl and checkpoint seals."""
+"""Trainer callbacks: metrics.jsonl, checkpoint seals, and the rank's progress heartbeat."""
 
 from __future__ import annotations
 
@@ -101,3 +101,26 @@ class SealCheckpoints(TrainerCallback):
         if self.local_main and directory.is_dir():
             checkpoints.seal(directory, state.global_step)
             os.sync()
+
+
+class ProgressCallback(TrainerCallback):
+    """After each step, {"step": N, "at": unix time} in UGRO_PROGRESS_FILE (set by ugro_rank.py):
+    the heartbeat by which the job's controller tells a hung rank from a slow one. Written
+    atomically (a reader never sees half a file); nothing when the variable is unset."""
+
+    def __init__(self, path: str | None):
+        self.path = path
+
+    def beat(self, step: int) -> None:
+        if not self.path:
+            return
+        temporary = f"{self.path}.tmp"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": step, "at": time.time()}))
+        os.replace(temporary, self.path)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.beat(state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.beat(state.global_step)

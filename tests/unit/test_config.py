@@ -286,6 +286,7 @@ def test_every_key_of_the_schema_changes_the_resolved_cluster(tmp_path: Path) ->
         ("cluster", "communication", "master_port"): 29600,
         ("cluster", "communication", "timeout_seconds"): 60,
         ("cluster", "communication", "max_restarts"): 2,
+        ("cluster", "communication", "retries"): 3,
         ("workers", 0, "ssh_port"): 2200,
         ("workers", 0, "accelerator"): "cuda",
         ("workers", 0, "python"): "/opt/py/bin/python",

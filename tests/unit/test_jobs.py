@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from ugro.config import load_cluster_file
-from ugro.control import judge
 from ugro.errors import UsageError
 from ugro.joblayout import check_job_ref, check_name, new_job_id
 from ugro.jobs import Jobs, job_results
@@ -65,7 +64,7 @@ def _append_many(args: tuple[str, int]) -> None:
     path = Path(project) / "cluster.yaml"
     jobs = Jobs(load_cluster_file(path))
     for i in range(50):
-        jobs.record(f"w{worker}_20260101_00000{i % 10}", "running", payload="x" * 2000, i=i)
+        jobs.note(f"w{worker}_20260101_00000{i % 10}", "tick", payload="x" * 2000, i=i)
 
 
 def test_concurrent_writers_never_corrupt_the_history(cluster) -> None:
@@ -156,25 +155,6 @@ def test_every_training_key_has_an_option() -> None:
         sys.path.remove(str(REPO / "scripts"))
     options = {o for action in build_parser("t")._actions for o in action.option_strings}
     assert set(TRAINING_FLAGS.values()) <= options
-
-
-def test_judge() -> None:
-    running = {"m": {"running": True, "exit_code": None, "ranks": {}}}
-    assert judge(running).state == "running"
-    done = {
-        "m": {"running": False, "exit_code": 0, "ranks": {"0": {"exit_code": 0}}},
-        "w": {"running": False, "exit_code": 0, "ranks": {"1": {"exit_code": 0}}},
-    }
-    assert judge(done).state == "succeeded"
-    failed = {
-        "m": {"running": True, "exit_code": None, "ranks": {}},
-        "w": {"running": False, "exit_code": 1, "ranks": {"2": {"exit_code": 1, "tail": ["boom"]}}},
-    }
-    verdict = judge(failed)
-    assert verdict.state == "failed"
-    assert verdict.failure == {"node": "w", "rank": 2, "exit_code": 1, "tail": ["boom"]}
-    gone = {"m": {"running": True}, "w": {"unreachable": True, "message": "timed out"}}
-    assert judge(gone).failure["reason"] == "unreachable: timed out"
 
 
 def test_the_jobs_table_keeps_ids_whole_and_times_short(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,10 +32,14 @@ def health(
         result.raise_for_status()
     summary = verdicts.assess(cluster, result, names)
     verdicts.save(cluster, summary)
+    from ugro.jobs import Jobs
+
+    active = {r.job_id: r.state for r in Jobs(cluster).records().values() if r.active}
+    leftovers = verdicts.leftovers(summary, active)
     if as_json:
         click.echo(json.dumps(summary.to_json(), indent=2, sort_keys=True))
     else:
         console.print(health_table(summary))
-        for warning in summary.drift:
-            err_console.print(f"[yellow]warning:[/] {warning}")
+        for warning in (*summary.drift, *leftovers):
+            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     return ExitCode.OK if summary.healthy else ExitCode.FAILED

@@ -17,7 +17,7 @@ from ugro.jobs import JobRecord
 def launch(
     ctx: Context,
     *,
-    name: str,
+    name: str | None,
     model: str | None = None,
     dataset: str | None = None,
     epochs: float | None = None,
@@ -30,15 +30,42 @@ def launch(
     verbose: bool = False,
     script_args: tuple[str, ...] = (),
     extravars: Mapping[str, Any] | None = None,
+    retries: int | None = None,
+    min_nodes: int | None = None,
+    hang_timeout: float | None = None,
+    force: bool = False,
+    resume_job: str | None = None,
 ) -> ExitCode:
     from ugro import launch as launcher
-    from ugro.display import RunProgress, TrainingProgress, console, results_table
-    from ugro.follow import follow
-    from ugro.joblayout import check_name
-    from ugro.jobs import Jobs, job_results
+    from ugro.display import RunProgress
+    from ugro.joblayout import check_job_ref, check_name
+    from ugro.watcher import ControllerOptions
 
-    check_name(name)
+    if (name is None) == (resume_job is None):
+        raise UsageError("give --name NAME for a new job, or --resume JOB to continue one")
+    # Bad input is refused before anything is read or written.
+    check_job_ref(resume_job) if resume_job is not None else check_name(str(name))
     cluster = ctx.cluster()
+    options = ControllerOptions(
+        retries=cluster.launch.retries if retries is None else retries,
+        min_nodes=min_nodes,
+        hang_timeout=hang_timeout,
+    )
+    node_count = len(nodes) or len(cluster.nodes)
+    if min_nodes is not None and min_nodes > node_count:
+        raise UsageError(f"--min-nodes {min_nodes}: the job has only {node_count} nodes")
+    if resume_job is not None:
+        if script or script_args or any(v is not None for v in (model, dataset, epochs, lr)):
+            raise UsageError("--resume continues a job as it was launched; give no script options")
+        if dry_run:
+            raise UsageError("--resume has no dry run; `ugro results JOB` shows its checkpoints")
+        with RunProgress("resume", node_count) as progress:
+            result = launcher.resume(
+                cluster, resume_job, options=options, nodes=nodes, on_event=progress
+            )
+        click.echo(f"Resumed {result.job_id} on {', '.join(result.nodes)}.")
+        return _follow_or_detach(ctx, result.job_id, detach=detach, verbose=verbose)
+    assert name is not None
     seed_options = {"--model": model, "--dataset": dataset, "--epochs": epochs, "--lr": lr}
     if script and any(v is not None for v in seed_options.values()):
         raise UsageError(
@@ -56,27 +83,43 @@ def launch(
         args=args,
         nodes=nodes,
         allow_drift=allow_drift,
+        force=force,
         extravars=dict(extravars or {}),
         hf_token=os.environ.get("HF_TOKEN") or None,
     )
-    node_count = len(nodes) or len(cluster.nodes)
     with RunProgress("launch (dry run)" if dry_run else "launch", node_count) as progress:
-        result = launcher.launch(cluster, request, dry_run=dry_run, on_event=progress)
+        result = launcher.launch(
+            cluster, request, dry_run=dry_run, on_event=progress, options=options
+        )
     if dry_run:
         click.echo(f"Dry run of {result.job_id}: nothing was started. Each node would run:")
         for node in result.nodes:
             click.echo(f"  {node}: {shlex.join(result.commands.get(node, []))}")
         return ExitCode.OK
     click.echo(f"Launched {result.job_id} on {', '.join(result.nodes)}.")
+    return _follow_or_detach(ctx, result.job_id, detach=detach, verbose=verbose)
+
+
+def _follow_or_detach(ctx: Context, job_id: str, *, detach: bool, verbose: bool) -> ExitCode:
+    from ugro.display import TrainingProgress, console, results_table
+    from ugro.follow import follow
+    from ugro.joblayout import name_of
+    from ugro.jobs import Jobs, job_results
+
+    cluster = ctx.cluster()
+    name = name_of(job_id)
     if detach:
-        click.echo(f"Follow it with `ugro logs {name} --follow`; stop it with `ugro stop {name}`.")
+        click.echo(
+            f"Its controller watches it. Follow it with `ugro logs {name} --follow`; "
+            f"stop it with `ugro stop {name}`."
+        )
         return ExitCode.OK
     try:
-        with TrainingProgress(result.job_id, verbose=verbose) as progress:
-            record = follow(cluster, result.job_id, on_metrics=progress)
+        with TrainingProgress(job_id, verbose=verbose) as progress:
+            record = follow(cluster, job_id, on_metrics=progress, on_status=progress.status)
     except KeyboardInterrupt:
         click.echo(
-            f"\nDetached from {result.job_id}; it keeps running. "
+            f"\nDetached from {job_id}; its controller keeps watching it. "
             f"Follow again with `ugro logs {name} --follow`, stop it with `ugro stop {name}`."
         )
         return ExitCode.OK
@@ -89,21 +132,25 @@ def launch(
 
 
 def failure_report(record: JobRecord) -> list[str]:
-    """Where a job failed and the last lines of that rank's (or agent's) log."""
+    """How a job ended when it did not succeed: the node, rank and cause that came first, and
+    the last lines of that rank's (or agent's) log."""
+    attempt = f" (attempt {record.attempt})" if record.attempt > 1 else ""
     failure = record.detail.get("failure")
     if not failure:
         reason = record.detail.get("reason")
-        return [f"{record.job_id} {record.state}" + (f": {reason}" if reason else "")]
+        return [f"{record.job_id} {record.state}{attempt}" + (f": {reason}" if reason else "")]
     where = str(failure.get("node", "?"))
-    if "rank" in failure:
+    if failure.get("rank") is not None:
         where += f" rank {failure['rank']}"
-    if "exit_code" in failure:
+    cause = str(failure.get("reason") or failure.get("cause") or "?")
+    if "reason" not in failure and "exit_code" in failure:
         cause = f"exit {failure['exit_code']}"
-    else:
-        cause = str(failure.get("reason", "?"))
     lines = [
-        f"{record.job_id} failed on {where} ({cause})"
+        f"{record.job_id} {record.state}{attempt} on {where}: {cause}"
         + ("; last lines of its log:" if failure.get("tail") else "")
     ]
     lines += [f"  {line}" for line in failure.get("tail") or []]
+    for event in record.detail.get("events", []):
+        if event.get("event") == "not_retried":
+            lines.append(f"not retried: {event.get('reason')}")
     return lines

@@ -9,11 +9,14 @@ from ugro.errors import ExitCode, UsageError
 
 # How often `logs --follow` asks the nodes (one status run, which brings their logs too).
 FOLLOW_CHECK_S = 10.0
+# A node whose heartbeat the job's controller has missed this long is not asked for its logs.
+SILENT_S = 5.0
 
 
 def logs(ctx: Context, *, job: str, rank: int | None = None, follow_: bool = False) -> ExitCode:
     from ugro.jobs import Jobs
     from ugro.logview import LogView
+    from ugro.watcher import Watcher
 
     cluster = ctx.cluster()
     jobs = Jobs(cluster)
@@ -29,20 +32,26 @@ def logs(ctx: Context, *, job: str, rank: int | None = None, follow_: bool = Fal
                 click.echo(line)
 
         record = follow(
-            cluster,
-            record.job_id,
-            on_poll=show,
-            collect_logs=True,
-            check_every=FOLLOW_CHECK_S,
-            check_first=True,
+            cluster, record.job_id, on_poll=show, collect_logs=True, check_every=FOLLOW_CHECK_S
         )
         click.echo(f"[{record.job_id} {record.state}]", err=True)
         return ExitCode.OK
     if record.active:
-        # One status run brings the other nodes' logs as they are now (and notices an end).
-        from ugro.control import refresh
+        # The other nodes' logs as they are now, from the nodes the controller hears; a node
+        # it does not is named, not waited for.
+        from ugro.control import collect_logs
 
-        record = refresh(cluster, record, collect_logs=True)
+        watcher = Watcher(jobs.experiment_dir(record.job_id))
+        heard = watcher.state().get("nodes") or {}
+        workers = [n for n in jobs.nodes(record) if n != cluster.master.name]
+        silent = [n for n in workers if float(heard.get(n, {}).get("silent_s", 0)) >= SILENT_S]
+        collect_logs(cluster, record.job_id, [n for n in workers if n not in silent])
+        for name in silent:
+            click.echo(
+                f"{name}: not asked for its logs (no heartbeat for "
+                f"{float(heard[name]['silent_s']):.0f}s); showing what was collected before",
+                err=True,
+            )
     view = LogView(directory, rank=rank)
     if not view.files():
         which = f" for rank {rank}" if rank is not None else ""

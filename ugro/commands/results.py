@@ -17,9 +17,9 @@ def results(ctx: Context, *, job: str, as_json: bool = False) -> ExitCode:
     jobs = Jobs(cluster)
     record = jobs.find(job)
     if record.active:
-        from ugro.control import refresh
+        from ugro.commands.status import revive
 
-        record = refresh(cluster, record)
+        revive(jobs, record)
     summary = job_results(jobs, record)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))

@@ -66,6 +66,10 @@ def run(
         from ugro.commands.sync import sync
 
         return sync(ctx, nodes=nodes, check=check, extravars=extravars)
+    if verb == "reset" and not check:
+        from ugro.commands.reset import reset
+
+        return reset(ctx, nodes=nodes)
     if verb in ("stop", "collect") and not check and not nodes:
         from ugro.commands import stop as job_verbs
 

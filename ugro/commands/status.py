@@ -8,20 +8,28 @@ import click
 
 from ugro.commands.context import Context
 from ugro.errors import ExitCode
+from ugro.jobs import JobRecord, Jobs
+
+
+def revive(jobs: Jobs, record: JobRecord) -> bool:
+    """Start the job's controller again if it died while the job still needs one."""
+    from ugro.watcher import Watcher
+
+    return Watcher(jobs.experiment_dir(record.job_id)).ensure()
 
 
 def status(ctx: Context, *, recent: int = 10, as_json: bool = False) -> ExitCode:
-    from ugro.jobs import Jobs
     from ugro.state import read_json
 
     cluster = ctx.cluster()
     state = read_json(cluster.paths.cluster_state)
-    records = list(Jobs(cluster).records().values())[:recent]
-    # Running jobs are asked about on their nodes; finished ones are as the history says.
-    if any(r.active for r in records):
-        from ugro.control import refresh
-
-        records = [refresh(cluster, r) for r in records]
+    jobs = Jobs(cluster)
+    records = list(jobs.records().values())[:recent]
+    # The jobs' controllers keep the history current: nothing here asks the nodes, so a slow
+    # or lost node never holds this up. A controller that died is started again.
+    revived = [r.job_id for r in records if r.active and revive(jobs, r)]
+    for job_id in revived:
+        click.echo(f"{job_id}: its controller had stopped; started it again.", err=True)
     if as_json:
         click.echo(
             json.dumps(

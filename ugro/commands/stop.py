@@ -16,13 +16,23 @@ def stop(ctx: Context, *, job: str, extravars: Mapping[str, Any] | None = None) 
     from ugro.jobs import Jobs
 
     cluster = ctx.cluster()
-    report = stop_job(cluster, Jobs(cluster).find(job), extravars=extravars)
+    record = Jobs(cluster).find(job)
+    report = stop_job(cluster, record, extravars=extravars)
     if report.collect_error:
         click.echo(f"warning: collecting logs failed: {report.collect_error}", err=True)
+    reached = len(report.nodes) - len(report.unreachable)
+    if record.active and report.state != "stopped":
+        click.echo(f"{report.job_id} had already ended ({report.state}) before the stop.")
     click.echo(
-        f"Stopped {report.job_id}: {report.signalled} processes on {len(report.nodes)} nodes; "
-        "none of the job's processes is left."
+        f"Stopped {report.job_id}: {report.signalled} processes on {reached} nodes; "
+        "none of the job's processes is left on them."
     )
+    for name in report.unreachable:
+        click.echo(
+            f"{name} could not be reached: its controller ends what is left there when it "
+            "answers again.",
+            err=True,
+        )
     return ExitCode.OK
 
 

@@ -141,6 +141,7 @@ def build_cluster(config: ClusterConfig, *, source: Path | None, base_dir: Path)
             master_port=communication.master_port,
             timeout_seconds=communication.timeout_seconds,
             max_restarts=communication.max_restarts,
+            retries=communication.retries,
             training=training_settings(config.training),
         ),
         logging=LoggingOptions(

@@ -156,6 +156,9 @@ class CommunicationSection(_Model):
     timeout_seconds: Annotated[int, Field(ge=1, le=86400)] = 300
     # torchrun --max-restarts: how often a failed worker group is restarted before giving up.
     max_restarts: Annotated[int, Field(ge=0, le=100)] = 0
+    # How often UGRO's controller starts a failed or lost job again from its last complete
+    # checkpoint (`ugro launch --retries` overrides).
+    retries: Annotated[int, Field(ge=0, le=100)] = 0
 
 
 class ClusterSection(_Model):

@@ -247,8 +247,14 @@ def _start_sshd(sandbox: Sandbox, node: NodePlan) -> None:
     argv = system.in_netns(
         node.netns,
         [
+            # Its own hostname (UTS), and its own PID namespace with a /proc to match: a node's
+            # processes are reachable only through its sshd, as on a real host.
             "unshare",
             "--uts",
+            "--pid",
+            "--fork",
+            "--kill-child",
+            "--mount-proc",
             sys.executable,
             "-m",
             "ugro.sandbox.nodeinit",
@@ -261,7 +267,8 @@ def _start_sshd(sandbox: Sandbox, node: NodePlan) -> None:
         ],
     )
     with open(directory / "sshd.log", "ab") as log_file:
-        # ip netns exec, unshare and nodeinit each exec the next: the pid is sshd's own.
+        # ip netns exec execs unshare, which forks the namespace's first process (nodeinit,
+        # then sshd) and waits for it: the pid is unshare's, alive as long as sshd is.
         process = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,

@@ -123,8 +123,42 @@ def probe(args):
         elif args.port_from:
             report["free_port"] = free_port(args.address, args.port_from)
     report["lock_hash"] = lock_hash(args.lock_file) if args.lock_file else None
+    report["ugro_jobs"] = ugro_jobs()
     report["healthy"] = not report["problems"]
     return report
+
+
+def ugro_jobs():
+    """{job_id: [pids]}: this user's processes (in this PID namespace) carrying a UGRO job's
+    tag, UGRO_JOB_ID, as the job control (roles/ugro_job/files/jobctl.py) finds them. A launch
+    refuses a node running another job's; `ugro health` names the ones no job owns any more."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = None
+    uid, me, jobs = os.getuid(), os.getpid(), {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        base = "/proc/" + entry
+        try:
+            if uid != 0 and os.stat(base).st_uid != uid:
+                continue
+            if namespace is not None and os.readlink(base + "/ns/pid") != namespace:
+                continue
+            with open(base + "/environ", "rb") as handle:
+                variables = handle.read().split(b"\0")
+            with open(base + "/stat") as handle:
+                if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    continue
+        except (OSError, IndexError):
+            continue
+        for variable in variables:
+            if variable.startswith(b"UGRO_JOB_ID="):
+                job_id = variable[len(b"UGRO_JOB_ID=") :].decode("utf-8", "replace")
+                jobs.setdefault(job_id, []).append(int(entry))
+                break
+    return {job_id: sorted(pids) for job_id, pids in sorted(jobs.items())}
 
 
 def interface_for(address):

@@ -1,8 +1,17 @@
-"""UGRO job control on one node: report a job's state, or stop every process of it.
+"""UGRO job control on one node: report a job's state, watch it, stop it, or sweep every job.
 
-Run by the ugro_job role (stdlib only, Python 3.8+), it prints one JSON object. A job's processes
-are found by the tag every one of them carries, UGRO_JOB_ID in its environment: torchrun starts
-its workers in sessions of their own, so the agent's process group alone would miss them.
+Stdlib only, Python 3.8+. The ugro_job role runs it (fed on stdin) for `state`, `stop` and
+`sweep`; every job also carries a copy (code/ugro_jobctl.py), which the job's controller on the
+master runs over SSH for `watch` (one JSON line a second, the node's heartbeat) and `stop`.
+
+A job's processes are found by the tag every one of them carries, UGRO_JOB_ID in its
+environment: torchrun starts its workers in sessions of their own, so the agent's process group
+alone would miss them. Only this user's processes in this PID namespace are looked at: on a real
+host that is every process of the user; in the sandbox, where each node has its own PID
+namespace, it keeps a node's control from reaching another node's processes.
+
+Times in a report are ages in seconds on this node's clock ("age": now - when), so the master
+can place them on its own clock without trusting the node's.
 """
 
 import argparse
@@ -11,27 +20,46 @@ import glob
 import json
 import os
 import re
+import select
+import shutil
 import signal
+import subprocess
 import sys
 import time
+
+TAG = "UGRO_JOB_ID="
+# What ugro_rank.py writes when torchrun (or a stop) ends a rank with SIGTERM: a consequence of
+# a failure elsewhere, not a cause.
+TERMINATED = 143
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("action", choices=("state", "stop"))
-    parser.add_argument("--job-id", required=True)
+    parser.add_argument("action", choices=("state", "stop", "watch", "sweep"))
+    parser.add_argument("--job-id", default="")
     parser.add_argument("--job-id-pattern", required=True, help="the job layout's id pattern")
-    parser.add_argument("--job-dir", required=True)
+    parser.add_argument("--job-dir", default="")
     parser.add_argument("--grace", type=float, default=10.0)
     parser.add_argument("--log-lines", type=int, default=15)
+    parser.add_argument("--interval", type=float, default=1.0, help="watch: seconds per report")
+    parser.add_argument("--kill", action="store_true", help="sweep: stop every tagged process")
     parser.add_argument("--dry-run", action="store_true", help="stop: list, signal nothing")
     args = parser.parse_args(argv)
-    if not re.match(args.job_id_pattern, args.job_id):
+    if args.action != "sweep" and not re.match(args.job_id_pattern, args.job_id):
         print(json.dumps({"error": "invalid job id"}))
         return 2
+    if args.action != "sweep" and not args.job_dir:
+        print(json.dumps({"error": "--job-dir is required"}))
+        return 2
+    if args.action == "watch":
+        return watch(args.job_id, args.job_dir, args.interval, args.log_lines)
+    if args.action == "sweep":
+        print(json.dumps(sweep(args.job_id_pattern, args.kill, args.grace), sort_keys=True))
+        return 0
     report = {"job_id": args.job_id}
     if args.action == "stop" and args.dry_run:
-        report.update({"signalled": 0, "killed": 0, "would_signal": tagged_processes(args.job_id)})
+        pids = [p["pid"] for p in job_processes(args.job_id)]
+        report.update({"signalled": 0, "killed": 0, "would_signal": pids})
     elif args.action == "stop":
         report.update(stop(args.job_id, args.grace))
     report.update(state(args.job_id, args.job_dir, args.log_lines))
@@ -39,46 +67,282 @@ def main(argv=None):
     return 0
 
 
-def tagged_processes(job_id):
-    """Pids of this user's processes whose environment carries UGRO_JOB_ID=<job_id>."""
-    needle = ("UGRO_JOB_ID=" + job_id).encode()
+# --- finding a job's processes ------------------------------------------------------------------
+
+
+def _own_pid_namespace():
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def tagged_processes(job_id=None):
+    """This user's live processes in this PID namespace that carry a UGRO job tag (job_id's
+    only, when given), each as a dict: pid, ppid, job_id, rank, state, cmdline."""
+    namespace = _own_pid_namespace()
+    uid = os.getuid()
+    me = os.getpid()
     found = []
-    for path in glob.glob("/proc/[0-9]*/environ"):
-        pid = int(path.split("/")[2])
-        if pid == os.getpid():
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
             continue
+        pid = int(entry)
+        base = "/proc/" + entry
         try:
-            with open(path, "rb") as handle:
+            if uid != 0 and os.stat(base).st_uid != uid:
+                continue
+            if namespace is not None and os.readlink(base + "/ns/pid") != namespace:
+                continue
+            with open(base + "/environ", "rb") as handle:
                 variables = handle.read().split(b"\0")
+            tags = [
+                v[len(TAG) :].decode("utf-8", "replace")
+                for v in variables
+                if v.startswith(TAG.encode())
+            ]
+            if not tags or (job_id is not None and tags[0] != job_id):
+                continue
+            stat = _stat(pid)
+            if stat is None or stat[0] == "Z":
+                continue
+            with open(base + "/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
         except OSError:
             continue  # gone, or another user's
-        if needle in variables and not _zombie(pid):
-            found.append(pid)
-    return sorted(found)
+        environment = dict(
+            v.decode("utf-8", "replace").split("=", 1) for v in variables if b"=" in v
+        )
+        rank = environment.get("RANK")
+        found.append(
+            {
+                "pid": pid,
+                "ppid": stat[1],
+                "job_id": tags[0],
+                "rank": int(rank) if rank and rank.isdigit() else None,
+                "state": stat[0],
+                "cmdline": cmdline[:300],
+            }
+        )
+    found.sort(key=lambda p: p["pid"])
+    _classify(found)
+    return found
 
 
-def _zombie(pid):
+def job_processes(job_id):
+    return tagged_processes(job_id)
+
+
+def _stat(pid):
+    """(state letter, ppid) from /proc/<pid>/stat, or None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _classify(processes):
+    """Mark each process as the torchrun agent, a rank (a worker the agent started), or other
+    (launch.sh before it becomes the agent, a rank's data-loader children, ...)."""
+    agents = {
+        p["pid"]
+        for p in processes
+        if "torch.distributed.run" in p["cmdline"] or "torchrun" in p["cmdline"].split(" ", 1)[0]
+    }
+    for process in processes:
+        if process["pid"] in agents:
+            process["role"] = "agent"
+        elif "ugro_rank.py" in process["cmdline"] and process["ppid"] not in {
+            p["pid"] for p in processes if p["pid"] not in agents
+        }:
+            # A worker: started by the agent, or orphaned by it (then its parent is init).
+            process["role"] = "rank"
+        else:
+            process["role"] = "other"
+
+
+# --- a job's state ------------------------------------------------------------------------------
+
+
+def state(job_id, job_dir, log_lines):
+    processes = job_processes(job_id)
+    report = {"exists": os.path.isdir(job_dir), "processes": [p["pid"] for p in processes]}
+    report["pid"] = _read_int(os.path.join(job_dir, "pid"))
+    report["exit_code"] = _read_int(os.path.join(job_dir, "exit_code"))
+    report["running"] = bool(processes) or (
+        report["pid"] is not None and report["exit_code"] is None and _alive(report["pid"])
+    )
+    ranks = rank_exits(job_dir, log_lines)
+    report["ranks"] = {
+        str(k): {"exit_code": v["exit_code"], **({"tail": v["tail"]} if "tail" in v else {})}
+        for k, v in sorted(ranks.items())
+    }
+    if report["exit_code"] not in (None, 0) and not any(r["exit_code"] for r in ranks.values()):
+        report["agent_tail"] = agent_tail(job_dir, log_lines)
+    return report
+
+
+def rank_exits(job_dir, log_lines):
+    """{rank: {exit_code, age[, tail]}} from logs/<node>.rank<R>.exit (a failed rank's with
+    the tail of its log)."""
+    now = time.time()
+    ranks = {}
+    for path in glob.glob(os.path.join(job_dir, "logs", "*.rank*.exit")):
+        match = re.search(r"\.rank(\d+)\.exit$", path)
+        code = _read_int(path)
+        if not match or code is None:
+            continue
+        try:
+            age = max(0.0, now - os.stat(path).st_mtime)
+        except OSError:
+            continue
+        entry = {"exit_code": code, "age": round(age, 2)}
+        if code != 0:
+            entry["tail"] = _tail(path[: -len(".exit")] + ".log", log_lines)
+        ranks[int(match.group(1))] = entry
+    return ranks
+
+
+def rank_progress(job_dir):
+    """{rank: {step, age}}: each rank's progress heartbeat (its last completed step)."""
+    now = time.time()
+    progress = {}
+    for path in glob.glob(os.path.join(job_dir, "logs", "*.rank*.progress")):
+        match = re.search(r"\.rank(\d+)\.progress$", path)
+        try:
+            with open(path) as handle:
+                beat = json.load(handle)
+            progress[int(match.group(1))] = {
+                "step": int(beat["step"]),
+                "age": round(max(0.0, now - float(beat["at"])), 2),
+            }
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue  # not written yet, or being replaced
+    return progress
+
+
+def agent_tail(job_dir, log_lines):
+    agent = glob.glob(os.path.join(job_dir, "logs", "*.agent.log"))
+    return _tail(agent[0], log_lines) if agent else []
+
+
+def snapshot(job_id, job_dir, log_lines):
+    """One heartbeat: the job's processes, its supervisor, each rank's exit and progress."""
+    pid = _read_int(os.path.join(job_dir, "pid"))
+    exit_code = _read_int(os.path.join(job_dir, "exit_code"))
+    processes = job_processes(job_id)
+    return {
+        "beat": True,
+        "job_id": job_id,
+        "exists": os.path.isdir(job_dir),
+        "processes": [
+            {k: p[k] for k in ("pid", "ppid", "rank", "role", "state")} for p in processes
+        ],
+        "supervisor": {
+            "pid": pid,
+            "alive": pid is not None and _alive(pid),
+            "exit_code": exit_code,
+        },
+        "ranks": {str(k): v for k, v in sorted(rank_exits(job_dir, log_lines).items())},
+        "progress": {str(k): v for k, v in sorted(rank_progress(job_dir).items())},
+        "agent_tail": agent_tail(job_dir, log_lines) if exit_code not in (None, 0) else [],
+    }
+
+
+def watch(job_id, job_dir, interval, log_lines):
+    """A heartbeat line every `interval` seconds until stdin closes (the master hung up)."""
+    stdin_open = True
+    while True:
+        try:
+            sys.stdout.write(
+                json.dumps(snapshot(job_id, job_dir, log_lines), sort_keys=True) + "\n"
+            )
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return 0
+        if not stdin_open:
+            time.sleep(interval)
+            continue
+        readable, _, _ = select.select([sys.stdin], [], [], interval)
+        if readable and not os.read(sys.stdin.fileno(), 4096):
+            return 0  # EOF: whoever watched is gone
+
+
+# --- stopping -----------------------------------------------------------------------------------
 
 
 def stop(job_id, grace):
-    first = tagged_processes(job_id)
+    """SIGTERM every process of the job, SIGKILL what is left after `grace`, then check that
+    none remains and that no GPU still holds memory for one of them."""
+    first = [p["pid"] for p in job_processes(job_id)]
+    return _stop_pids(first, lambda: [p["pid"] for p in job_processes(job_id)], grace)
+
+
+def _stop_pids(first, remaining, grace):
+    started = time.monotonic()
     for pid in first:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and tagged_processes(job_id):
+    while time.monotonic() < deadline and remaining():
         time.sleep(0.1)
-    killed = tagged_processes(job_id)
+    killed = remaining()
     for pid in killed:
+        # A stopped process (kill -STOP) takes SIGKILL too; CONT lets it see it at once.
         _signal(pid, signal.SIGKILL)
+        _signal(pid, signal.SIGCONT)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and tagged_processes(job_id):
+    while time.monotonic() < deadline and remaining():
         time.sleep(0.05)
-    return {"signalled": len(first), "killed": len(killed), "left": tagged_processes(job_id)}
+    gpu_held = _gpu_holders(set(first))
+    deadline = time.monotonic() + 15
+    while gpu_held and time.monotonic() < deadline:
+        time.sleep(0.5)
+        gpu_held = _gpu_holders(set(first))
+    return {
+        "signalled": len(first),
+        "killed": len(killed),
+        "left": remaining(),
+        "gpu_held": gpu_held,
+        "gpu_checked": shutil.which("nvidia-smi") is not None,
+        "took_s": round(time.monotonic() - started, 2),
+    }
+
+
+def _gpu_holders(pids):
+    """Which of `pids` a GPU still lists as holding memory (nvidia-smi, where there is one)."""
+    if not pids or shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    listed = {int(line) for line in done.stdout.split() if line.strip().isdigit()}
+    return sorted(listed & pids)
+
+
+def sweep(job_id_pattern, kill, grace):
+    """Every UGRO-tagged process of this user, by job; with kill, stop them all and verify."""
+    pattern = re.compile(job_id_pattern)
+    processes = [p for p in tagged_processes() if pattern.match(p["job_id"])]
+    jobs = {}
+    for process in processes:
+        jobs.setdefault(process["job_id"], []).append(process["pid"])
+    report = {"jobs": jobs}
+    if kill:
+
+        def remaining():
+            return [p["pid"] for p in tagged_processes() if pattern.match(p["job_id"])]
+
+        report.update(_stop_pids([p["pid"] for p in processes], remaining, grace))
+    return report
 
 
 def _signal(pid, sig):
@@ -86,27 +350,7 @@ def _signal(pid, sig):
         os.kill(pid, sig)
 
 
-def state(job_id, job_dir, log_lines):
-    report = {"exists": os.path.isdir(job_dir), "processes": tagged_processes(job_id)}
-    report["pid"] = _read_int(os.path.join(job_dir, "pid"))
-    report["exit_code"] = _read_int(os.path.join(job_dir, "exit_code"))
-    report["running"] = bool(report["processes"]) or (
-        report["pid"] is not None and report["exit_code"] is None and _alive(report["pid"])
-    )
-    ranks = {}
-    for path in glob.glob(os.path.join(job_dir, "logs", "*.rank*.exit")):
-        match = re.search(r"\.rank(\d+)\.exit$", path)
-        code = _read_int(path)
-        if match and code is not None:
-            rank = int(match.group(1))
-            ranks[rank] = {"exit_code": code}
-            if code != 0:
-                ranks[rank]["tail"] = _tail(path[: -len(".exit")] + ".log", log_lines)
-    report["ranks"] = {str(k): v for k, v in sorted(ranks.items())}
-    if report["exit_code"] not in (None, 0) and not any(r["exit_code"] for r in ranks.values()):
-        agent = glob.glob(os.path.join(job_dir, "logs", "*.agent.log"))
-        report["agent_tail"] = _tail(agent[0], log_lines) if agent else []
-    return report
+# --- small readers ------------------------------------------------------------------------------
 
 
 def _alive(pid):
@@ -116,7 +360,8 @@ def _alive(pid):
         return False
     except PermissionError:
         return True
-    return not _zombie(pid)
+    stat = _stat(pid)
+    return stat is not None and stat[0] != "Z"
 
 
 def _read_int(path):

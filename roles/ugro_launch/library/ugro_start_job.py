@@ -52,6 +52,13 @@ options:
     description: Seconds to wait for the pid.
     type: float
     default: 30
+  attempt:
+    description: >-
+      The job's attempt. Attempt 1 refuses a directory that already holds a started job;
+      a later attempt first moves the previous one's outcome (pid, exit codes, progress)
+      into C(attempts/<n>/).
+    type: int
+    default: 1
 """
 
 RETURN = r"""
@@ -83,6 +90,7 @@ def main() -> None:
             },
             "start": {"type": "str", "required": True},
             "pid_timeout": {"type": "float", "default": 30.0},
+            "attempt": {"type": "int", "default": 1},
         },
         supports_check_mode=True,  # in check mode it only checks the scripts
     )

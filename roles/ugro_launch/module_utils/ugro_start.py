@@ -9,16 +9,19 @@ object on stdin:
     {"job_dir": "/home/ob/projects/UGRO/data/experiments/exp1_20261129_101010",
      "files": [{"name": "code/scripts/ugro_rank.py", "content": "...", "mode": "0640"},
                {"name": "launch.sh", "content": "...", "mode": "0750", "check": "bash"}, ...],
-     "start": "supervise.sh", "pid_timeout": 30, "check_mode": false}
+     "start": "supervise.sh", "pid_timeout": 30, "attempt": 1, "check_mode": false}
 
 A file's name is a path relative to the job directory (its directories are made as needed);
-nothing may lead out of it.
+nothing may lead out of it. Attempt 1 refuses a directory holding a started job; a later
+attempt (a retry, a resume) moves the previous attempt's outcome into attempts/<n>/ first, so
+the controller reads only the current attempt's exit codes and progress.
 
 and prints one JSON object: {"changed": true, "pid": 12345}, or {"failed": true, "msg": ...}
 with exit code 1. In check mode the scripts are written to a scratch directory and checked with
 `bash -n`, and nothing is started.
 """
 
+import glob
 import json
 import os
 import subprocess
@@ -73,7 +76,10 @@ def start(request):
             for entry in files:
                 write(scratch, entry)
         return {"changed": False, "pid": None, "checked": [e["name"] for e in files]}
-    if os.path.exists(os.path.join(job_dir, "pid")):
+    attempt = int(request.get("attempt") or 1)
+    if attempt > 1:
+        archive_attempt(job_dir, attempt - 1)
+    elif os.path.exists(os.path.join(job_dir, "pid")):
         raise JobError(f"{job_dir} already holds a started job (its pid file exists)")
     for directory in (job_dir, os.path.join(job_dir, "logs")):
         os.makedirs(directory, exist_ok=True)
@@ -91,6 +97,24 @@ def start(request):
         check=True,
     )
     return {"changed": True, "pid": wait_for_pid(job_dir, float(request["pid_timeout"]))}
+
+
+# An attempt's outcome on the node, moved aside before the next attempt starts.
+ATTEMPT_FILES = ("pid", "exit_code", "logs/*.exit", "logs/*.progress")
+
+
+def archive_attempt(job_dir, previous):
+    """Move attempt `previous`'s outcome into attempts/<previous>/ (a repeated call moves
+    nothing twice: what is already there stays)."""
+    target = os.path.join(job_dir, "attempts", str(previous))
+    for pattern in ATTEMPT_FILES:
+        for path in glob.glob(os.path.join(job_dir, pattern)):
+            destination = os.path.join(target, os.path.relpath(path, job_dir))
+            os.makedirs(os.path.dirname(destination), mode=DIRECTORY_MODE, exist_ok=True)
+            if not os.path.exists(destination):
+                os.replace(path, destination)
+            else:
+                os.unlink(path)
 
 
 def check_name(name):

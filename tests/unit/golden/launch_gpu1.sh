@@ -8,6 +8,8 @@ cd /home/ob/projects/UGRO/data/experiments/exp1_20261129_101010
 # Every process of the job inherits this tag: `ugro stop` finds them all by it.
 export UGRO_JOB_ID=exp1_20261129_101010
 export UGRO_NODE=gpu1
+# 1 for the launch, then one more per retry or resume: a script may resume when it is above 1.
+export UGRO_ATTEMPT=1
 export UGRO_OUTPUT_DIR=/home/ob/projects/UGRO/data/experiments/exp1_20261129_101010
 # The master's ranks write the job's metrics and artifacts straight into its experiment directory.
 export UGRO_PRIMARY=0

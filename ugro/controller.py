@@ -1,0 +1,571 @@
+"""A job's controller: one detached process on the master that owns the job until it is over.
+
+    python -m ugro.controller EXPERIMENT_DIR      (started by the launch; see ugro.watcher)
+
+Its loop reconciles what the history says with what the nodes say (observe, decide, act):
+
+- `launching`: wait for the launching process; if it died before the job ran, stop whatever
+  started and record `lost` ("the launch was interrupted").
+- `running`: keep a heartbeat stream to every node (ugro.nodelink) and judge the attempt from it
+  (ugro.detect): a rank killed or failing, an agent killed under its workers, a node silent and
+  unreachable by SSH, no training step for the hang timeout, or the user's stop request. Then
+  tear the attempt down on every node and check nothing of it is left, bring its files home,
+  and record its one final state with the cause that came first and when the job really ended.
+- a final state: retry (`--retries`) from the last complete checkpoint after a backoff, unless
+  the failure is one retrying cannot fix; else finish.
+- leftovers on a node that could not be reached during teardown are killed when it answers
+  again (within `cleanup_window_s`), and the history says so.
+
+Only one controller runs per job (a lock the kernel frees when it dies); one started again after
+a crash reads the history and the nodes and carries on from there, so no attempt starts twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ugro.cluster import Cluster
+from ugro.detect import AttemptTracker, Problem, choose_cause
+from ugro.errors import UgroError
+from ugro.jobs import JobRecord, Jobs
+from ugro.nodelink import NodeLink
+from ugro.state import read_json, write_json_atomic
+from ugro.watcher import DONE, Watcher
+
+log = logging.getLogger("ugro.controller")
+
+POLL_S = 0.5
+# After the first problem, wait this long for the reports that show its cause.
+SETTLE_S = 1.5
+# A node silent this long (heartbeats come every second) holds a decision back until it is
+# known to be alive or lost.
+SILENT_S = 2.5
+LEFTOVER_PROBE_S = 5.0
+# A failure that retrying cannot fix: a usage error (bad options exit 2).
+USAGE_EXIT = 2
+
+
+@dataclass
+class Outcome:
+    state: str  # succeeded | failed | stopped | lost
+    at: float  # time.monotonic() when the job ended
+    problem: Problem | None = None
+    reason: str = ""
+    last_step: int | None = None
+    detected: float = 0.0  # time.monotonic() when the controller knew
+
+
+@dataclass
+class _Probe:
+    thread: threading.Thread
+    result: list[bool] = field(default_factory=list)
+
+
+def wall(monotonic_at: float) -> float:
+    return time.time() - (time.monotonic() - monotonic_at)
+
+
+def iso(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp, timezone.utc).isoformat(timespec="milliseconds")
+
+
+class Controller:
+    def __init__(self, cluster: Cluster, job_id: str, watcher: Watcher) -> None:
+        self.cluster = cluster
+        self.job_id = job_id
+        self.watcher = watcher
+        self.jobs = Jobs(cluster)
+        self.options = watcher.options()
+        self.phase = "starting"
+        self.message = ""
+        self.live: dict[str, Any] = {}
+        self.pending_cleanup: list[str] = []
+        self._last_state_write = 0.0
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> None:
+        log.info("controller for %s: pid %d", self.job_id, os.getpid())
+        while True:
+            record = self.jobs.find(self.job_id)
+            if record.state == "launching":
+                if not self._await_launch(record):
+                    continue
+            elif record.state == "running":
+                outcome = self._watch(record)
+                self._end(record, outcome)
+            elif not self._retry(record):
+                break
+        self._chase_leftovers()
+        self._publish(DONE, "", force=True)
+        log.info("controller for %s: done", self.job_id)
+
+    def _publish(self, phase: str, message: str, *, force: bool = False, **live: Any) -> None:
+        self.phase, self.message = phase, message
+        if live:
+            self.live = live
+        now = time.monotonic()
+        if not force and now - self._last_state_write < 1.0:
+            return
+        self._last_state_write = now
+        record = self.jobs.records().get(self.job_id)
+        write_json_atomic(
+            self.watcher.state_path,
+            {
+                "pid": os.getpid(),
+                "phase": phase,
+                "message": message,
+                "attempt": record.attempt if record else None,
+                "updated_at": time.time(),
+                "pending_cleanup": self.pending_cleanup,
+                **self.live,
+            },
+        )
+
+    # -- launching ------------------------------------------------------------------------------
+    def _await_launch(self, record: JobRecord) -> bool:
+        """Wait while the launch runs; True once it has ended either way."""
+        launcher = record.detail.get("launcher_pid")
+        self._publish("launching", f"attempt {record.attempt} is starting", force=True)
+        while isinstance(launcher, int) and launcher != os.getpid() and _alive(launcher):
+            time.sleep(POLL_S)
+            if self.jobs.find(self.job_id).state != "launching":
+                return True
+        if self.jobs.find(self.job_id).state != "launching":
+            return True
+        # The launcher died between recording `launching` and `running` (or `failed`).
+        log.warning("%s: the launch (pid %s) ended before the job ran", self.job_id, launcher)
+        nodes = self.jobs.nodes(record)
+        started = time.monotonic()
+        teardown = self._teardown(nodes)
+        self._record_end(
+            record,
+            Outcome("lost", started, reason="the launch was interrupted before the job ran"),
+            teardown,
+        )
+        return False
+
+    # -- watching -------------------------------------------------------------------------------
+    def _watch(self, record: JobRecord) -> Outcome:
+        nodes = self.jobs.nodes(record)
+        links = {
+            name: NodeLink(self.cluster, self.cluster.node(name), self.job_id) for name in nodes
+        }
+        tracker = AttemptTracker(
+            nodes,
+            pg_timeout=float(self.cluster.launch.timeout_seconds),
+            hang_timeout=self.options.hang_timeout,
+            tolerate_rank_failures=self.cluster.launch.max_restarts > 0,
+        )
+        for link in links.values():
+            link.start()
+        probes: dict[str, _Probe] = {}
+        seen: dict[str, float] = {}
+        first_problem_at: float | None = None
+        try:
+            while True:
+                now = time.monotonic()
+                stop = self.watcher.stop_requested()
+                if stop is not None:
+                    by = str(stop.get("by") or "the user")
+                    return Outcome(
+                        "stopped",
+                        now,
+                        reason=f"stopped by {by}",
+                        detected=now,
+                        last_step=_last_step(tracker),
+                    )
+                unsettled = False
+                for name, link in links.items():
+                    beat = link.latest()
+                    if beat is not None and beat.received > seen.get(name, 0.0):
+                        seen[name] = beat.received
+                        tracker.observe(name, beat.report, beat.received)
+                    silent = link.silent_for(now)
+                    if silent > SILENT_S:
+                        unsettled = True
+                    if silent <= self.options.heartbeat_grace_s:
+                        continue
+                    probe = probes.get(name)
+                    if probe is None:
+                        probes[name] = _start_probe(link)
+                    elif not probe.thread.is_alive():
+                        del probes[name]
+                        if probe.result and probe.result[0]:
+                            log.warning(
+                                "%s: no heartbeat from %s for %.0fs, but it answers SSH: "
+                                "reconnecting",
+                                self.job_id,
+                                name,
+                                silent,
+                            )
+                            link.start()
+                        else:
+                            last = beat.received if beat else link.started
+                            tracker.add_unreachable(
+                                name,
+                                last,
+                                f"unreachable: no heartbeat for {now - last:.0f}s and SSH "
+                                "to it failed",
+                            )
+                problems = tracker.problems(now)
+                if problems:
+                    first_problem_at = first_problem_at or now
+                    waited = now - first_problem_at
+                    ready = waited >= SETTLE_S and (not unsettled or waited >= self._max_wait())
+                    if ready or any(p.kind == "unreachable" for p in problems):
+                        cause = choose_cause(problems)
+                        assert cause is not None
+                        return Outcome(
+                            cause.final_state,
+                            min(p.at for p in problems),
+                            problem=cause,
+                            reason=cause.describe(),
+                            last_step=_last_step(tracker),
+                            detected=now,
+                        )
+                elif tracker.succeeded():
+                    return Outcome("succeeded", now, last_step=_last_step(tracker), detected=now)
+                stalled = tracker.stalled_for(now)
+                self._publish(
+                    "watching",
+                    f"stalled for {stalled // 5 * 5:.0f}s" if stalled and stalled >= 10 else "",
+                    nodes={
+                        name: {"silent_s": round(link.silent_for(now), 1)}
+                        for name, link in links.items()
+                    },
+                    steps=tracker.steps(),
+                    stalled_s=round(stalled, 1) if stalled is not None else None,
+                    hang_timeout_s=round(tracker.current_hang_timeout(), 1),
+                )
+                time.sleep(POLL_S)
+        finally:
+            for link in links.values():
+                link.close()
+
+    def _max_wait(self) -> float:
+        return self.options.heartbeat_grace_s + self.cluster.ssh.connect_timeout + 6
+
+    # -- ending an attempt ----------------------------------------------------------------------
+    def _teardown(self, nodes: list[str]) -> dict[str, dict[str, Any]]:
+        """Every process of the job ended on every node that answers, and checked gone."""
+        self._publish("tearing down", f"stopping {self.job_id} on {', '.join(nodes)}", force=True)
+        links = [NodeLink(self.cluster, self.cluster.node(name), self.job_id) for name in nodes]
+        with ThreadPoolExecutor(max_workers=max(len(links), 1)) as pool:
+            reports = list(pool.map(lambda link: link.stop(grace=self.options.stop_grace_s), links))
+        results = {}
+        for name, report in zip(nodes, reports, strict=True):
+            if "unreachable" in report:
+                results[name] = {"unreachable": report["unreachable"]}
+                continue
+            results[name] = {
+                key: report.get(key)
+                for key in ("signalled", "killed", "left", "gpu_held", "gpu_checked", "took_s")
+            }
+        return results
+
+    def _end(self, record: JobRecord, outcome: Outcome) -> None:
+        nodes = self.jobs.nodes(record)
+        teardown = self._teardown(nodes)
+        down_at = time.monotonic()
+        reachable = [n for n in nodes if "unreachable" not in teardown[n]]
+        self._publish("collecting", f"bringing {self.job_id}'s files home", force=True)
+        try:
+            from ugro.control import collect
+
+            collect(self.cluster, self.job_id, reachable)
+        except UgroError as exc:
+            log.warning("collecting %s: %s", self.job_id, exc.message)
+        self._record_end(record, outcome, teardown, down_at=down_at)
+
+    def _record_end(
+        self,
+        record: JobRecord,
+        outcome: Outcome,
+        teardown: dict[str, dict[str, Any]],
+        *,
+        down_at: float | None = None,
+    ) -> None:
+        unreachable = sorted(n for n, r in teardown.items() if "unreachable" in r)
+        survivors = {n: r["left"] for n, r in teardown.items() if r.get("left")}
+        self.pending_cleanup = sorted(set(self.pending_cleanup) | set(unreachable))
+        detail: dict[str, Any] = {
+            "ended_at": iso(wall(outcome.at)),
+            "teardown": teardown,
+        }
+        if outcome.problem is not None:
+            detail["failure"] = outcome.problem.as_detail()
+        if outcome.reason:
+            detail["reason"] = outcome.reason
+        if outcome.last_step is not None:
+            detail["last_step"] = outcome.last_step
+        if unreachable:
+            detail["pending_cleanup"] = unreachable
+        if survivors:
+            detail["survivors"] = survivors
+        if outcome.detected:
+            detail["timeline"] = {
+                "ended": round(wall(outcome.at), 3),
+                "detected": round(wall(outcome.detected), 3),
+                **({"down": round(wall(down_at), 3)} if down_at else {}),
+            }
+        written = self.jobs.record(self.job_id, outcome.state, attempt=record.attempt, **detail)  # type: ignore[arg-type]
+        log.info(
+            "%s attempt %d: %s%s%s",
+            self.job_id,
+            record.attempt,
+            outcome.state,
+            f" ({outcome.reason})" if outcome.reason else "",
+            "" if written else " (not recorded: the attempt had already ended)",
+        )
+
+    # -- the next attempt -----------------------------------------------------------------------
+    def _retry(self, record: JobRecord) -> bool:
+        """Start the next attempt if this one may be retried; False when the job is over."""
+        why_not = self._no_retry(record)
+        if why_not:
+            if record.state in ("failed", "lost") and self.options.retries:
+                log.info("%s: not retrying: %s", self.job_id, why_not)
+                if record.detail.get("retry_refused") is None:
+                    self.jobs.note(
+                        self.job_id, "not_retried", reason=why_not, attempt=record.attempt
+                    )
+            return False
+        attempt = record.attempt + 1
+        delay = min(self.options.backoff_s * 2 ** (record.attempt - 1), self.options.backoff_max_s)
+        self._publish("waiting to retry", f"attempt {attempt} in {delay:.0f}s", force=True)
+        if not self._sleep(delay):
+            return False
+        nodes = self._nodes_for_retry(record)
+        if nodes is None:
+            return False
+        from ugro.launch import resume_args, start_attempt, stored_request
+
+        request = stored_request(self.options.request)
+        args = resume_args(request)
+        cause = (record.detail.get("failure") or {}).get("reason") or record.detail.get("reason")
+        written = self.jobs.record(
+            self.job_id,
+            "launching",
+            attempt=attempt,
+            nodes=nodes,
+            launcher_pid=os.getpid(),
+            retry_of=record.attempt,
+            retry_reason=cause,
+        )
+        if not written:
+            return True  # someone else moved the job on: look again
+        self._publish("launching", f"attempt {attempt} on {', '.join(nodes)}", force=True)
+        try:
+            start_attempt(
+                self.cluster, self.job_id, request, attempt=attempt, nodes=nodes, args=args
+            )
+        except UgroError as exc:
+            log.warning("%s attempt %d did not start: %s", self.job_id, attempt, exc.message)
+        return True
+
+    def _no_retry(self, record: JobRecord) -> str | None:
+        if self.watcher.stop_requested() is not None:
+            return "the user stopped the job"
+        if record.state not in ("failed", "lost"):
+            return f"the job {record.state}"
+        if record.attempt > self.options.retries:
+            return f"no retries left ({self.options.retries} allowed)"
+        failure = record.detail.get("failure") or {}
+        if not failure and record.state == "failed":
+            return "the launch itself failed: " + str(record.detail.get("reason") or "")
+        if failure.get("exit_code") == USAGE_EXIT:
+            return "the script refused its options (exit 2); retrying cannot fix that"
+        if (
+            failure.get("cause") in ("exit", "agent_exit")
+            and record.detail.get("last_step") is None
+        ):
+            return "it failed before its first training step (a script or setup error)"
+        if _out_of_memory(failure):
+            earlier = [
+                e
+                for e in self.jobs.history()
+                if e.get("job_id") == self.job_id
+                and e.get("state") == "failed"
+                and e.get("attempt", 1) < record.attempt
+                and _out_of_memory(e.get("failure") or {})
+                and e.get("last_step") == record.detail.get("last_step")
+            ]
+            if earlier:
+                return f"out of memory at step {record.detail.get('last_step')} twice"
+        return None
+
+    def _nodes_for_retry(self, record: JobRecord) -> list[str] | None:
+        """The job's nodes once they all answer; fewer (not below --min-nodes, master
+        included) if some stay down past node_wait_s; None to give up."""
+        wanted = self.jobs.nodes(record)
+        original = self.jobs.config(self.job_id).get("nodes") or wanted
+        wanted = list(original)
+        deadline = time.monotonic() + self.options.node_wait_s
+        while True:
+            up = [
+                n
+                for n in wanted
+                if NodeLink(self.cluster, self.cluster.node(n), self.job_id).probe()
+            ]
+            if len(up) == len(wanted):
+                return wanted
+            down = [n for n in wanted if n not in up]
+            minimum = self.options.min_nodes
+            if minimum is not None and len(up) >= minimum and self.cluster.master.name in up:
+                log.info(
+                    "%s: retrying on %s without %s", self.job_id, ", ".join(up), ", ".join(down)
+                )
+                return up
+            if time.monotonic() >= deadline:
+                self.jobs.note(
+                    self.job_id,
+                    "not_retried",
+                    attempt=record.attempt,
+                    reason=(
+                        f"{', '.join(down)} did not answer within {self.options.node_wait_s:.0f}s"
+                    ),
+                )
+                return None
+            self._publish("waiting for nodes", f"{', '.join(down)} unreachable", force=True)
+            if not self._sleep(LEFTOVER_PROBE_S):
+                return None
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep, waking for a stop request (False then)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.watcher.stop_requested() is not None:
+                return False
+            time.sleep(min(POLL_S, max(deadline - time.monotonic(), 0)))
+        return True
+
+    # -- leftovers ------------------------------------------------------------------------------
+    def _chase_leftovers(self) -> None:
+        """Kill the job's processes on nodes that were unreachable at teardown, once they answer."""
+        record = self.jobs.find(self.job_id)
+        pending = sorted(
+            set(self.pending_cleanup) | set(record.detail.get("pending_cleanup") or [])
+        )
+        cleaned = {
+            e.get("node")
+            for e in record.detail.get("events", [])
+            if e.get("event") == "leftovers_cleaned"
+        }
+        pending = [n for n in pending if n not in cleaned]
+        deadline = time.monotonic() + self.options.cleanup_window_s
+        while pending and time.monotonic() < deadline:
+            self.pending_cleanup = pending
+            self._publish(
+                "cleanup", f"waiting for {', '.join(pending)} to kill what is left", force=True
+            )
+            for name in list(pending):
+                link = NodeLink(self.cluster, self.cluster.node(name), self.job_id)
+                if not link.probe():
+                    continue
+                report = link.stop(grace=self.options.stop_grace_s)
+                if "unreachable" in report:
+                    continue
+                self.jobs.note(
+                    self.job_id,
+                    "leftovers_cleaned",
+                    node=name,
+                    signalled=report.get("signalled"),
+                    left=report.get("left"),
+                )
+                log.info(
+                    "%s: %s answers again; %s leftover processes ended",
+                    self.job_id,
+                    name,
+                    report.get("signalled"),
+                )
+                pending.remove(name)
+            time.sleep(LEFTOVER_PROBE_S if pending else 0)
+        if pending:
+            self.jobs.note(self.job_id, "leftovers_unreached", nodes=pending)
+        self.pending_cleanup = []
+
+
+def _start_probe(link: NodeLink) -> _Probe:
+    probe = _Probe(thread=threading.Thread(target=lambda: None, daemon=True))
+
+    def run() -> None:
+        probe.result.append(link.probe())
+
+    probe.thread = threading.Thread(target=run, daemon=True)
+    probe.thread.start()
+    return probe
+
+
+def _last_step(tracker: AttemptTracker) -> int | None:
+    steps = tracker.steps()
+    return max(steps.values()) if steps else None
+
+
+def _out_of_memory(failure: dict[str, Any]) -> bool:
+    text = " ".join(failure.get("tail") or []) + " " + str(failure.get("reason") or "")
+    return "out of memory" in text.lower() or "OutOfMemoryError" in text
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def _take_lock(path: Path) -> int | None:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd  # held (open) for the life of the process
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m ugro.controller EXPERIMENT_DIR", file=sys.stderr)
+        return 2
+    directory = Path(argv[0])
+    watcher = Watcher(directory)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if _take_lock(watcher.lock_path) is None:
+        log.info("another controller watches %s; leaving it to it", directory.name)
+        return 0
+    data = read_json(watcher.cluster_path)
+    if not isinstance(data, dict):
+        log.error("%s holds no cluster", watcher.cluster_path)
+        return 2
+    cluster = Cluster.from_json(data)
+    try:
+        Controller(cluster, directory.name, watcher).run()
+    except UgroError as exc:
+        log.error("%s", exc.message)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

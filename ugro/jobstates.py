@@ -1,0 +1,58 @@
+"""A job's states and the transitions between them, written down once.
+
+The history (`data/job_history.jsonl`, ugro.jobs) refuses any other transition, under its lock,
+so two writers (a job's controller and a user's `ugro stop`, say) can never give one attempt two
+final states. Tests read the same table.
+
+An attempt is one start of a job on its nodes. Attempt 1 is the launch; a retry after a failure
+(`--retries`) or `ugro launch --resume JOB` begins the next attempt, at `launching` again.
+
+    launching -> running -> succeeded | failed | stopped | lost
+    launching -> failed | stopped | lost     (refused, interrupted, or lost while starting)
+    a final state -> launching               (only as the next attempt)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+State = Literal["launching", "running", "succeeded", "failed", "stopped", "lost"]
+
+ACTIVE_STATES: tuple[State, ...] = ("launching", "running")
+FINAL_STATES: tuple[State, ...] = ("succeeded", "failed", "stopped", "lost")
+STATES: tuple[State, ...] = ACTIVE_STATES + FINAL_STATES
+
+# Within one attempt: what may follow each state (None: the job has no history yet).
+TRANSITIONS: dict[State | None, frozenset[State]] = {
+    None: frozenset({"launching"}),
+    "launching": frozenset({"running", "failed", "stopped", "lost"}),
+    "running": frozenset({"succeeded", "failed", "stopped", "lost"}),
+    "succeeded": frozenset(),
+    "failed": frozenset(),
+    "stopped": frozenset(),
+    "lost": frozenset(),
+}
+# A final state is followed by the next attempt's `launching` and nothing else.
+NEXT_ATTEMPT_FROM: frozenset[State] = frozenset(FINAL_STATES)
+
+
+def refusal(
+    current: State | None, current_attempt: int, new: State, new_attempt: int
+) -> str | None:
+    """Why `current` (of `current_attempt`) may not become `new` (of `new_attempt`); None if
+    it may."""
+    if new not in STATES:
+        return f"{new!r} is not a job state"
+    if current is None:
+        return None if new == "launching" else f"a job begins at launching, not {new}"
+    if new_attempt == current_attempt:
+        if new in TRANSITIONS[current]:
+            return None
+        if current in FINAL_STATES:
+            return f"attempt {current_attempt} already ended {current}"
+        return f"{current} cannot become {new}"
+    if new_attempt == current_attempt + 1 and new == "launching" and current in NEXT_ATTEMPT_FROM:
+        return None
+    if new_attempt == current_attempt + 1:
+        return f"attempt {new_attempt} may begin only once attempt {current_attempt} has ended"
+    return f"attempt {new_attempt} does not follow attempt {current_attempt}"
