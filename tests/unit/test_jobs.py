@@ -8,35 +8,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import yaml
 
 from ugro.config import load_cluster_file
 from ugro.errors import UsageError
 from ugro.joblayout import check_job_ref, check_name, new_job_id
 from ugro.jobs import Jobs, job_results
 from ugro.launch import TRAINING_FLAGS, training_args
-
-
-@pytest.fixture
-def cluster(tmp_path: Path):
-    path = tmp_path / "cluster.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "cluster": {
-                    "name": "t",
-                    "master": {"hostname": "m", "ip": "127.0.0.1", "user": "root"},
-                },
-                "paths": {"project_root": str(tmp_path / "project")},
-                "training": {
-                    "default_model": "tiny-llama",
-                    "max_seq_length": 64,
-                    "lora": {"target_modules": ["q_proj", "k_proj"]},
-                },
-            }
-        )
-    )
-    return load_cluster_file(path)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,198 @@
+"""The node-side job control (roles/ugro_job/files/jobctl.py) against a real torchrun job on
+this machine: two ranks through scripts/ugro_rank.py, tagged as a launch tags them."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+JOBCTL = REPO / "roles" / "ugro_job" / "files" / "jobctl.py"
+PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}_[0-9]{8}_[0-9]{6}$"
+
+spec = importlib.util.spec_from_file_location("jobctl", JOBCTL)
+assert spec and spec.loader
+jobctl = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(jobctl)
+
+BEATING = """\
+import json, os, sys, time
+for step in range(1, 100000):
+    path = os.environ["UGRO_PROGRESS_FILE"]
+    with open(path + ".tmp", "w") as handle:
+        json.dump({"step": step, "at": time.time()}, handle)
+    os.replace(path + ".tmp", path)
+    time.sleep(0.2)
+"""
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 60.0) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"not true within {timeout}s: {condition}")
+
+
+@pytest.fixture
+def job(tmp_path: Path) -> Iterator[tuple[str, Path, subprocess.Popen[bytes]]]:
+    job_id = f"ctl{os.getpid()}_20260101_000000"
+    job_dir = tmp_path / job_id
+    (job_dir / "logs").mkdir(parents=True)
+    script = tmp_path / "beating.py"
+    script.write_text(BEATING)
+    env = {**os.environ, "UGRO_JOB_ID": job_id, "UGRO_NODE": "here", "OMP_NUM_THREADS": "1"}
+    agent = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            str(REPO / "scripts" / "ugro_rank.py"),
+            "--log-dir",
+            str(job_dir / "logs"),
+            "--",
+            str(script),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    (job_dir / "pid").write_text(f"{agent.pid}\n")
+    try:
+        yield job_id, job_dir, agent
+    finally:
+        jobctl.stop(job_id, 2.0)
+        agent.wait(timeout=30)
+
+
+def ranks_of(snapshot: dict) -> dict[int, int]:
+    return {p["rank"]: p["pid"] for p in snapshot["processes"] if p["role"] == "rank"}
+
+
+def test_a_snapshot_sees_the_agent_its_ranks_and_their_progress(job) -> None:
+    job_id, job_dir, agent = job
+    snapshot = wait_for(
+        lambda: (
+            (s := jobctl.snapshot(job_id, str(job_dir), 5))["progress"].keys() >= {"0", "1"} and s
+        )
+    )
+    assert isinstance(snapshot, dict)
+    roles = sorted(p["role"] for p in snapshot["processes"])
+    assert roles == ["agent", "rank", "rank"]
+    assert [p["pid"] for p in snapshot["processes"] if p["role"] == "agent"] == [agent.pid]
+    assert set(ranks_of(snapshot)) == {0, 1}
+    assert snapshot["supervisor"] == {"pid": agent.pid, "alive": True, "exit_code": None}
+    assert all(beat["step"] >= 1 and beat["age"] < 5 for beat in snapshot["progress"].values())
+
+
+def test_a_killed_rank_leaves_no_exit_code_and_its_sibling_exits_143(job) -> None:
+    job_id, job_dir, _agent = job
+    snapshot = wait_for(
+        lambda: len(ranks_of(s := jobctl.snapshot(job_id, str(job_dir), 5))) == 2 and s
+    )
+    assert isinstance(snapshot, dict)
+    victim = ranks_of(snapshot)[1]
+    os.kill(victim, signal.SIGKILL)
+    exits = wait_for(lambda: jobctl.rank_exits(str(job_dir), 5).get(0))
+    assert isinstance(exits, dict)
+    # torchrun ends the surviving rank with SIGTERM: ugro_rank.py records 143 for it, the
+    # consequence; the killed rank, the cause, has no exit code at all.
+    assert exits["exit_code"] == 143
+    assert 1 not in jobctl.rank_exits(str(job_dir), 5)
+
+
+def test_stop_ends_every_tagged_process_and_checks(job) -> None:
+    job_id, job_dir, agent = job
+    wait_for(lambda: len(jobctl.job_processes(job_id)) >= 3)
+    report = jobctl.stop(job_id, 5.0)
+    assert report["signalled"] >= 3 and report["left"] == []
+    assert jobctl.job_processes(job_id) == []
+    agent.wait(timeout=10)
+    assert jobctl.state(job_id, str(job_dir), 5)["running"] is False
+
+
+def test_watch_beats_until_the_master_hangs_up(job) -> None:
+    job_id, job_dir, _agent = job
+    watcher = subprocess.Popen(
+        [
+            sys.executable,
+            str(JOBCTL),
+            "watch",
+            "--job-id",
+            job_id,
+            "--job-id-pattern",
+            PATTERN,
+            "--job-dir",
+            str(job_dir),
+            "--interval",
+            "0.2",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert watcher.stdout is not None and watcher.stdin is not None
+    beats = [json.loads(watcher.stdout.readline()) for _ in range(3)]
+    assert all(b["beat"] and b["job_id"] == job_id for b in beats)
+    watcher.stdin.close()  # what sshd does when the connection goes
+    assert watcher.wait(timeout=5) == 0
+
+
+def test_sweep_finds_every_job_and_kills_with_kill(job) -> None:
+    job_id, _job_dir, _agent = job
+    wait_for(lambda: len(jobctl.job_processes(job_id)) >= 3)
+    listed = jobctl.sweep(PATTERN, False, 5.0)
+    assert len(listed["jobs"][job_id]) >= 3 and "signalled" not in listed
+    swept = jobctl.sweep(PATTERN, True, 5.0)
+    assert swept["left"] == [] and jobctl.job_processes(job_id) == []
+
+
+def test_another_pid_namespace_is_out_of_reach(tmp_path: Path) -> None:
+    """As a sandbox node's processes are to the master: tagged, but in a PID namespace of
+    their own, they are never found (nor signalled) from here."""
+    if os.geteuid() != 0:
+        pytest.skip("unshare --pid needs root")
+    job_id = f"far{os.getpid()}_20260101_000000"
+    inside = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--kill-child", "--mount-proc", "sleep", "60"],
+        env={**os.environ, "UGRO_JOB_ID": job_id},
+        start_new_session=True,
+    )
+    try:
+        # The sleep is there, tagged, as the host sees it...
+        def tagged_sleep() -> int | None:
+            for entry in Path("/proc").iterdir():
+                try:
+                    found = entry.name.isdigit() and (entry / "comm").read_text().strip() == "sleep"
+                    if (
+                        found
+                        and f"UGRO_JOB_ID={job_id}".encode() in (entry / "environ").read_bytes()
+                    ):
+                        return int(entry.name)
+                except OSError:
+                    continue
+            return None
+
+        sleeper = wait_for(tagged_sleep, timeout=10)
+        # ...but not to the job control, which only looks in its own PID namespace (unshare
+        # itself, tagged too, runs in this one: a sandbox's runs untagged, under sshd).
+        seen = {p["pid"] for p in jobctl.job_processes(job_id)}
+        assert sleeper not in seen and seen <= {inside.pid}
+        assert sleeper not in jobctl.sweep(PATTERN, False, 1.0)["jobs"].get(job_id, [])
+    finally:
+        inside.kill()
+        inside.wait(timeout=10)
