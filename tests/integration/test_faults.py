@@ -1,0 +1,435 @@
+"""Faults on the 3-node sandbox, each as a user would meet it, each judged by the job's controller.
+
+Every node is a real host (its own network, hostname and PID namespace, reached over SSH as its
+user); faults are injected as they happen on real machines: a process killed or stopped on its
+node (over SSH), a node partitioned or powered off (the sandbox's link and namespace). Each test
+asserts the final state, the cause named, the detection and teardown times from the history's
+timeline, and that no process of the job is left on any node, checked over SSH as the node's
+user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import run_ugro
+from tests.integration.conftest import ssh_as
+from ugro.config import load_cluster_file
+from ugro.jobs import Jobs
+from ugro.jobstates import FINAL_STATES
+from ugro.sandbox import lifecycle
+from ugro.watcher import Watcher
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+# A job of ugro_rank.py-wrapped ranks that tick once a second and beat their progress.
+BEATING = """\
+import json, os, time
+for step in range(1, 3600):
+    print(f"rank {os.environ['RANK']} attempt {os.environ['UGRO_ATTEMPT']} step {step}", flush=True)
+    path = os.environ["UGRO_PROGRESS_FILE"]
+    with open(path + ".tmp", "w") as handle:
+        json.dump({"step": step, "at": time.time()}, handle)
+    os.replace(path + ".tmp", path)
+    time.sleep(1)
+"""
+
+# Run on a node (over SSH as its user, or here for the master): signal one of the job's
+# processes in this PID namespace, the torchrun agent or a rank; print its pid.
+SIGNAL_ONE = """\
+import os, sys
+job, role, number = sys.argv[1], sys.argv[2], int(sys.argv[3])
+here = os.readlink("/proc/self/ns/pid")
+for entry in os.listdir("/proc"):
+    if not entry.isdigit():
+        continue
+    try:
+        if os.readlink(f"/proc/{entry}/ns/pid") != here:
+            continue
+        environ = open(f"/proc/{entry}/environ", "rb").read().split(b"\\0")
+        cmdline = open(f"/proc/{entry}/cmdline", "rb").read()
+    except OSError:
+        continue
+    if f"UGRO_JOB_ID={job}".encode() not in environ or b"ugro_rank.py" not in cmdline:
+        continue
+    if (role == "agent") == (b"torch.distributed.run" in cmdline):
+        os.kill(int(entry), number)
+        print(entry)
+        break
+"""
+
+# Run on a node: the pids in this PID namespace carrying the job's tag, as JSON.
+TAGGED = """\
+import json, os, sys
+needle = ("UGRO_JOB_ID=" + sys.argv[1]).encode()
+here = os.readlink("/proc/self/ns/pid")
+found = []
+for entry in os.listdir("/proc"):
+    if entry.isdigit() and int(entry) != os.getpid():
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") == here and needle in open(
+                f"/proc/{entry}/environ", "rb"
+            ).read().split(b"\\0"):
+                found.append(int(entry))
+        except OSError:
+            pass
+print(json.dumps(found))
+"""
+
+
+# Run on a node: a process tagged with a job that no longer runs, detached from the SSH session.
+GHOST = """\
+import os, subprocess
+subprocess.Popen(
+    ["sleep", "600"],
+    env={**os.environ, "UGRO_JOB_ID": "ghost_20200101_000000"},
+    stdin=subprocess.DEVNULL,
+    stdout=subprocess.DEVNULL,
+    stderr=subprocess.DEVNULL,
+    start_new_session=True,
+)
+"""
+
+
+@pytest.fixture(scope="module")
+def env(sandbox) -> dict[str, str]:
+    return {"UGRO_CONFIG": str(sandbox.cluster_file)}
+
+
+@pytest.fixture(scope="module")
+def beating(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("scripts") / "beating.py"
+    path.write_text(BEATING)
+    return path
+
+
+def jobs_of(sandbox) -> Jobs:
+    return Jobs(load_cluster_file(sandbox.cluster_file))
+
+
+def on_node(sandbox, node: str, program: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """A Python program on a node: over SSH as its user, or here for the master."""
+    if node == "gpu-master":
+        return subprocess.run(
+            [sys.executable, "-c", program, *args], capture_output=True, text=True, check=False
+        )
+    return ssh_as(sandbox, sandbox.node(node), "python3", "-c", program, *args)
+
+
+def signal_one(sandbox, node: str, job_id: str, role: str, number: int) -> int:
+    done = on_node(sandbox, node, SIGNAL_ONE, job_id, role, str(number))
+    assert done.returncode == 0 and done.stdout.strip(), done.stderr
+    return int(done.stdout.strip())
+
+
+def tagged_everywhere(sandbox, job_id: str) -> dict[str, list[int]]:
+    found = {}
+    for node in ("gpu-master", *(n.name for n in sandbox.nodes)):
+        done = on_node(sandbox, node, TAGGED, job_id)
+        assert done.returncode == 0, f"{node}: {done.stderr}"
+        found[node] = json.loads(done.stdout)
+    return found
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"{what}: not within {timeout:.0f}s")
+
+
+def launch(env, name: str, script: Path, *args: str) -> str:
+    done = run_ugro("launch", "--name", name, "--script", str(script), "--detach", *args, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return done.stdout.split("Launched ", 1)[1].split(" ", 1)[0]
+
+
+def wait_running(sandbox, job_id: str, steps: int = 2) -> None:
+    """Until every rank has beaten `steps` times (the controller's own view)."""
+    watcher = Watcher(jobs_of(sandbox).experiment_dir(job_id))
+
+    def beating() -> bool:
+        seen = watcher.state().get("steps") or {}
+        return len(seen) == 3 and min(seen.values()) >= steps
+
+    wait_for(beating, 120, f"{job_id} running on 3 nodes")
+
+
+def final(sandbox, job_id: str, timeout: float = 120) -> Any:
+    jobs = jobs_of(sandbox)
+    watcher = Watcher(jobs.experiment_dir(job_id))
+
+    def ended() -> Any:
+        record = jobs.find(job_id)
+        done = not record.active and watcher.state().get("phase") in ("done", "cleanup")
+        return record if done else None
+
+    return wait_for(ended, timeout, f"{job_id} ending")
+
+
+def finals_of(sandbox, job_id: str) -> list[tuple[int, str]]:
+    return [
+        (e.get("attempt", 1), e["state"])
+        for e in jobs_of(sandbox).history()
+        if e["job_id"] == job_id and e.get("state") in FINAL_STATES
+    ]
+
+
+def assert_nothing_left(sandbox, job_id: str) -> None:
+    assert tagged_everywhere(sandbox, job_id) == {
+        "gpu-master": [],
+        **{n.name: [] for n in sandbox.nodes},
+    }
+
+
+def test_a_killed_rank_fails_the_job_and_all_ranks_are_down_within_10s(
+    sandbox, env, beating
+) -> None:
+    job_id = launch(env, "killrank", beating)
+    wait_running(sandbox, job_id)
+    signal_one(sandbox, "gpu1", job_id, "rank", signal.SIGKILL)
+    record = final(sandbox, job_id)
+    assert record.state == "failed"
+    failure = record.detail["failure"]
+    assert (failure["node"], failure["rank"], failure["cause"]) == ("gpu1", 1, "killed")
+    timeline = record.detail["timeline"]
+    assert timeline["down"] - timeline["ended"] <= 10, timeline
+    assert finals_of(sandbox, job_id) == [(1, "failed")]
+    assert_nothing_left(sandbox, job_id)
+
+
+def test_an_agent_killed_alone_has_its_orphaned_workers_killed(sandbox, env, beating) -> None:
+    job_id = launch(env, "killagent", beating)
+    wait_running(sandbox, job_id)
+    signal_one(sandbox, "gpu2", job_id, "agent", signal.SIGKILL)
+    record = final(sandbox, job_id)
+    assert record.state == "failed"
+    assert (record.detail["failure"]["node"], record.detail["failure"]["cause"]) == (
+        "gpu2",
+        "agent_killed",
+    )
+    assert record.detail["teardown"]["gpu2"]["signalled"] >= 1  # the orphan
+    assert_nothing_left(sandbox, job_id)
+
+
+def test_a_partitioned_node_is_lost_within_15s_and_cleaned_after_heal(
+    sandbox, env, beating
+) -> None:
+    job_id = launch(env, "partition", beating)
+    wait_running(sandbox, job_id)
+    lifecycle.fault(sandbox.name, "gpu2", "partition")
+    try:
+        record = final(sandbox, job_id)
+        assert record.state == "lost"
+        failure = record.detail["failure"]
+        assert (failure["node"], failure["cause"]) == ("gpu2", "unreachable")
+        timeline = record.detail["timeline"]
+        assert timeline["detected"] - timeline["ended"] <= 15, timeline
+        assert timeline["down"] - timeline["detected"] <= 30, timeline
+        assert record.detail["pending_cleanup"] == ["gpu2"]
+        # The other nodes are clean at once; gpu2's ranks, on a real host, are still there.
+        found = {n: p for n, p in tagged_everywhere_reachable(sandbox, job_id).items()}
+        assert found == {"gpu-master": [], "gpu1": []}
+    finally:
+        lifecycle.fault(sandbox.name, "gpu2", "heal")
+    jobs = jobs_of(sandbox)
+    cleaned = wait_for(
+        lambda: [
+            e
+            for e in jobs.find(job_id).detail.get("events", [])
+            if e.get("event") == "leftovers_cleaned"
+        ],
+        60,
+        "gpu2's leftovers cleaned after heal",
+    )
+    # Whatever gpu2 still ran (torchrun's agent there may have given up on the lost store and
+    # ended its ranks itself) was ended and checked once it answered.
+    assert cleaned[0]["node"] == "gpu2" and cleaned[0]["left"] == []
+    assert_nothing_left(sandbox, job_id)
+    assert finals_of(sandbox, job_id) == [(1, "lost")]
+
+
+def tagged_everywhere_reachable(sandbox, job_id: str) -> dict[str, list[int]]:
+    found = {}
+    for node in ("gpu-master", "gpu1"):
+        done = on_node(sandbox, node, TAGGED, job_id)
+        found[node] = json.loads(done.stdout)
+    return found
+
+
+def test_a_node_that_powers_off_is_blamed_not_the_master(sandbox, env, beating) -> None:
+    job_id = launch(env, "poweroff", beating)
+    wait_running(sandbox, job_id)
+    lifecycle.fault(sandbox.name, "gpu1", "down")
+    try:
+        record = final(sandbox, job_id)
+    finally:
+        lifecycle.fault(sandbox.name, "gpu1", "up")
+    assert record.state == "lost"
+    assert (record.detail["failure"]["node"], record.detail["failure"]["cause"]) == (
+        "gpu1",
+        "unreachable",
+    )
+    # The job ended when gpu1 went silent, not when someone asked.
+    ended = record.detail["timeline"]["ended"]
+    assert record.detail["timeline"]["detected"] - ended <= 15
+    assert_nothing_left(sandbox, job_id)
+
+
+def test_a_stopped_rank_is_a_hang_and_the_follower_says_stalled(sandbox, env, beating) -> None:
+    follower = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ugro",
+            "launch",
+            "--name",
+            "hang",
+            "--script",
+            str(beating),
+            "--hang-timeout",
+            "12",
+        ],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        job_id = wait_for(
+            lambda: next(
+                (r.job_id for r in jobs_of(sandbox).records().values() if r.name == "hang"), None
+            ),
+            60,
+            "the hang job recorded",
+        )
+        wait_running(sandbox, job_id)
+        signal_one(sandbox, "gpu2", job_id, "rank", signal.SIGSTOP)
+        out, err = follower.communicate(timeout=120)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 1, out[-2000:] + err[-2000:]
+    assert "stalled for" in err
+    assert "gpu2 rank 2" in err and "stopped (SIGSTOP" in err
+    assert "Traceback" not in err
+    record = jobs_of(sandbox).find(job_id)
+    assert record.detail["failure"]["cause"] == "hang"
+    assert_nothing_left(sandbox, job_id)
+
+
+def test_a_stop_while_following_is_stopped_once_without_a_traceback(sandbox, env, beating) -> None:
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "ugro", "launch", "--name", "followed", "--script", str(beating)],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        job_id = wait_for(
+            lambda: next(
+                (r.job_id for r in jobs_of(sandbox).records().values() if r.name == "followed"),
+                None,
+            ),
+            60,
+            "the followed job recorded",
+        )
+        wait_running(sandbox, job_id)
+        stopped = run_ugro("stop", job_id, env=env)
+        assert stopped.returncode == 0, stopped.stderr
+        _out, err = follower.communicate(timeout=60)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert "Traceback" not in err
+    assert "stopped by the user" in err
+    assert finals_of(sandbox, job_id) == [(1, "stopped")]
+    assert_nothing_left(sandbox, job_id)
+
+
+def test_a_second_launch_on_busy_nodes_is_refused_then_forced_on_its_own_port(
+    sandbox, env, beating
+) -> None:
+    first = launch(env, "busy", beating)
+    refused = run_ugro(
+        "launch", "--name", "intruder", "--script", str(beating), "--detach", env=env
+    )
+    assert refused.returncode == 1
+    assert f"run UGRO job {first}" in refused.stderr and "--force" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    second = launch(env, "forced", beating, "--force")
+    jobs = jobs_of(sandbox)
+    ports = {jobs.config(j).get("rendezvous_port") for j in (first, second)}
+    assert len(ports) == 2, ports
+    wait_running(sandbox, second)
+    for job_id in (first, second):
+        assert run_ugro("stop", job_id, env=env).returncode == 0
+        assert_nothing_left(sandbox, job_id)
+
+
+def test_the_controller_survives_its_own_crash_and_ends_the_job_once(sandbox, env, beating) -> None:
+    job_id = launch(env, "crash", beating)
+    wait_running(sandbox, job_id)
+    watcher = Watcher(jobs_of(sandbox).experiment_dir(job_id))
+    os.kill(int(watcher.state()["pid"]), signal.SIGKILL)
+    wait_for(lambda: not watcher.alive(), 10, "the controller gone")
+    # While nobody watches, a rank dies; the next look at the job starts a controller again,
+    # which finds the failure on the nodes.
+    signal_one(sandbox, "gpu1", job_id, "rank", signal.SIGKILL)
+    status = run_ugro("status", env=env)
+    assert status.returncode == 0 and "started it again" in status.stderr
+    record = final(sandbox, job_id)
+    assert record.state == "failed" and record.detail["failure"]["node"] == "gpu1"
+    assert finals_of(sandbox, job_id) == [(1, "failed")]
+    assert_nothing_left(sandbox, job_id)
+
+
+def test_reset_ends_every_jobs_processes_and_health_names_leftovers(sandbox, env, beating) -> None:
+    job_id = launch(env, "resetme", beating)
+    wait_running(sandbox, job_id)
+    # A leftover of a job that no longer runs, on gpu1.
+    gpu1 = sandbox.node("gpu1")
+    orphan = ssh_as(sandbox, gpu1, "python3", "-c", GHOST)
+    assert orphan.returncode == 0, orphan.stderr
+    health = run_ugro("health", env=env)
+    assert "gpu1: processes of ghost_20200101_000000, which is not running any more" in (
+        " ".join(health.stderr.split())
+    )
+    done = run_ugro("reset", "--yes", env=env, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"{job_id}: stopped" in done.stdout
+    assert "ghost_20200101_000000" in done.stdout
+    assert_nothing_left(sandbox, job_id)
+    assert tagged_everywhere(sandbox, "ghost_20200101_000000")["gpu1"] == []
+    assert finals_of(sandbox, job_id) == [(1, "stopped")]
+
+
+def test_resume_continues_a_stopped_job_as_its_next_attempt(sandbox, env, beating) -> None:
+    job_id = launch(env, "again", beating)
+    wait_running(sandbox, job_id)
+    assert run_ugro("stop", job_id, env=env).returncode == 0
+    resumed = run_ugro("launch", "--resume", job_id, "--detach", env=env)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert f"Resumed {job_id}" in resumed.stdout
+    wait_running(sandbox, job_id)
+    record = jobs_of(sandbox).find(job_id)
+    assert (record.state, record.attempt) == ("running", 2)
+    log = jobs_of(sandbox).experiment_dir(job_id) / "logs" / "gpu-master.rank0.log"
+    assert "attempt 2 step" in log.read_text()
+    assert run_ugro("stop", job_id, env=env).returncode == 0
+    assert finals_of(sandbox, job_id) == [(1, "stopped"), (2, "stopped")]
+    assert_nothing_left(sandbox, job_id)
