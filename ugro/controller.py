@@ -351,7 +351,9 @@ class Controller:
         from ugro.launch import resume_args, start_attempt, stored_request
 
         request = stored_request(self.options.request)
-        args = resume_args(request)
+        args = self._args_for(request, resume_args(request), nodes)
+        if args is None:
+            return False
         cause = (record.detail.get("failure") or {}).get("reason") or record.detail.get("reason")
         written = self.jobs.record(
             self.job_id,
@@ -372,6 +374,41 @@ class Controller:
         except UgroError as exc:
             log.warning("%s attempt %d did not start: %s", self.job_id, attempt, exc.message)
         return True
+
+    def _args_for(
+        self, request: Any, args: tuple[str, ...], nodes: list[str]
+    ) -> tuple[str, ...] | None:
+        """The next attempt's arguments: on fewer nodes than the job began with, the same
+        global batch through more gradient accumulation (train_production.py only)."""
+        from ugro.launch import (
+            DEFAULT_SCRIPT,
+            default_grad_accum,
+            keep_global_batch,
+            ranks_per_node,
+        )
+
+        config = self.jobs.config(self.job_id)
+        original = list(config.get("nodes") or nodes)
+        if set(nodes) == set(original):
+            return args
+        ranks = config.get("ranks_per_node") or ranks_per_node(config.get("commands") or {})
+        before = sum(ranks.get(n, 1) for n in original)
+        after = sum(ranks.get(n, 1) for n in nodes)
+        directory = self.jobs.experiment_dir(self.job_id)
+        kept = (
+            keep_global_batch(args, default_grad_accum(directory), before, after)
+            if request.script == DEFAULT_SCRIPT
+            else None
+        )
+        if kept is None:
+            why = (
+                f"cannot keep the global batch on {after} of {before} ranks"
+                if request.script == DEFAULT_SCRIPT
+                else "only train_production.py can keep its global batch on fewer nodes"
+            )
+            self.jobs.note(self.job_id, "not_retried", reason=why)
+            log.info("%s: not retrying on %s: %s", self.job_id, ", ".join(nodes), why)
+        return kept
 
     def _no_retry(self, record: JobRecord) -> str | None:
         if self.watcher.stop_requested() is not None:
@@ -407,15 +444,17 @@ class Controller:
     def _nodes_for_retry(self, record: JobRecord) -> list[str] | None:
         """The job's nodes once they all answer; fewer (not below --min-nodes, master
         included) if some stay down past node_wait_s; None to give up."""
-        wanted = self.jobs.nodes(record)
-        original = self.jobs.config(self.job_id).get("nodes") or wanted
-        wanted = list(original)
+        wanted = list(self.jobs.config(self.job_id).get("nodes") or self.jobs.nodes(record))
         deadline = time.monotonic() + self.options.node_wait_s
         while True:
+            # A node that was unreachable at the last teardown may still run the old attempt:
+            # it is cleaned before it takes part again.
+            dirty = set(self._clean_pending())
             up = [
                 n
                 for n in wanted
-                if NodeLink(self.cluster, self.cluster.node(n), self.job_id).probe()
+                if n not in dirty
+                and NodeLink(self.cluster, self.cluster.node(n), self.job_id).probe()
             ]
             if len(up) == len(wanted):
                 return wanted
@@ -450,46 +489,54 @@ class Controller:
         return True
 
     # -- leftovers ------------------------------------------------------------------------------
+    def _pending(self) -> list[str]:
+        """Nodes unreachable at a teardown whose leftovers have not been ended since."""
+        pending: set[str] = set(self.pending_cleanup)
+        for entry in self.jobs.history():
+            if entry.get("job_id") != self.job_id:
+                continue
+            pending |= set(entry.get("pending_cleanup") or [])
+            if entry.get("event") == "leftovers_cleaned":
+                pending.discard(str(entry.get("node")))
+        return sorted(pending)
+
+    def _clean_pending(self) -> list[str]:
+        """One pass: end the job's processes on each pending node that answers now; returns
+        the nodes still pending."""
+        still = []
+        for name in self._pending():
+            link = NodeLink(self.cluster, self.cluster.node(name), self.job_id)
+            report = link.stop(grace=self.options.stop_grace_s) if link.probe() else None
+            if report is None or "unreachable" in report:
+                still.append(name)
+                continue
+            self.jobs.note(
+                self.job_id,
+                "leftovers_cleaned",
+                node=name,
+                signalled=report.get("signalled"),
+                left=report.get("left"),
+            )
+            log.info(
+                "%s: %s answers again; %s leftover processes ended",
+                self.job_id,
+                name,
+                report.get("signalled"),
+            )
+        self.pending_cleanup = still
+        return still
+
     def _chase_leftovers(self) -> None:
-        """Kill the job's processes on nodes that were unreachable at teardown, once they answer."""
-        record = self.jobs.find(self.job_id)
-        pending = sorted(
-            set(self.pending_cleanup) | set(record.detail.get("pending_cleanup") or [])
-        )
-        cleaned = {
-            e.get("node")
-            for e in record.detail.get("events", [])
-            if e.get("event") == "leftovers_cleaned"
-        }
-        pending = [n for n in pending if n not in cleaned]
+        """Kill the job's processes on nodes that were unreachable at teardown, once they
+        answer (for cleanup_window_s at most)."""
         deadline = time.monotonic() + self.options.cleanup_window_s
+        pending = self._clean_pending()
         while pending and time.monotonic() < deadline:
-            self.pending_cleanup = pending
             self._publish(
                 "cleanup", f"waiting for {', '.join(pending)} to kill what is left", force=True
             )
-            for name in list(pending):
-                link = NodeLink(self.cluster, self.cluster.node(name), self.job_id)
-                if not link.probe():
-                    continue
-                report = link.stop(grace=self.options.stop_grace_s)
-                if "unreachable" in report:
-                    continue
-                self.jobs.note(
-                    self.job_id,
-                    "leftovers_cleaned",
-                    node=name,
-                    signalled=report.get("signalled"),
-                    left=report.get("left"),
-                )
-                log.info(
-                    "%s: %s answers again; %s leftover processes ended",
-                    self.job_id,
-                    name,
-                    report.get("signalled"),
-                )
-                pending.remove(name)
-            time.sleep(LEFTOVER_PROBE_S if pending else 0)
+            time.sleep(LEFTOVER_PROBE_S)
+            pending = self._clean_pending()
         if pending:
             self.jobs.note(self.job_id, "leftovers_unreached", nodes=pending)
         self.pending_cleanup = []

@@ -344,6 +344,43 @@ def resume_args(request: LaunchRequest) -> tuple[str, ...]:
     return request.args
 
 
+def ranks_per_node(commands: Mapping[str, list[str]]) -> dict[str, int]:
+    """Each node's rank count, from the torchrun commands a launch recorded."""
+    counts = {}
+    for node, command in commands.items():
+        if "--nproc-per-node" in command:
+            counts[node] = int(command[command.index("--nproc-per-node") + 1])
+    return counts
+
+
+def keep_global_batch(
+    args: tuple[str, ...], default_accum: int, world_before: int, world_after: int
+) -> tuple[str, ...] | None:
+    """train_production.py's arguments on fewer ranks with the same global batch: gradient
+    accumulation grows by world_before / world_after. None when it cannot stay the same (the
+    ratio is not a whole number)."""
+    accum = default_accum
+    for index, arg in enumerate(args[:-1]):
+        if arg == "--grad-accum":
+            accum = int(args[index + 1])
+    if world_after <= 0 or (accum * world_before) % world_after:
+        return None
+    return (*args, "--grad-accum", str(accum * world_before // world_after))
+
+
+def default_grad_accum(job_dir: Path) -> int:
+    """The gradient accumulation a job's training defaults give (code/config/...)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(
+            (job_dir / CODE_DIR / "config" / "training_defaults.yaml").read_text()
+        )
+        return int(data["training"]["gradient_accumulation_steps"])
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return 1
+
+
 def _stored(request: LaunchRequest) -> dict[str, Any]:
     """The launch as the controller keeps it for later attempts (the token stays out: the
     controller has it in its environment, never in a file)."""
@@ -444,6 +481,8 @@ def start_attempt(
         },
         launch_run=str(result.run_dir),
     )
+    # The job as it began: what a retry on fewer nodes keeps its global batch against.
+    config.setdefault("ranks_per_node", ranks_per_node(commands))
     if attempt > 1:
         config.setdefault("attempts", {})[str(attempt)] = {"nodes": nodes, "args": list(args)}
     jobs.write_config(job_id, config)

@@ -179,3 +179,22 @@ def test_a_jobs_script_is_ugros_by_name_or_path_else_shipped_with_it(
     odd.write_text("")
     with pytest.raises(UsageError, match=r"expected a \.py file named"):
         JobScript.choose(str(odd))
+
+
+def test_a_retry_on_fewer_ranks_keeps_the_global_batch(tmp_path: Path) -> None:
+    from ugro.launch import default_grad_accum, keep_global_batch, ranks_per_node
+
+    commands = {
+        "m": ["python", "-m", "torch.distributed.run", "--nproc-per-node", "2", "x.py"],
+        "w": ["python", "-m", "torch.distributed.run", "--nproc-per-node", "1", "x.py"],
+    }
+    assert ranks_per_node(commands) == {"m": 2, "w": 1}
+    # 3 ranks x accumulation 2 -> 1 rank x 6; the last --grad-accum wins, as argparse reads it.
+    assert keep_global_batch(("--grad-accum", "2"), 8, 3, 1)[-2:] == ("--grad-accum", "6")
+    assert keep_global_batch((), 4, 4, 2) == ("--grad-accum", "8")
+    assert keep_global_batch(("--grad-accum", "1"), 8, 3, 2) is None  # 1.5 is not a step count
+    code = tmp_path / "code" / "config"
+    code.mkdir(parents=True)
+    (code / "training_defaults.yaml").write_text("training:\n  gradient_accumulation_steps: 8\n")
+    assert default_grad_accum(tmp_path) == 8
+    assert default_grad_accum(tmp_path / "elsewhere") == 1
