@@ -22,9 +22,11 @@ a crash reads the history and the nodes and carries on from there, so no attempt
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -142,8 +144,12 @@ class Controller:
                 return True
         if self.jobs.find(self.job_id).state != "launching":
             return True
-        # The launcher died between recording `launching` and `running` (or `failed`).
+        # The launcher died between recording `launching` and `running` (or `failed`). Its
+        # Ansible run may outlive it and still start the job: end that first, then the nodes.
         log.warning("%s: the launch (pid %s) ended before the job ran", self.job_id, launcher)
+        orphans = end_orphaned_launch(self.job_id)
+        if orphans:
+            log.warning("%s: ended %d processes of the interrupted launch", self.job_id, orphans)
         nodes = self.jobs.nodes(record)
         started = time.monotonic()
         teardown = self._teardown(nodes)
@@ -540,6 +546,36 @@ class Controller:
         if pending:
             self.jobs.note(self.job_id, "leftovers_unreached", nodes=pending)
         self.pending_cleanup = []
+
+
+def end_orphaned_launch(job_id: str, grace: float = 5.0) -> int:
+    """End what is left of a launch run for `job_id` on this machine (ansible-playbook and its
+    ssh, marked by ugro.launch.LAUNCH_TAG); how many processes there were."""
+    from ugro.launch import LAUNCH_TAG
+
+    needle = f"{LAUNCH_TAG}={job_id}".encode()
+
+    def remaining() -> list[int]:
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                if needle in Path(f"/proc/{entry}/environ").read_bytes().split(b"\0"):
+                    found.append(int(entry))
+            except OSError:
+                continue
+        return [pid for pid in found if _alive(pid)]
+
+    first = remaining()
+    for number in (signal.SIGTERM, signal.SIGKILL):
+        for pid in remaining():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, number)
+        deadline = time.monotonic() + grace
+        while remaining() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    return len(first)
 
 
 def _start_probe(link: NodeLink) -> _Probe:

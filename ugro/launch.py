@@ -38,6 +38,9 @@ _CODE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
 _SCRIPT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.py")
 _MAX_SCRIPT_BYTES = 4 << 20
 _LAUNCH_LOCK_WAIT_S = 300.0
+# In the environment of a launch's Ansible run: if the process that started it dies, the job's
+# controller finds the run by it and ends it before cleaning up (ugro.controller).
+LAUNCH_TAG = "UGRO_LAUNCH_OF"
 JOBCTL_NAME = JOBCTL.removeprefix(f"{CODE_DIR}/")
 
 # cluster.yaml's training keys (as ugro.config.resolution.training_settings names them) and the
@@ -466,7 +469,12 @@ def start_attempt(
     )
     with launch_lock(cluster), _staged_files(code, request.hf_token) as staged:
         result = run_playbook(
-            cluster, "launch", extravars={**extravars, **staged}, limit=nodes, on_event=on_event
+            cluster,
+            "launch",
+            extravars={**extravars, **staged},
+            limit=nodes,
+            on_event=on_event,
+            tag={LAUNCH_TAG: job_id},
         )
     commands = result.facts("ugro_launch_command")
     pids = {k: int(v) for k, v in result.facts("ugro_launch_pid").items()}

@@ -187,8 +187,13 @@ def runner_arguments(
     check: bool = False,
     tags: list[str] | None = None,
     timeout: int | None = None,
+    tag: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The keyword arguments for ansible_runner.run, built in one place (and unit-tested)."""
+    """The keyword arguments for ansible_runner.run, built in one place (and unit-tested).
+
+    `tag`: environment variables that mark the run's processes (ansible-playbook and the ssh
+    it starts), so that they can be found, and ended, should this process die under them.
+    """
     path = assets.playbook_path(playbook)
     cmdline = ["--check"] if check else []
     arguments: dict[str, Any] = {
@@ -196,7 +201,7 @@ def runner_arguments(
         "project_dir": str(assets.project_dir()),
         "playbook": str(path),
         "inventory": build_inventory(cluster),
-        "envvars": ansible_environment(cluster),
+        "envvars": {**ansible_environment(cluster), **(tag or {})},
         "extravars": dict(extravars or {}),
         "quiet": True,
         # Nothing that ansible-runner would write to env/ (envvars, extravars) may hold a secret.
@@ -263,6 +268,7 @@ def run_playbook(
     timeout: int | None = None,
     run_dir: Path | None = None,
     on_event: EventCallback | None = None,
+    tag: Mapping[str, str] | None = None,
 ) -> RunResult:
     """Run a playbook against the cluster and return what each host did."""
     import ansible_runner  # deferred: importing Ansible costs a second and most commands skip it
@@ -277,6 +283,7 @@ def run_playbook(
         check=check,
         tags=tags,
         timeout=timeout,
+        tag=tag,
     )
     collector = _EventCollector(on_event)
     log.debug("ansible-runner %s in %s (limit=%s, check=%s)", playbook, run_dir, limit, check)

@@ -257,6 +257,50 @@ def test_the_controller_survives_its_own_crash_and_ends_the_job_once(sandbox, en
     assert_nothing_left(sandbox, job_id)
 
 
+def test_a_controller_killed_between_attempts_or_mid_launch_never_starts_one_twice(
+    sandbox, env, beating
+) -> None:
+    job_id = launch(env, "crashy", beating, "--retries", "2")
+    wait_running(sandbox, job_id)
+    jobs = jobs_of(sandbox)
+    watcher = Watcher(jobs.experiment_dir(job_id))
+
+    def kill_controller() -> None:
+        os.kill(int(watcher.state()["pid"]), signal.SIGKILL)
+        wait_for(lambda: not watcher.alive(), 10, "the controller gone")
+        status = run_ugro("status", env=env)
+        assert status.returncode == 0 and f"{job_id}: its controller had stopped" in status.stderr
+
+    # Between attempts: attempt 1 failed, the retry waits out its backoff.
+    signal_one(sandbox, "gpu1", job_id, "rank", signal.SIGKILL)
+    wait_for(lambda: watcher.state().get("phase") == "waiting to retry", 60, "a retry pending")
+    kill_controller()
+    wait_for(
+        lambda: (r := jobs.find(job_id)).attempt == 2 and r.state == "running",
+        120,
+        "attempt 2 running",
+    )
+    wait_running(sandbox, job_id)
+    # In the middle of a launch: the controller itself runs attempt 3's launch playbook.
+    signal_one(sandbox, "gpu2", job_id, "rank", signal.SIGKILL)
+    wait_for(
+        lambda: watcher.state().get("phase") == "launching" and jobs.find(job_id).attempt == 3,
+        120,
+        "attempt 3 launching",
+    )
+    kill_controller()
+    record = final(sandbox, job_id)
+    assert finals_of(sandbox, job_id) == [(1, "failed"), (2, "failed"), (3, "lost")]
+    assert "interrupted" in record.detail["reason"]
+    starts = [
+        e["attempt"]
+        for e in jobs.history()
+        if e["job_id"] == job_id and e.get("state") == "launching"
+    ]
+    assert starts == [1, 2, 3]
+    assert_nothing_left(sandbox, job_id)
+
+
 def test_reset_ends_every_jobs_processes_and_health_names_leftovers(sandbox, env, beating) -> None:
     job_id = launch(env, "resetme", beating)
     wait_running(sandbox, job_id)

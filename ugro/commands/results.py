@@ -16,10 +16,9 @@ def results(ctx: Context, *, job: str, as_json: bool = False) -> ExitCode:
     cluster = ctx.cluster()
     jobs = Jobs(cluster)
     record = jobs.find(job)
-    if record.active:
-        from ugro.commands.status import revive
+    from ugro.commands.status import revive
 
-        revive(jobs, record)
+    revive(jobs, record)
     summary = job_results(jobs, record)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))

@@ -26,8 +26,9 @@ def status(ctx: Context, *, recent: int = 10, as_json: bool = False) -> ExitCode
     jobs = Jobs(cluster)
     records = list(jobs.records().values())[:recent]
     # The jobs' controllers keep the history current: nothing here asks the nodes, so a slow
-    # or lost node never holds this up. A controller that died is started again.
-    revived = [r.job_id for r in records if r.active and revive(jobs, r)]
+    # or lost node never holds this up. A controller that died with work left (a running job,
+    # a retry to start, leftovers to end) is started again.
+    revived = [r.job_id for r in records if revive(jobs, r)]
     for job_id in revived:
         click.echo(f"{job_id}: its controller had stopped; started it again.", err=True)
     if as_json:
