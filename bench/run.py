@@ -468,7 +468,7 @@ def machine() -> dict:
     }
 
 
-SECTIONS = ("fanout", "settings", "launch", "cli", "memory")
+SECTIONS = ("fanout", "settings", "launch", "cli", "memory", "recovery")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -538,6 +538,12 @@ def main(argv: list[str] | None = None) -> int:
             save()
         if "memory" in only:
             report["memory"] = bench_memory(files, max(sizes))
+            save()
+        if "recovery" in only:
+            from bench.recovery import FAULTS, bench_recovery
+
+            faults = ("rank_killed",) if args.smoke else FAULTS
+            report["recovery"] = bench_recovery(box, files[small], faults, 1)
             save()
     finally:
         if not args.keep:

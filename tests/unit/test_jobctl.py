@@ -196,3 +196,44 @@ def test_another_pid_namespace_is_out_of_reach(tmp_path: Path) -> None:
     finally:
         inside.kill()
         inside.wait(timeout=10)
+
+
+# A stand-in for nvidia-smi (no GPU on this machine): it lists the pids in $FAKE_GPU_PIDS as
+# holding GPU memory for the first $FAKE_GPU_CALLS calls, then none, as a driver freeing the
+# memory of a killed process a little later does.
+FAKE_NVIDIA_SMI = """\
+#!/bin/sh
+calls=$(cat "$FAKE_GPU_COUNTER" 2>/dev/null || echo 0)
+echo $((calls + 1)) > "$FAKE_GPU_COUNTER"
+if [ "$calls" -lt "$FAKE_GPU_CALLS" ]; then
+  for pid in $FAKE_GPU_PIDS; do echo "$pid"; done
+fi
+"""
+
+
+@pytest.mark.parametrize(("calls", "held"), [(2, False), (10_000, True)])
+def test_a_stop_waits_for_gpu_memory_and_says_what_a_gpu_still_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, calls: int, held: bool
+) -> None:
+    job_id = f"gpu{os.getpid()}_20260101_000000"
+    sleeper = subprocess.Popen(
+        ["sleep", "60"], env={**os.environ, "UGRO_JOB_ID": job_id}, start_new_session=True
+    )
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text(FAKE_NVIDIA_SMI)
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_GPU_PIDS", str(sleeper.pid))
+    monkeypatch.setenv("FAKE_GPU_CALLS", str(calls))
+    monkeypatch.setenv("FAKE_GPU_COUNTER", str(tmp_path / "calls"))
+    monkeypatch.setattr(jobctl, "GPU_RELEASE_WAIT_S", 2.0)
+    try:
+        wait_for(lambda: jobctl.job_processes(job_id), timeout=10)
+        report = jobctl.stop(job_id, 2.0)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert report["left"] == [] and report["gpu_checked"] is True
+    assert report["gpu_held"] == ([sleeper.pid] if held else [])
+    assert int((tmp_path / "calls").read_text()) >= 2  # it asked again until released

@@ -11,6 +11,22 @@ from ugro.errors import ExitCode
 from ugro.jobs import JobRecord, Jobs
 
 
+def controller_notes(jobs: Jobs, running: list[JobRecord]) -> list[str]:
+    """What the running jobs' controllers report beyond the state: a stall, silent nodes."""
+    from ugro.watcher import Watcher
+
+    notes = []
+    for record in running:
+        state = Watcher(jobs.experiment_dir(record.job_id)).state()
+        if state.get("message"):
+            notes.append(f"{record.job_id}: {state['message']}")
+        for node, seen in sorted((state.get("nodes") or {}).items()):
+            silent = float(seen.get("silent_s") or 0)
+            if silent >= 3:
+                notes.append(f"{record.job_id}: no heartbeat from {node} for {silent:.0f}s")
+    return notes
+
+
 def revive(jobs: Jobs, record: JobRecord) -> bool:
     """Start the job's controller again if it died while the job still needs one."""
     from ugro.watcher import Watcher
@@ -50,6 +66,8 @@ def status(ctx: Context, *, recent: int = 10, as_json: bool = False) -> ExitCode
         running = [r for r in records if r.active]
         title = f"jobs ({len(running)} running, {len(records)} most recent shown)"
         console.print(jobs_table(records, title=title))
+        for line in controller_notes(jobs, running):
+            click.echo(line)
     else:
         click.echo("No jobs yet: `ugro launch --name exp1` starts one.")
     return ExitCode.OK

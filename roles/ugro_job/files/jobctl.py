@@ -31,6 +31,9 @@ TAG = "UGRO_JOB_ID="
 # What ugro_rank.py writes when torchrun (or a stop) ends a rank with SIGTERM: a consequence of
 # a failure elsewhere, not a cause.
 TERMINATED = 143
+# How long a stop waits for the GPUs to release the memory of the processes it ended (the
+# driver frees it a little after the process is gone).
+GPU_RELEASE_WAIT_S = 15.0
 
 
 def main(argv=None):
@@ -296,7 +299,7 @@ def _stop_pids(first, remaining, grace):
     while time.monotonic() < deadline and remaining():
         time.sleep(0.05)
     gpu_held = _gpu_holders(set(first))
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + GPU_RELEASE_WAIT_S
     while gpu_held and time.monotonic() < deadline:
         time.sleep(0.5)
         gpu_held = _gpu_holders(set(first))
