@@ -5,8 +5,9 @@ checkpoints every few steps, resumed from the newest complete one):
 
   ugro       `ugro launch --retries 1`: the job's controller detects the fault, tears the job
              down, and starts attempt 2 from the last checkpoint
-  torchrun   the same torchrun commands started by hand over ssh with `--max-restarts 1`:
-             torchrun's own elastic restart (the workers restarted in place, `--resume auto`)
+  torchrun   the same torchrun commands started by hand over ssh with `--max-restarts 3`:
+             torchrun's own elastic restart (the workers restarted in place, `--resume auto`;
+             every agent spends a restart on each failure it sees, so one is seldom enough)
 
 Figures (seconds from the fault): detected (ugro: the controller knew), down (ugro: every process
 of the attempt ended on every node), relaunched (ugro: attempt 2 running), trains again (a rank
@@ -33,6 +34,7 @@ from ugro.sandbox import layout, lifecycle  # noqa: E402
 from ugro.watcher import Watcher  # noqa: E402
 
 CAP_S = 120.0
+TORCHRUN_RESTARTS = 3
 SAVE_EVERY = 5
 TRAINING = [
     "--",
@@ -203,7 +205,7 @@ def ugro_timeline(box: layout.Sandbox, config: Path, fault: str, name: str) -> d
 
 def torchrun_timeline(box: layout.Sandbox, fault: str, job_dir: Path, port: int) -> dict[str, Any]:
     """The job's own torchrun commands, by hand over ssh, with torchrun's own restarts
-    (--max-restarts 1) and the script resuming from its newest checkpoint."""
+    (--max-restarts TORCHRUN_RESTARTS) and the script resuming from its newest checkpoint."""
     job = json.loads((job_dir / "config.json").read_text())
     marker = f"{job['job_id']}-byhand"
     processes = []
@@ -213,7 +215,7 @@ def torchrun_timeline(box: layout.Sandbox, fault: str, job_dir: Path, port: int)
             if value == "--rdzv-id":
                 command[index + 1] = marker
             elif value == "--max-restarts":
-                command[index + 1] = "1"
+                command[index + 1] = str(TORCHRUN_RESTARTS)
             elif value == "--log-dir":
                 command[index + 1] = command[index + 1].replace(job["job_id"], marker)
             elif value == "--rdzv-endpoint":
@@ -229,36 +231,53 @@ def torchrun_timeline(box: layout.Sandbox, fault: str, job_dir: Path, port: int)
             f"GLOO_SOCKET_IFNAME={box.bridge if master else 'eth0'}",
         ]
         argv = [*env, *command] if master else box.ssh_argv(box.node(node), [*env, *command])
-        processes.append(
-            subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        )
-    master_out = Path(str(job_dir) + "-byhand")
+        master_out = Path(str(job_dir) + "-byhand")
+        master_out.mkdir(exist_ok=True)
+        with open(master_out / f"{node}.agent.log", "ab") as agent_log:
+            processes.append(subprocess.Popen(argv, stdout=agent_log, stderr=agent_log))
     progress = master_out / "logs" / f"{layout.MASTER_NAME}.rank0.progress"
 
-    def step() -> int | None:
+    def step(since: float = 0.0) -> int | None:
+        """Rank 0's last step, if it was written after `since` (a unix time)."""
         try:
-            return int(json.loads(progress.read_text())["step"])
+            beat = json.loads(progress.read_text())
+            return int(beat["step"]) if float(beat["at"]) >= since else None
         except (OSError, ValueError, KeyError):
             return None
+
+    def starts() -> int:
+        """How often rank 0 has started (train_production.py logs its settings each time)."""
+        try:
+            return (
+                (progress.parent / f"{layout.MASTER_NAME}.rank0.log")
+                .read_text()
+                .count(" settings: ")
+            )
+        except OSError:
+            return 0
 
     try:
         if _wait(lambda: (s := step()) is not None and s >= SAVE_EVERY + 2, 300) is None:
             return {"trains_again": None, "note": "never trained"}
         fault_at = time.time()
-        before = step() or 0
+        first_starts = starts()
         inject(box, fault, marker)
         repaired = False
-        restarted = None
+        resumed: int | None = None
+        restarted_at: float | None = None
         deadline = time.monotonic() + CAP_S
         while time.monotonic() < deadline:
-            now = step()
             if not repaired and time.time() - fault_at > 15:
                 repair(box, fault)
                 repaired = True
-            if restarted is None and now is not None and now < before:
-                restarted = now  # restarted workers began again from a checkpoint
-            if restarted is not None and now is not None and now > restarted:
-                return {"trains_again": round(time.time() - fault_at, 2)}
+            if restarted_at is None and starts() > first_starts:
+                restarted_at = time.time()
+            if restarted_at is not None:
+                now = step(since=restarted_at)
+                # The restarted rank beats once at the step it resumed from, then per step.
+                resumed = now if resumed is None else resumed
+                if now is not None and resumed is not None and now > resumed:
+                    return {"trains_again": round(time.time() - fault_at, 2)}
             time.sleep(0.1)
         return {"trains_again": None, "note": f"not training again within {CAP_S:.0f}s"}
     finally:

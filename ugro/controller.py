@@ -112,9 +112,9 @@ class Controller:
         log.info("controller for %s: done", self.job_id)
 
     def _publish(self, phase: str, message: str, *, force: bool = False, **live: Any) -> None:
-        self.phase, self.message = phase, message
-        if live:
-            self.live = live
+        # What the watching phase sees (nodes, steps, stall) belongs to that phase and attempt
+        # only: any other phase clears it, so no reader takes one attempt's steps for the next.
+        self.phase, self.message, self.live = phase, message, live
         now = time.monotonic()
         if not force and now - self._last_state_write < 1.0:
             return
@@ -341,7 +341,11 @@ class Controller:
         if why_not:
             if record.state in ("failed", "lost") and self.options.retries:
                 log.info("%s: not retrying: %s", self.job_id, why_not)
-                if record.detail.get("retry_refused") is None:
+                noted = any(
+                    e.get("event") == "not_retried" and e.get("attempt") == record.attempt
+                    for e in record.detail.get("events", [])
+                )
+                if not noted:
                     self.jobs.note(
                         self.job_id, "not_retried", reason=why_not, attempt=record.attempt
                     )

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -240,10 +241,10 @@ def launch(
     if clashing:
         raise UsageError(f"-e {clashing[0]}: set by the launch itself; use the launch's options")
     jobs = Jobs(cluster)
-    job_id = new_job_id(request.name)
     nodes = job_nodes(cluster, request.nodes)
     script = JobScript.choose(request.script)
     if dry_run:
+        job_id = new_job_id(request.name)
         code = code_files(cluster, script)
         with _staged_files(code, None) as staged:
             result = run_playbook(
@@ -257,7 +258,7 @@ def launch(
         result.raise_for_status()
         return LaunchResult(job_id, nodes, result.facts("ugro_launch_command"), {}, result)
 
-    jobs.create(job_id)
+    job_id = _new_job(jobs, request.name)
     config = {
         "job_id": job_id,
         "name": request.name,
@@ -382,6 +383,19 @@ def default_grad_accum(job_dir: Path) -> int:
         return int(data["training"]["gradient_accumulation_steps"])
     except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
         return 1
+
+
+def _new_job(jobs: Jobs, name: str) -> str:
+    """A new job's id and directory. Ids name the second a job was launched: a launch of the
+    same name in the same second takes the next second's id, never the other's directory."""
+    for _ in range(5):
+        job_id = new_job_id(name)
+        try:
+            jobs.create(job_id)
+            return job_id
+        except UsageError:
+            time.sleep(1.0 - time.time() % 1.0 + 0.01)
+    raise UsageError(f"could not find a free id for job {name}; launch again")
 
 
 def _stored(request: LaunchRequest) -> dict[str, Any]:

@@ -41,3 +41,7 @@ def test_bench_smoke(tmp_path) -> None:
     assert report["cli"]["ugro --help"]["median_s"] > 0
     assert report["memory"]["ugro_peak_rss_mib"] > 0
     assert "defaults (pipelining, ControlPersist, 64 forks, no facts)" in report["settings"]
+    recovery = report["recovery"]["rank_killed"]
+    assert recovery["ugro"]["cause"] == "killed"
+    assert 0 < recovery["ugro"]["detected"] <= recovery["ugro"]["down"]
+    assert "trains_again" in recovery["torchrun"]

@@ -336,3 +336,79 @@ def test_resume_continues_a_stopped_job_as_its_next_attempt(sandbox, env, beatin
     assert run_ugro("stop", job_id, env=env).returncode == 0
     assert finals_of(sandbox, job_id) == [(1, "stopped"), (2, "stopped")]
     assert_nothing_left(sandbox, job_id)
+
+
+def test_two_launches_in_the_same_second_share_no_port_and_no_directory(
+    sandbox, env, beating
+) -> None:
+    argv = [sys.executable, "-m", "ugro", "launch", "--name", "twin", "--script", str(beating)]
+    launches = [
+        subprocess.Popen(
+            [*argv, "--detach", "--force"],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [launch.communicate(timeout=300) for launch in launches]
+    assert [launch.returncode for launch in launches] == [0, 0], outputs
+    job_ids = [out.split("Launched ", 1)[1].split(" ", 1)[0] for out, _ in outputs]
+    assert len(set(job_ids)) == 2
+    jobs = jobs_of(sandbox)
+    assert len({jobs.config(j)["rendezvous_port"] for j in job_ids}) == 2
+    for job_id in job_ids:
+        wait_running(sandbox, job_id)
+    for job_id in job_ids:
+        assert run_ugro("stop", job_id, env=env).returncode == 0
+        assert_nothing_left(sandbox, job_id)
+
+
+def test_a_retry_goes_on_without_a_dead_node_when_min_nodes_allows(sandbox, env) -> None:
+    """gpu2 powers off for good; --min-nodes 2 lets attempt 2 train on the master and gpu1,
+    with gradient accumulation raised so that the global batch stays 3 ranks x 2 = 6."""
+    started = run_ugro(
+        "launch",
+        "--name",
+        "shrink",
+        "--retries",
+        "1",
+        "--min-nodes",
+        "2",
+        "--detach",
+        "--",
+        "--max-steps",
+        "16",
+        "--grad-accum",
+        "2",
+        "--logging-steps",
+        "2",
+        "--eval-strategy",
+        "no",
+        "--save-strategy",
+        "steps",
+        "--save-steps",
+        "4",
+        env=env,
+    )
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    job_id = started.stdout.split("Launched ", 1)[1].split(" ", 1)[0]
+    wait_running(sandbox, job_id, steps=5)
+    lifecycle.fault(sandbox.name, "gpu2", "down")
+    try:
+        record = final(sandbox, job_id, timeout=300)
+    finally:
+        lifecycle.fault(sandbox.name, "gpu2", "up")
+    assert (record.state, record.attempt) == ("succeeded", 2)
+    assert finals_of(sandbox, job_id) == [(1, "lost"), (2, "succeeded")]
+    assert record.detail["nodes"] == ["gpu-master", "gpu1"]
+    attempt = jobs_of(sandbox).config(job_id)["attempts"]["2"]
+    assert attempt["args"][-2:] == ["--grad-accum", "3"]
+    log = (jobs_of(sandbox).experiment_dir(job_id) / "logs" / "gpu-master.rank0.log").read_text()
+    settings = [
+        json.loads(line.split(" settings: ", 1)[1])
+        for line in log.splitlines()
+        if " settings: " in line
+    ]
+    assert [(s["world_size"], s["grad_accum"]) for s in settings] == [(3, 2), (2, 3)]

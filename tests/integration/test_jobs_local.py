@@ -56,7 +56,11 @@ def job_id_from(output: str) -> str:
 
 
 def states(config: Path, job_id: str) -> list[str]:
-    return [e["state"] for e in Jobs(load_cluster_file(config)).history() if e["job_id"] == job_id]
+    return [
+        e["state"]
+        for e in Jobs(load_cluster_file(config)).history()
+        if e["job_id"] == job_id and "state" in e
+    ]
 
 
 def test_a_static_rendezvous_and_a_separate_experiments_directory(tmp_path: Path) -> None:

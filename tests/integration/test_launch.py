@@ -59,7 +59,7 @@ def tagged(job_id: str) -> list[int]:
 
 def history(sandbox, job_id: str) -> list[str]:
     jobs = Jobs(load_cluster_file(sandbox.cluster_file))
-    return [e["state"] for e in jobs.history() if e["job_id"] == job_id]
+    return [e["state"] for e in jobs.history() if e["job_id"] == job_id and "state" in e]
 
 
 def job_id_from(output: str) -> str:
@@ -193,7 +193,7 @@ def test_a_failing_rank_fails_the_job_and_stops_the_rest(sandbox, cluster_env, t
     assert time.monotonic() - started < 300
     job_id = job_id_from(done.stdout)
     assert history(sandbox, job_id)[-1] == "failed"
-    assert "failed on gpu2 rank 2 (exit 1)" in done.stderr
+    assert "failed on gpu2 rank 2: exited with code 1" in done.stderr
     assert "rank 2 fails on purpose" in done.stderr
     assert not tagged(job_id)  # the ranks that were sleeping were stopped
     directory = Jobs(load_cluster_file(sandbox.cluster_file)).experiment_dir(job_id)

@@ -33,6 +33,25 @@ def test_ssh_as_each_node_user_with_host_keys_checked(sandbox) -> None:
         assert done.stdout.strip() == "ok", done.stderr
 
 
+PROCESSES = """\
+import os
+pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+print(open("/proc/1/comm").read().strip(), len(pids), os.getpid() in pids)
+"""
+
+
+def test_each_node_sees_only_its_own_processes(sandbox) -> None:
+    """A PID namespace and a /proc of its own per node: the first process is its sshd, and a
+    node's processes (a handful) are all it can see or signal, as on a real host."""
+    host = sum(1 for p in Path("/proc").iterdir() if p.name.isdigit())
+    for node in sandbox.nodes:
+        done = ssh_as(sandbox, node, "python3", "-c", PROCESSES)
+        assert done.returncode == 0, done.stderr
+        first, count, mine = done.stdout.split()
+        assert first == "sshd" and mine == "True"
+        assert int(count) < host
+
+
 def test_host_key_checking_is_on(sandbox, tmp_path: Path) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")

@@ -123,7 +123,17 @@ def _follow_or_detach(ctx: Context, job_id: str, *, detach: bool, verbose: bool)
             f"Follow again with `ugro logs {name} --follow`, stop it with `ugro stop {name}`."
         )
         return ExitCode.OK
-    console.print(results_table(job_results(Jobs(cluster), record)))
+    jobs = Jobs(cluster)
+    if record.active:
+        from ugro.watcher import Watcher
+
+        log_path = Watcher(jobs.experiment_dir(job_id)).log_path
+        click.echo(
+            f"{job_id} is {record.state}, but its controller keeps dying; see {log_path}",
+            err=True,
+        )
+        return ExitCode.FAILED
+    console.print(results_table(job_results(jobs, record)))
     if record.state == "succeeded":
         return ExitCode.OK
     for line in failure_report(record):
