@@ -57,6 +57,10 @@ LEFTOVER_PROBE_S = 5.0
 USAGE_EXIT = 2
 
 
+class JobGone(Exception):
+    """The job's experiment directory disappeared under its controller."""
+
+
 @dataclass
 class Outcome:
     state: str  # succeeded | failed | stopped | lost
@@ -97,7 +101,7 @@ class Controller:
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
         log.info("controller for %s: pid %d", self.job_id, os.getpid())
-        while True:
+        while not self._gone():
             record = self.jobs.find(self.job_id)
             if record.state == "launching":
                 if not self._await_launch(record):
@@ -107,16 +111,24 @@ class Controller:
                 self._end(record, outcome)
             elif not self._retry(record):
                 break
+        if self._gone():
+            log.info("controller for %s: its directory is gone; stopping", self.job_id)
+            return
         self._chase_leftovers()
         self._publish(DONE, "", force=True)
         log.info("controller for %s: done", self.job_id)
+
+    def _gone(self) -> bool:
+        """The job's experiment directory was removed (the project deleted, a sandbox taken
+        down): there is nothing left to watch or write to."""
+        return not self.watcher.dir.is_dir()
 
     def _publish(self, phase: str, message: str, *, force: bool = False, **live: Any) -> None:
         # What the watching phase sees (nodes, steps, stall) belongs to that phase and attempt
         # only: any other phase clears it, so no reader takes one attempt's steps for the next.
         self.phase, self.message, self.live = phase, message, live
         now = time.monotonic()
-        if not force and now - self._last_state_write < 1.0:
+        if (not force and now - self._last_state_write < 1.0) or self._gone():
             return
         self._last_state_write = now
         record = self.jobs.records().get(self.job_id)
@@ -179,6 +191,8 @@ class Controller:
         first_problem_at: float | None = None
         try:
             while True:
+                if self._gone():
+                    raise JobGone(self.job_id)
                 now = time.monotonic()
                 stop = self.watcher.stop_requested()
                 if stop is not None:
@@ -493,7 +507,7 @@ class Controller:
         """Sleep, waking for a stop request (False then)."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            if self.watcher.stop_requested() is not None:
+            if self.watcher.stop_requested() is not None or self._gone():
                 return False
             time.sleep(min(POLL_S, max(deadline - time.monotonic(), 0)))
         return True
@@ -541,7 +555,7 @@ class Controller:
         answer (for cleanup_window_s at most)."""
         deadline = time.monotonic() + self.options.cleanup_window_s
         pending = self._clean_pending()
-        while pending and time.monotonic() < deadline:
+        while pending and time.monotonic() < deadline and not self._gone():
             self._publish(
                 "cleanup", f"waiting for {', '.join(pending)} to kill what is left", force=True
             )
@@ -648,6 +662,8 @@ def main(argv: list[str]) -> int:
     cluster = Cluster.from_json(data)
     try:
         Controller(cluster, directory.name, watcher).run()
+    except JobGone:
+        log.info("%s: its experiment directory is gone; nothing left to watch", directory.name)
     except UgroError as exc:
         log.error("%s", exc.message)
         return 1

@@ -13,7 +13,9 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -287,7 +289,16 @@ def run_playbook(
     )
     collector = _EventCollector(on_event)
     log.debug("ansible-runner %s in %s (limit=%s, check=%s)", playbook, run_dir, limit, check)
-    runner = ansible_runner.run(event_handler=collector, **arguments)
+    # ansible-runner replaces SIGINT's and SIGTERM's handlers (to cancel the run) and never puts
+    # them back: after its first run Ctrl-C would no longer interrupt ugro, nor SIGTERM end a
+    # job's controller. They are restored once the run is over.
+    handlers = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        runner = ansible_runner.run(event_handler=collector, **arguments)
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for number, handler in handlers.items():
+                signal.signal(number, handler)
     artifact_dir = Path(runner.config.artifact_dir) if runner.config.artifact_dir else None
     result = RunResult(
         playbook=Path(arguments["playbook"]).stem,

@@ -5,6 +5,10 @@ cluster.yaml's job settings and the CLI's paths to each verb."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -163,3 +167,46 @@ def test_logs_follow_prints_the_job_as_it_runs_and_stops_with_it(tmp_path: Path)
     ]
     assert f"[{job_id} succeeded]" in follow.stderr
     assert states(config, job_id)[-1] == "succeeded"
+
+
+def test_ctrl_c_detaches_from_a_followed_job_which_its_controller_keeps(tmp_path: Path) -> None:
+    """ansible-runner takes over SIGINT for its runs; once the launch playbook is over, Ctrl-C
+    must again interrupt the follower, which detaches, while the job goes on to succeed."""
+    config = cluster_file(tmp_path)
+    env = {**os.environ, "UGRO_CONFIG": str(config)}
+    follower = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ugro",
+            "launch",
+            "--name",
+            "ctrlc",
+            "--script",
+            str(script(tmp_path)),
+            "--",
+            "16",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    jobs = Jobs(load_cluster_file(config))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        running = [r for r in jobs.records().values() if r.state == "running"]
+        if running:
+            break
+        time.sleep(0.2)
+    assert running, "the job never ran"
+    time.sleep(1.0)
+    follower.send_signal(signal.SIGINT)
+    out, err = follower.communicate(timeout=30)
+    assert follower.returncode == 0, err[-2000:]
+    assert "Detached from" in out and "Traceback" not in err
+    job_id = running[0].job_id
+    deadline = time.monotonic() + 120
+    while jobs.find(job_id).active and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert states(config, job_id) == ["launching", "running", "succeeded"]
