@@ -340,11 +340,11 @@ class Controller:
             }
         written = self.jobs.record(self.job_id, outcome.state, attempt=record.attempt, **detail)  # type: ignore[arg-type]
         log.info(
-            "%s attempt %d: %s%s%s",
+            "%s %s (attempt %d)%s%s",
             self.job_id,
-            record.attempt,
             outcome.state,
-            f" ({outcome.reason})" if outcome.reason else "",
+            record.attempt,
+            f": {outcome.reason}" if outcome.reason else "",
             "" if written else " (not recorded: the attempt had already ended)",
         )
 
@@ -660,6 +660,10 @@ def main(argv: list[str]) -> int:
         log.error("%s holds no cluster", watcher.cluster_path)
         return 2
     cluster = Cluster.from_json(data)
+    # The jobs' lifecycle goes to logs/launcher.log too, as the launch's own lines do.
+    from ugro.logsetup import attach_cluster_logs
+
+    attach_cluster_logs(cluster)
     try:
         Controller(cluster, directory.name, watcher).run()
     except JobGone:

@@ -524,6 +524,7 @@ def start_attempt(
     jobs.record(job_id, "running", attempt=attempt, pids=pids)
     for node, command in commands.items():
         log.info("%s on %s (pid %s): %s", job_id, node, pids.get(node), " ".join(command))
+    log.info("launched %s (attempt %d) into %s", job_id, attempt, jobs.experiment_dir(job_id))
     return LaunchResult(job_id, nodes, commands, pids, result)
 
 

@@ -14,7 +14,10 @@ from ugro.cluster import Cluster
 
 # The seed's logs/: everything in agent.log (at logging.level), and beside it health verdicts in
 # health.log and the jobs' lifecycle in launcher.log (at INFO or above).
-TOPIC_LOGS = {"health.log": ("ugro.health",), "launcher.log": ("ugro.launch", "ugro.control")}
+TOPIC_LOGS = {
+    "health.log": ("ugro.health",),
+    "launcher.log": ("ugro.launch", "ugro.control", "ugro.controller"),
+}
 _attached: set[str] = set()
 
 
