@@ -96,6 +96,7 @@ class Controller:
         self.message = ""
         self.live: dict[str, Any] = {}
         self.pending_cleanup: list[str] = []
+        self.attempt: int | None = None  # the attempt in hand, for state.json
         self._last_state_write = 0.0
 
     # -- the loop -------------------------------------------------------------------------------
@@ -103,6 +104,7 @@ class Controller:
         log.info("controller for %s: pid %d", self.job_id, os.getpid())
         while not self._gone():
             record = self.jobs.find(self.job_id)
+            self.attempt = record.attempt
             if record.state == "launching":
                 if not self._await_launch(record):
                     continue
@@ -131,14 +133,13 @@ class Controller:
         if (not force and now - self._last_state_write < 1.0) or self._gone():
             return
         self._last_state_write = now
-        record = self.jobs.records().get(self.job_id)
         write_json_atomic(
             self.watcher.state_path,
             {
                 "pid": os.getpid(),
                 "phase": phase,
                 "message": message,
-                "attempt": record.attempt if record else None,
+                "attempt": self.attempt,
                 "updated_at": time.time(),
                 "pending_cleanup": self.pending_cleanup,
                 **self.live,
@@ -390,6 +391,7 @@ class Controller:
         )
         if not written:
             return True  # someone else moved the job on: look again
+        self.attempt = attempt
         self._publish("launching", f"attempt {attempt} on {', '.join(nodes)}", force=True)
         try:
             start_attempt(
@@ -597,14 +599,10 @@ def end_orphaned_launch(job_id: str, grace: float = 5.0) -> int:
 
 
 def _start_probe(link: NodeLink) -> _Probe:
-    probe = _Probe(thread=threading.Thread(target=lambda: None, daemon=True))
-
-    def run() -> None:
-        probe.result.append(link.probe())
-
-    probe.thread = threading.Thread(target=run, daemon=True)
-    probe.thread.start()
-    return probe
+    result: list[bool] = []
+    thread = threading.Thread(target=lambda: result.append(link.probe()), daemon=True)
+    thread.start()
+    return _Probe(thread, result)
 
 
 def _last_step(tracker: AttemptTracker) -> int | None:

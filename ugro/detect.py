@@ -231,9 +231,6 @@ class AttemptTracker:
                 return False
         return True
 
-    def started_training(self) -> bool:
-        return bool(self.progress)
-
     def steps(self) -> dict[str, int]:
         return {f"{node}/{rank}": p.step for (node, rank), p in sorted(self.progress.items())}
 

@@ -157,14 +157,6 @@ class Watcher:
         self.spawn()
         return True
 
-    def wait_until_alive(self, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.alive():
-                return True
-            time.sleep(0.05)
-        return self.alive()
-
     def request_stop(self, by: str = "the user") -> None:
         self.dir.mkdir(mode=0o700, exist_ok=True)
         temporary = self.stop_path.with_suffix(".tmp")
