@@ -160,7 +160,11 @@ def run_command(
 @click.option(
     "--script", help="Any torchrun-compatible script (default scripts/train_production.py)."
 )
-@click.option("--nodes", metavar="A,B", help="Run on these nodes only (the master among them).")
+@click.option(
+    "--nodes",
+    metavar="A,B",
+    help="Run on these nodes only; the first in rank order leads (hosts the rendezvous).",
+)
 @click.option("--detach", is_flag=True, help="Start the job and return at once.")
 @click.option(
     "--dry-run", is_flag=True, help="Check mode: print each node's command, start nothing."
@@ -176,7 +180,7 @@ def run_command(
 @click.option(
     "--min-nodes",
     type=click.IntRange(min=1),
-    help="A retry may go on with this many nodes (the master among them) if others stay down.",
+    help="A retry may go on with this many nodes (the job's first among them) if others stay down.",
 )
 @click.option(
     "--hang-timeout",

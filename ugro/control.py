@@ -28,7 +28,13 @@ STOP_WAIT_S = 90.0
 
 def job_extravars(cluster: Cluster, job_id: str) -> dict[str, Any]:
     """What the job playbooks (status, stop, collect) need to find a job on every node."""
-    return {"ugro_job_id": job_id, "ugro_collect_dest": str(Jobs(cluster).experiment_dir(job_id))}
+    jobs = Jobs(cluster)
+    nodes = jobs.config(job_id).get("nodes") or [cluster.master.name]
+    return {
+        "ugro_job_id": job_id,
+        "ugro_collect_dest": str(jobs.experiment_dir(job_id)),
+        "ugro_collect_lead": str(nodes[0]),
+    }
 
 
 def stop(

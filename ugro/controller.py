@@ -486,7 +486,8 @@ class Controller:
                 return wanted
             down = [n for n in wanted if n not in up]
             minimum = self.options.min_nodes
-            if minimum is not None and len(up) >= minimum and self.cluster.master.name in up:
+            # The lead holds the job's outputs (on the master, its experiment directory).
+            if minimum is not None and len(up) >= minimum and wanted[0] in up:
                 log.info(
                     "%s: retrying on %s without %s", self.job_id, ", ".join(up), ", ".join(down)
                 )

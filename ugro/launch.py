@@ -119,12 +119,15 @@ def job_nodes(cluster: Cluster, nodes: tuple[str, ...]) -> list[str]:
     if not nodes:
         return cluster.node_names
     chosen = [cluster.node(name).name for name in nodes]
-    if cluster.master.name not in chosen:
-        raise UsageError(
-            f"--nodes {','.join(nodes)}: the master ({cluster.master.name}) must take part; "
-            "it hosts the rendezvous and receives the results"
-        )
+    # In rank order: the first is the job's lead node (see lead_of).
     return [name for name in cluster.node_names if name in chosen]
+
+
+def lead_of(nodes: list[str]) -> str:
+    """The node that hosts a job's rendezvous and whose first rank writes its metrics and
+    artifacts: the job's first node in rank order (the master whenever it takes part, so
+    the results land in its experiment directory as they are written)."""
+    return nodes[0]
 
 
 def training_defaults_file(cluster: Cluster) -> Path:
@@ -250,7 +253,10 @@ def launch(
             result = run_playbook(
                 cluster,
                 "launch",
-                extravars={**_attempt_vars(request, job_id, script, request.args, 1), **staged},
+                extravars={
+                    **_attempt_vars(request, job_id, script, request.args, 1, nodes),
+                    **staged,
+                },
                 limit=nodes,
                 check=True,
                 on_event=on_event,
@@ -426,7 +432,12 @@ def stored_request(data: Mapping[str, Any]) -> LaunchRequest:
 
 
 def _attempt_vars(
-    request: LaunchRequest, job_id: str, script: JobScript, args: tuple[str, ...], attempt: int
+    request: LaunchRequest,
+    job_id: str,
+    script: JobScript,
+    args: tuple[str, ...],
+    attempt: int,
+    nodes: list[str],
 ) -> dict[str, Any]:
     return {
         **request.extravars,
@@ -436,6 +447,7 @@ def _attempt_vars(
         "ugro_launch_allow_drift": request.allow_drift,
         "ugro_launch_force": request.force,
         "ugro_launch_attempt": attempt,
+        "ugro_launch_lead": lead_of(nodes),
     }
 
 
@@ -472,7 +484,7 @@ def start_attempt(
     jobs = Jobs(cluster)
     script = JobScript.choose(request.script)
     code = code_files(cluster, script)
-    extravars = _attempt_vars(request, job_id, script, args, attempt)
+    extravars = _attempt_vars(request, job_id, script, args, attempt, nodes)
     log.info(
         "launching %s (attempt %d) on %s: %s %s",
         job_id,
@@ -496,7 +508,7 @@ def start_attempt(
     config.update(
         commands=commands,
         pids=pids,
-        rendezvous_port=result.facts("ugro_launch_port").get(cluster.master.name),
+        rendezvous_port=result.facts("ugro_launch_port").get(lead_of(nodes)),
         fingerprints={
             name: _fingerprint(report)
             for name, report in result.facts("ugro_health_report").items()

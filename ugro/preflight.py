@@ -21,14 +21,14 @@ def launch_refusals(
     *,
     hosts: Sequence[str],
     all_hosts: Sequence[str],
-    master: str,
+    lead: str,
     request: Mapping[str, Any],
 ) -> list[str]:
     """Why the job may not start (an empty list: it may).
 
     `hosts` are the nodes still in the play after the preflight, `all_hosts` the job's nodes,
-    `request` the job (job_id, id_pattern, script, allow_drift, force, master_addr,
-    master_port).
+    `lead` the job's lead node (it hosts the rendezvous), `request` the job (job_id,
+    id_pattern, script, allow_drift, force, master_addr: the lead's address, master_port).
     """
     refusals = []
     job_id = str(request["job_id"])
@@ -37,8 +37,8 @@ def launch_refusals(
     script = str(request["script"])
     if not _CODE_PATH.fullmatch(script) or ".." in script.split("/"):
         refusals.append(f"{script!r} is not a path in the job's code")
-    if master not in all_hosts:
-        refusals.append(f"the master ({master}) must take part: it hosts the rendezvous")
+    if lead not in all_hosts:
+        refusals.append(f"the lead node ({lead}) must take part: it hosts the rendezvous")
     failed = [host for host in all_hosts if host not in hosts]
     if failed:
         refusals.append(f"not launching: {', '.join(failed)} failed the preflight")
@@ -65,7 +65,7 @@ def launch_refusals(
                 f"`ugro stop {other}` ends it (`ugro reset` every job's processes); "
                 "--force launches beside it"
             )
-    if master in reports and reports[master].get("free_port") is None:
+    if lead in reports and reports[lead].get("free_port") is None:
         refusals.append(
             f"no free port from {request['master_port']} up on {request['master_addr']}"
         )

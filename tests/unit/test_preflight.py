@@ -32,7 +32,7 @@ def request(**overrides: object) -> dict:
 
 def refusals(variables: dict, hosts=HOSTS, **overrides: object) -> list[str]:
     return launch_refusals(
-        variables, hosts=hosts, all_hosts=HOSTS, master="gpu-master", request=request(**overrides)
+        variables, hosts=hosts, all_hosts=HOSTS, lead="gpu-master", request=request(**overrides)
     )
 
 
@@ -54,8 +54,16 @@ def test_each_refusal_names_what_is_wrong() -> None:
         "no free port from 29500 up on 10.0.0.1"
     ]
     assert launch_refusals(
-        hostvars(), hosts=["gpu1"], all_hosts=["gpu1"], master="gpu-master", request=request()
-    ) == ["the master (gpu-master) must take part: it hosts the rendezvous"]
+        hostvars(), hosts=["gpu1"], all_hosts=["gpu1"], lead="gpu-master", request=request()
+    ) == ["the lead node (gpu-master) must take part: it hosts the rendezvous"]
+    # A job on workers alone is led by its first worker, which needs the free port.
+    assert launch_refusals(
+        hostvars(gpu1=report(free_port=None)),
+        hosts=["gpu1", "gpu2"],
+        all_hosts=["gpu1", "gpu2"],
+        lead="gpu1",
+        request=request(),
+    ) == ["no free port from 29500 up on 10.0.0.1"]
 
 
 def test_drift_refuses_unless_allowed() -> None:

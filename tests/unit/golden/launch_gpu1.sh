@@ -11,7 +11,8 @@ export UGRO_NODE=gpu1
 # 1 for the launch, then one more per retry or resume: a script may resume when it is above 1.
 export UGRO_ATTEMPT=1
 export UGRO_OUTPUT_DIR=/home/ob/projects/UGRO/data/experiments/exp1_20261129_101010
-# The master's ranks write the job's metrics and artifacts straight into its experiment directory.
+# The lead node's first rank writes the job's metrics and artifacts (on the master: straight into
+# its experiment directory; on a worker: brought there by the collect).
 export UGRO_PRIMARY=0
 export UGRO_DIST_TIMEOUT=300
 export OMP_NUM_THREADS=22

@@ -36,14 +36,14 @@ def launch_refusals(
     hostvars: Mapping[str, Any],
     hosts: Sequence[str],
     all_hosts: Sequence[str],
-    master: str,
+    lead: str,
     request: Mapping[str, Any],
 ) -> list[str]:
     """Why a launch may not start (ugro.preflight.launch_refusals)."""
     from ugro.preflight import launch_refusals as refusals
 
     return refusals(
-        hostvars, hosts=list(hosts), all_hosts=list(all_hosts), master=master, request=request
+        hostvars, hosts=list(hosts), all_hosts=list(all_hosts), lead=lead, request=request
     )
 
 
