@@ -14,7 +14,7 @@ import sys
 import click
 
 from ugro.commands.context import Context
-from ugro.errors import ExitCode, UgroError
+from ugro.errors import ExitCode, UgroError, UsageError
 
 log = logging.getLogger("ugro.cli")
 
@@ -63,16 +63,33 @@ def cli(ctx: click.Context, config: str | None, verbose: int) -> None:
     is_flag=True,
     help="Import torch on every node even if its facts are cached (after a driver change).",
 )
+@click.option(
+    "--now", is_flag=True, help="Probe the nodes even if the daemon's verdicts are fresh."
+)
+@click.option(
+    "--history",
+    "show_history",
+    is_flag=True,
+    help="What changed on each node (up/down, GPU lost, disk filling, driver), from the daemon.",
+)
 @pass_context
-def health(ctx: Context, as_json: bool, nodes: tuple[str, ...], deep: bool) -> int:
+def health(
+    ctx: Context, as_json: bool, nodes: tuple[str, ...], deep: bool, now: bool, show_history: bool
+) -> int:
     """Probe every node: SSH, GPUs, torch, disk. Exit 1 if any node is unhealthy.
 
-    Torch's facts are cached on each node while its environment, GPUs and driver are unchanged
-    (an hour at most): importing torch costs seconds and a CUDA context on every GPU.
+    While the daemon runs, its verdicts (a light probe a minute) answer at once, with their
+    age; --now probes anyway. Torch's facts are cached on each node while its environment,
+    GPUs and driver are unchanged (an hour at most): importing torch costs seconds and a CUDA
+    context on every GPU.
     """
-    from ugro.commands.health import health as run
+    from ugro.commands import health as command
 
-    return run(ctx, nodes=nodes, deep=deep, as_json=as_json)
+    if show_history:
+        if len(nodes) > 1:
+            raise UsageError("--history takes one --node at most")
+        return command.history(ctx, node=nodes[0] if nodes else None, as_json=as_json)
+    return command.health(ctx, nodes=nodes, deep=deep, as_json=as_json, now=now)
 
 
 @cli.command()
@@ -293,6 +310,157 @@ def collect_command(ctx: Context, job: str) -> int:
     from ugro.commands.stop import collect
 
     return collect(ctx, job=job)
+
+
+# --- the queue and the daemon --------------------------------------------------------------------
+
+
+@cli.command(name="submit")
+@click.option("--name", required=True, help="Job name (letters, digits, '_', '.', '-').")
+@click.option("--model", help="Model: hub name, local directory, or tiny-llama.")
+@click.option("--dataset", help="Data set: hub name, local .txt file, or builtin.")
+@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Epochs.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
+@click.option(
+    "--script", help="Any torchrun-compatible script (default scripts/train_production.py)."
+)
+@click.option("--nodes", metavar="A,B", help="Run on these nodes (default: every node).")
+@click.option("--node-count", type=click.IntRange(min=1), help="Run on any N free, healthy nodes.")
+@click.option(
+    "--min-vram",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="GB",
+    help="With --node-count: only nodes each of whose GPUs has this much memory.",
+)
+@click.option(
+    "--sweep",
+    multiple=True,
+    metavar="KEY=V1,V2",
+    help="Queue one job per point of the grid (repeatable), named NAME_<key><value>...",
+)
+@click.option("--allow-drift", is_flag=True, help="Launch even if the nodes' environments differ.")
+@click.option("--retries", type=click.IntRange(min=0, max=100), help="As for `ugro launch`.")
+@click.option("--min-nodes", type=click.IntRange(min=1), help="As for `ugro launch`.")
+@click.option("--hang-timeout", type=click.FloatRange(min=5), help="As for `ugro launch`.")
+@click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
+@pass_context
+def submit_command(
+    ctx: Context,
+    name: str,
+    model: str | None,
+    dataset: str | None,
+    epochs: float | None,
+    lr: float | None,
+    script: str | None,
+    nodes: str | None,
+    node_count: int | None,
+    min_vram: float | None,
+    sweep: tuple[str, ...],
+    allow_drift: bool,
+    retries: int | None,
+    min_nodes: int | None,
+    hang_timeout: float | None,
+    script_args: tuple[str, ...],
+) -> int:
+    """Queue a job (or a sweep of jobs) and return at once with its id.
+
+    The daemon (`ugro daemon start`) starts it when the nodes it asks for are free and healthy,
+    first come first served; a later job may start first on nodes no earlier job asks for.
+    Arguments after `--` go to the script.
+    """
+    from ugro.commands.queue import submit
+
+    return submit(
+        ctx,
+        name=name,
+        seed_options={"--model": model, "--dataset": dataset, "--epochs": epochs, "--lr": lr},
+        script=script,
+        script_args=script_args,
+        nodes=tuple(n for n in (nodes or "").split(",") if n),
+        node_count=node_count,
+        min_vram_gb=min_vram,
+        allow_drift=allow_drift,
+        retries=retries,
+        min_nodes=min_nodes,
+        hang_timeout=hang_timeout,
+        sweep=sweep,
+    )
+
+
+@cli.command(name="queue")
+@_json_option
+@click.option("--pause", is_flag=True, help="Hold the queue: no queued job starts.")
+@click.option("--resume", is_flag=True, help="Let the queue run again.")
+@pass_context
+def queue_command(ctx: Context, as_json: bool, pause: bool, resume: bool) -> int:
+    """Queued and running jobs: each queued job's position and why it waits."""
+    from ugro.commands.queue import queue
+
+    if pause and resume:
+        raise UsageError("--pause or --resume, not both")
+    return queue(ctx, as_json=as_json, pause=pause, resume=resume)
+
+
+@cli.command(name="cancel")
+@click.argument("jobs", nargs=-1, required=True)
+@pass_context
+def cancel_command(ctx: Context, jobs: tuple[str, ...]) -> int:
+    """Remove queued jobs, stop running ones (a sweep's name: all of its jobs)."""
+    from ugro.commands.queue import cancel
+
+    return cancel(ctx, refs=jobs)
+
+
+@cli.group()
+def daemon() -> None:
+    """The daemon: runs the queue, watches the nodes' health, notifies; one per project."""
+
+
+@daemon.command(name="run")
+@pass_context
+def daemon_run(ctx: Context) -> int:
+    """Run in the foreground (for systemd, or a terminal; Ctrl-C stops it)."""
+    from ugro.commands import daemon as command
+
+    return command.run(ctx)
+
+
+@daemon.command(name="start")
+@pass_context
+def daemon_start(ctx: Context) -> int:
+    """Start it in the background (says where it runs if it already does)."""
+    from ugro.commands import daemon as command
+
+    return command.start(ctx)
+
+
+@daemon.command(name="stop")
+@pass_context
+def daemon_stop(ctx: Context) -> int:
+    """Stop it; running jobs go on with their controllers."""
+    from ugro.commands import daemon as command
+
+    return command.stop(ctx)
+
+
+@daemon.command(name="status")
+@_json_option
+@pass_context
+def daemon_status(ctx: Context, as_json: bool) -> int:
+    """Its pid, uptime and what it is doing. Exit 1 if none runs."""
+    from ugro.commands import daemon as command
+
+    return command.status(ctx, as_json=as_json)
+
+
+@daemon.command(name="install")
+@click.option("--print", "print_only", is_flag=True, help="Print the unit, write nothing.")
+@pass_context
+def daemon_install(ctx: Context, print_only: bool) -> int:
+    """Write a systemd user unit that keeps the daemon running (printed where systemd is not)."""
+    from ugro.commands import daemon as command
+
+    return command.install(ctx, print_only=print_only)
 
 
 # --- sandbox ------------------------------------------------------------------------------------

@@ -117,6 +117,17 @@ class LoggingOptions:
 
 
 @dataclass(frozen=True)
+class DaemonOptions:
+    """What cluster.yaml says about the daemon: health probes and notifications."""
+
+    probe_interval_s: float = 60.0
+    deep_probe_interval_s: float = 3600.0
+    disk_min_free_gb: float = 5.0
+    notify_command: tuple[str, ...] = ()  # an argv; empty: no notifications
+    notify_timeout_s: int = 30
+
+
+@dataclass(frozen=True)
 class Cluster:
     name: str
     source: Path | None  # None: the built-in local cluster
@@ -128,6 +139,7 @@ class Cluster:
     environment: EnvironmentSpec = EnvironmentSpec()
     launch: LaunchOptions = LaunchOptions()
     logging: LoggingOptions = LoggingOptions()
+    daemon: DaemonOptions = DaemonOptions()
     # The validated cluster.yaml (defaults filled in): what a job's config.json records.
     document: Mapping[str, Any] = field(default_factory=dict)
 
@@ -187,6 +199,9 @@ class Cluster:
                 **{**launch, "training": tuple((str(k), v) for k, v in launch["training"])}
             ),
             logging=LoggingOptions(**{**logging, "file": _path(logging["file"])}),
+            daemon=DaemonOptions(
+                **{**data["daemon"], "notify_command": tuple(data["daemon"]["notify_command"])}
+            ),
             document=dict(data["document"]),
         )
 

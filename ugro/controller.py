@@ -4,6 +4,8 @@
 
 Its loop reconciles what the history says with what the nodes say (observe, decide, act):
 
+- `queued` (the daemon gave the job its nodes: ugro.jobqueue.dispatch): record `launching` and
+  start it, as a launch would; a cancel recorded first wins, and then nothing starts.
 - `launching`: wait for the launching process; if it died before the job ran, stop whatever
   started and record `lost` ("the launch was interrupted").
 - `running`: keep a heartbeat stream to every node (ugro.nodelink) and judge the attempt from it
@@ -105,7 +107,9 @@ class Controller:
         while not self._gone():
             record = self.jobs.find(self.job_id)
             self.attempt = record.attempt
-            if record.state == "launching":
+            if record.state == "queued":
+                self._start_queued(record)
+            elif record.state == "launching":
                 if not self._await_launch(record):
                     continue
             elif record.state == "running":
@@ -147,6 +151,35 @@ class Controller:
         )
 
     # -- launching ------------------------------------------------------------------------------
+    def _start_queued(self, record: JobRecord) -> None:
+        """Start a queued job on the nodes the daemon gave it (options.json's request)."""
+        from ugro.launch import job_nodes, start_attempt, stored_request
+
+        request = stored_request(self.options.request)
+        nodes = job_nodes(self.cluster, request.nodes)
+        written = self.jobs.record(
+            self.job_id,
+            "launching",
+            attempt=record.attempt,
+            nodes=nodes,
+            launcher_pid=os.getpid(),
+            queued_at=record.created_at,
+        )
+        if not written:
+            return  # cancelled first: the loop sees `stopped`
+        self._publish("launching", f"starting on {', '.join(nodes)}", force=True)
+        try:
+            start_attempt(
+                self.cluster,
+                self.job_id,
+                request,
+                attempt=record.attempt,
+                nodes=nodes,
+                args=request.args,
+            )
+        except UgroError as exc:
+            log.warning("%s did not start: %s", self.job_id, exc.message)
+
     def _await_launch(self, record: JobRecord) -> bool:
         """Wait while the launch runs; True once it has ended either way."""
         launcher = record.detail.get("launcher_pid")

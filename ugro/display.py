@@ -52,6 +52,15 @@ def task_title(data: Mapping[str, Any]) -> str | None:
 
 
 _STATUS_STYLE = {"healthy": "green", "unhealthy": "red", "unreachable": "red"}
+_JOB_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "lost": "red",
+    "stopped": "yellow",
+    "running": "cyan",
+    "launching": "cyan",
+    "queued": "blue",
+}
 
 
 def _spinner() -> Progress:
@@ -258,20 +267,12 @@ def jobs_table(records: Iterable[JobRecord], *, title: str = "jobs") -> Table:
     table.add_column("State", no_wrap=True)
     table.add_column("Updated", no_wrap=True)
     table.add_column("Nodes", overflow="fold")
-    styles = {
-        "succeeded": "green",
-        "failed": "red",
-        "lost": "red",
-        "stopped": "yellow",
-        "running": "cyan",
-        "launching": "cyan",
-    }
     for record in records:
         nodes = ", ".join(record.detail.get("nodes") or [])
         state = record.state + (f" (attempt {record.attempt})" if record.attempt > 1 else "")
         table.add_row(
             record.job_id,
-            Text(state, style=styles.get(record.state, "")),
+            Text(state, style=_JOB_STYLE.get(record.state, "")),
             _local_time(record.updated_at),
             nodes,
         )
@@ -380,3 +381,101 @@ class TrainingProgress:
         elif entry.get("kind") == "eval" and self.plain:
             text = f"{self.job_id}: step {entry.get('step')} eval loss {entry.get('eval_loss')}"
             err_console.print(text, highlight=False, markup=False)
+
+
+def queue_table(summary: Mapping[str, Any]) -> Table:
+    """`ugro queue`: running jobs, then the queued ones in order with why each waits."""
+    table = Table(
+        title="queue" + (" (paused)" if summary.get("paused") else ""), title_justify="left"
+    )
+    for column in ("#", "Job", "State", "Wants / nodes", "Why it waits"):
+        table.add_column(column, overflow="fold")
+    for job in summary.get("running") or []:
+        table.add_row(
+            "", job["job_id"], Text(job["state"], style="cyan"), ", ".join(job["nodes"]), ""
+        )
+    for job in summary.get("queued") or []:
+        table.add_row(str(job["position"]), job["job_id"], "queued", job["wants"], job["reason"])
+    if not summary.get("running") and not summary.get("queued"):
+        table.caption = "Nothing queued or running: `ugro submit --name exp1` queues a job."
+        table.caption_justify = "left"
+    return table
+
+
+def sweep_table(name: str, rows: Iterable[Mapping[str, Any]]) -> Table:
+    """`ugro results SWEEP`: one row per point, its values and how it went."""
+    rows = list(rows)
+    keys = list(dict.fromkeys(k for row in rows for k in row["point"]))
+    table = Table(title=f"sweep {name}", title_justify="left")
+    for column in (
+        "Job",
+        *keys,
+        "Status",
+        "Steps",
+        "Final loss",
+        "Best loss",
+        "Eval loss",
+        "Tok/s",
+    ):
+        table.add_column(column, overflow="fold")
+
+    def fmt(value: Any, digits: int = 4) -> str:
+        return (
+            "-"
+            if value is None
+            else f"{value:.{digits}f}"
+            if isinstance(value, float)
+            else str(value)
+        )
+
+    for row in rows:
+        result = row["result"]
+        table.add_row(
+            row["job_id"],
+            *(str(row["point"].get(k, "-")) for k in keys),
+            Text(result["status"], style=_JOB_STYLE.get(result["status"], "")),
+            fmt(result.get("steps")),
+            fmt(result.get("final_loss")),
+            fmt(result.get("best_loss")),
+            fmt(result.get("final_eval_loss")),
+            fmt(result.get("tokens_per_s"), 1),
+        )
+    return table
+
+
+def node_samples_table(state: Mapping[str, Any], cluster: Cluster, age_s: float) -> Table:
+    """The daemon's last verdict on each node (`ugro health`/`status` while it runs)."""
+    table = Table(
+        title=f"{cluster.name}: health from the daemon, {age_s:.0f}s old (`--now` probes)",
+        title_justify="left",
+    )
+    for column in ("Node", "Rank", "Status", "GPU", "Disk free", "Load", "Busy with", "Problems"):
+        table.add_column(column, overflow="fold")
+    samples = state.get("nodes") or {}
+    busy = state.get("busy") or {}
+    for node in cluster.nodes:
+        sample = samples.get(node.name) or {}
+        status = sample.get("status", "not probed")
+        style = {"up": "green", "unhealthy": "yellow", "down": "red"}.get(status, "")
+        disk = sample.get("disk_free_gb")
+        table.add_row(
+            node.name,
+            str(node.rank),
+            f"[{style}]{status}[/]" if style else status,
+            ", ".join(sample.get("gpus") or []) or ("CPU" if sample else "-"),
+            f"{disk:g} GB" if disk is not None else "-",
+            f"{sample['load1']:g}" if sample.get("load1") is not None else "-",
+            busy.get(node.name, ""),
+            "; ".join(sample.get("problems") or []),
+        )
+    return table
+
+
+def health_history_table(changes: Iterable[tuple[Any, str]], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("When", "Node", "Probe", "Change"):
+        table.add_column(column, overflow="fold")
+    for sample, text in changes:
+        when = datetime.fromtimestamp(sample.at).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(when, sample.node, sample.kind, text)
+    return table

@@ -22,7 +22,7 @@ from typing import Any
 from ugro.cluster import Cluster
 from ugro.errors import UsageError
 from ugro.joblayout import LOGS_DIR, NODES_DIR, check_name, name_of
-from ugro.jobstates import ACTIVE_STATES, FINAL_STATES, State, refusal
+from ugro.jobstates import ACTIVE_STATES, FINAL_STATES, WAITING_STATES, State, refusal
 from ugro.state import append_jsonl, read_json, write_json_atomic
 
 __all__ = ["ACTIVE_STATES", "FINAL_STATES", "JobRecord", "Jobs", "State"]
@@ -48,12 +48,21 @@ class JobRecord:
 
     @property
     def active(self) -> bool:
+        """Starting or running on its nodes (a queued job is neither)."""
         return self.state in ACTIVE_STATES
 
     @property
+    def queued(self) -> bool:
+        return self.state in WAITING_STATES
+
+    @property
+    def ended(self) -> bool:
+        return self.state in FINAL_STATES
+
+    @property
     def ended_at(self) -> str | None:
-        """When the job ended (not when its end was written down); None while it runs."""
-        if self.active:
+        """When the job ended (not when its end was written down); None until it has."""
+        if not self.ended:
             return None
         return str(self.detail.get("ended_at") or self.updated_at)
 

@@ -5,8 +5,11 @@ so two writers (a job's controller and a user's `ugro stop`, say) can never give
 final states. Tests read the same table.
 
 An attempt is one start of a job on its nodes. Attempt 1 is the launch; a retry after a failure
-(`--retries`) or `ugro launch --resume JOB` begins the next attempt, at `launching` again.
+(`--retries`) or `ugro launch --resume JOB` begins the next attempt, at `launching` again. A job
+given to the queue (`ugro submit`) begins at `queued`, until the daemon gives it its nodes.
 
+    queued -> launching                       (its nodes are free: the daemon starts it)
+    queued -> stopped                         (cancelled before it started)
     launching -> running -> succeeded | failed | stopped | lost
     launching -> failed | stopped | lost     (refused, interrupted, or lost while starting)
     a final state -> launching               (only as the next attempt)
@@ -16,15 +19,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-State = Literal["launching", "running", "succeeded", "failed", "stopped", "lost"]
+State = Literal["queued", "launching", "running", "succeeded", "failed", "stopped", "lost"]
 
+WAITING_STATES: tuple[State, ...] = ("queued",)
 ACTIVE_STATES: tuple[State, ...] = ("launching", "running")
 FINAL_STATES: tuple[State, ...] = ("succeeded", "failed", "stopped", "lost")
-STATES: tuple[State, ...] = ACTIVE_STATES + FINAL_STATES
+STATES: tuple[State, ...] = WAITING_STATES + ACTIVE_STATES + FINAL_STATES
 
 # Within one attempt: what may follow each state (None: the job has no history yet).
 TRANSITIONS: dict[State | None, frozenset[State]] = {
-    None: frozenset({"launching"}),
+    None: frozenset({"queued", "launching"}),
+    "queued": frozenset({"launching", "stopped"}),
     "launching": frozenset({"running", "failed", "stopped", "lost"}),
     "running": frozenset({"succeeded", "failed", "stopped", "lost"}),
     "succeeded": frozenset(),
@@ -44,7 +49,9 @@ def refusal(
     if new not in STATES:
         return f"{new!r} is not a job state"
     if current is None:
-        return None if new == "launching" else f"a job begins at launching, not {new}"
+        if new in TRANSITIONS[None]:
+            return None
+        return f"a job begins at queued or launching, not {new}"
     if new_attempt == current_attempt:
         if new in TRANSITIONS[current]:
             return None

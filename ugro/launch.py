@@ -68,6 +68,7 @@ _OWN_VARIABLES = frozenset(
         "ugro_launch_allow_drift",
         "ugro_launch_force",
         "ugro_launch_attempt",
+        "ugro_launch_lead",
         "ugro_launch_code_file",
         "ugro_launch_secret_file",
     }

@@ -337,6 +337,11 @@ def test_every_key_of_the_schema_changes_the_resolved_cluster(tmp_path: Path) ->
         ("ssh", "known_hosts"): "/keys/known_hosts",
         ("ssh", "connect_timeout"): 9,
         ("ssh", "python_interpreter"): "/usr/bin/python3.12",
+        ("daemon", "probe_interval_seconds"): 30,
+        ("daemon", "deep_probe_interval_seconds"): 600,
+        ("daemon", "disk_min_free_gb"): 20,
+        ("notify", "command"): ["/usr/local/bin/tell", "--me"],
+        ("notify", "timeout_seconds"): 5,
     }
     # Keys that only matter together with another one.
     needs = {

@@ -20,11 +20,16 @@ def health(
     as_json: bool = False,
     check: bool = False,
     extravars: Mapping[str, Any] | None = None,
+    now: bool = False,
 ) -> ExitCode:
     from ugro import health as verdicts
     from ugro.display import console, err_console, health_table
 
     cluster = ctx.cluster()
+    if not (now or deep or check or extravars):
+        answered = from_daemon(ctx, nodes=nodes, as_json=as_json)
+        if answered is not None:
+            return answered
     names = [cluster.node(name).name for name in nodes] or cluster.node_names
     variables = {**(extravars or {}), **({"ugro_health_deep": True} if deep else {})}
     result = ctx.run_playbook("health", nodes=nodes, extravars=variables, check=check)
@@ -43,3 +48,78 @@ def health(
         for warning in (*summary.drift, *leftovers):
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     return ExitCode.OK if summary.healthy else ExitCode.FAILED
+
+
+def daemon_health(ctx: Context) -> tuple[dict[str, Any], float] | None:
+    """The daemon's last verdicts and their age in seconds, if a daemon runs and has probed
+    within two of its probe intervals (else None: ask the nodes)."""
+    import time
+
+    from ugro.daemon import DaemonFiles
+
+    cluster = ctx.cluster()
+    files = DaemonFiles(cluster.paths.data)
+    state = files.state()
+    probed = (state.get("probes") or {}).get("last_light")
+    if not probed or not state.get("nodes") or not files.alive():
+        return None
+    age = time.time() - float(probed)
+    if age > 2 * cluster.daemon.probe_interval_s + 30:
+        return None
+    return state, age
+
+
+def from_daemon(ctx: Context, *, nodes: tuple[str, ...], as_json: bool) -> ExitCode | None:
+    found = daemon_health(ctx)
+    if found is None:
+        return None
+    state, age = found
+    cluster = ctx.cluster()
+    names = [cluster.node(name).name for name in nodes] or cluster.node_names
+    samples = {name: (state.get("nodes") or {}).get(name) or {} for name in names}
+    healthy = all(sample.get("status") == "up" for sample in samples.values())
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "cluster": cluster.name,
+                    "source": "daemon",
+                    "age_s": round(age, 1),
+                    "healthy": healthy,
+                    "nodes": samples,
+                },
+                indent=2,
+                sort_keys=True,
+            )
+        )
+    else:
+        from ugro.display import console, node_samples_table
+
+        console.print(node_samples_table({**state, "nodes": samples}, cluster, age))
+    return ExitCode.OK if healthy else ExitCode.FAILED
+
+
+def history(ctx: Context, *, node: str | None, as_json: bool) -> ExitCode:
+    """What changed on each node, from data/health_history.jsonl (the daemon's probes)."""
+    from ugro import monitor
+
+    cluster = ctx.cluster()
+    name = cluster.node(node).name if node else None
+    path = cluster.paths.data / monitor.HISTORY
+    changes = monitor.transitions(monitor.read_history(path, name))
+    if as_json:
+        click.echo(
+            json.dumps(
+                [{**sample.to_json(), "change": text} for sample, text in changes],
+                indent=2,
+                sort_keys=True,
+            )
+        )
+        return ExitCode.OK
+    if not changes:
+        click.echo(f"No health history in {path}: the daemon (`ugro daemon start`) keeps it.")
+        return ExitCode.OK
+    from ugro.display import console, health_history_table
+
+    console.print(health_history_table(changes, f"health of {name or cluster.name}: changes"))
+    return ExitCode.OK

@@ -5,13 +5,18 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ugro.commands.context import Context
 from ugro.errors import ExitCode, UsageError
 from ugro.jobs import JobRecord
+
+if TYPE_CHECKING:
+    from ugro.cluster import Cluster
+    from ugro.launch import LaunchRequest
+    from ugro.watcher import ControllerOptions
 
 
 def launch(
@@ -39,21 +44,16 @@ def launch(
     from ugro import launch as launcher
     from ugro.display import RunProgress
     from ugro.joblayout import check_job_ref, check_name
-    from ugro.watcher import ControllerOptions
 
     if (name is None) == (resume_job is None):
         raise UsageError("give --name NAME for a new job, or --resume JOB to continue one")
     # Bad input is refused before anything is read or written.
     check_job_ref(resume_job) if resume_job is not None else check_name(str(name))
     cluster = ctx.cluster()
-    options = ControllerOptions(
-        retries=cluster.launch.retries if retries is None else retries,
-        min_nodes=min_nodes,
-        hang_timeout=hang_timeout,
+    options = controller_options(
+        cluster, retries=retries, min_nodes=min_nodes, hang_timeout=hang_timeout, nodes=nodes
     )
     node_count = len(nodes) or len(cluster.nodes)
-    if min_nodes is not None and min_nodes > node_count:
-        raise UsageError(f"--min-nodes {min_nodes}: the job has only {node_count} nodes")
     if resume_job is not None:
         if script or script_args or any(v is not None for v in (model, dataset, epochs, lr)):
             raise UsageError("--resume continues a job as it was launched; give no script options")
@@ -66,26 +66,16 @@ def launch(
         click.echo(f"Resumed {result.job_id} on {', '.join(result.nodes)}.")
         return _follow_or_detach(ctx, result.job_id, detach=detach, verbose=verbose)
     assert name is not None
-    seed_options = {"--model": model, "--dataset": dataset, "--epochs": epochs, "--lr": lr}
-    if script and any(v is not None for v in seed_options.values()):
-        raise UsageError(
-            "--model/--dataset/--epochs/--lr are train_production.py's options; "
-            "pass your script's own options after --"
-        )
-    args = (
-        tuple(script_args)
-        if script
-        else launcher.training_args(cluster, overrides=seed_options, extra=tuple(script_args))
-    )
-    request = launcher.LaunchRequest(
+    request = launch_request(
+        cluster,
         name=name,
-        script=script or launcher.DEFAULT_SCRIPT,
-        args=args,
+        seed_options={"--model": model, "--dataset": dataset, "--epochs": epochs, "--lr": lr},
+        script=script,
+        script_args=script_args,
         nodes=nodes,
         allow_drift=allow_drift,
         force=force,
-        extravars=dict(extravars or {}),
-        hf_token=os.environ.get("HF_TOKEN") or None,
+        extravars=extravars,
     )
     with RunProgress("launch (dry run)" if dry_run else "launch", node_count) as progress:
         result = launcher.launch(
@@ -98,6 +88,66 @@ def launch(
         return ExitCode.OK
     click.echo(f"Launched {result.job_id} on {', '.join(result.nodes)}.")
     return _follow_or_detach(ctx, result.job_id, detach=detach, verbose=verbose)
+
+
+def controller_options(
+    cluster: Cluster,
+    *,
+    retries: int | None,
+    min_nodes: int | None,
+    hang_timeout: float | None,
+    nodes: tuple[str, ...] = (),
+    node_count: int | None = None,
+) -> ControllerOptions:
+    """What the job's controller is asked to do (the launch's and the submit's options)."""
+    from ugro.watcher import ControllerOptions
+
+    count = node_count or len(nodes) or len(cluster.nodes)
+    if min_nodes is not None and min_nodes > count:
+        raise UsageError(f"--min-nodes {min_nodes}: the job has only {count} nodes")
+    return ControllerOptions(
+        retries=cluster.launch.retries if retries is None else retries,
+        min_nodes=min_nodes,
+        hang_timeout=hang_timeout,
+    )
+
+
+def launch_request(
+    cluster: Cluster,
+    *,
+    name: str,
+    seed_options: Mapping[str, Any],
+    script: str | None,
+    script_args: tuple[str, ...],
+    nodes: tuple[str, ...] = (),
+    allow_drift: bool = False,
+    force: bool = False,
+    extravars: Mapping[str, Any] | None = None,
+) -> LaunchRequest:
+    """The job as `ugro launch` and `ugro submit` take it: train_production.py with the
+    cluster's training section and the seed's options, or the user's script with its own."""
+    from ugro import launch as launcher
+
+    if script and any(v is not None for v in seed_options.values()):
+        raise UsageError(
+            "--model/--dataset/--epochs/--lr are train_production.py's options; "
+            "pass your script's own options after --"
+        )
+    args = (
+        tuple(script_args)
+        if script
+        else launcher.training_args(cluster, overrides=seed_options, extra=tuple(script_args))
+    )
+    return launcher.LaunchRequest(
+        name=name,
+        script=script or launcher.DEFAULT_SCRIPT,
+        args=args,
+        nodes=nodes,
+        allow_drift=allow_drift,
+        force=force,
+        extravars=dict(extravars or {}),
+        hf_token=os.environ.get("HF_TOKEN") or None,
+    )
 
 
 def _follow_or_detach(ctx: Context, job_id: str, *, detach: bool, verbose: bool) -> ExitCode:

@@ -1,4 +1,5 @@
-"""`ugro results`: a job's status, duration, losses, throughput, checkpoints and artifacts."""
+"""`ugro results`: a job's status, duration, losses, throughput, checkpoints and artifacts; or
+a sweep's, one row per point."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import click
 
 from ugro.commands.context import Context
 from ugro.errors import ExitCode
+from ugro.jobs import JobRecord
 
 
 def results(ctx: Context, *, job: str, as_json: bool = False) -> ExitCode:
@@ -15,6 +17,13 @@ def results(ctx: Context, *, job: str, as_json: bool = False) -> ExitCode:
 
     cluster = ctx.cluster()
     jobs = Jobs(cluster)
+    records = jobs.records()
+    swept = sorted(
+        (r for r in records.values() if (r.detail.get("sweep") or {}).get("name") == job),
+        key=lambda r: (r.created_at, (r.detail.get("sweep") or {}).get("index", 0)),
+    )
+    if swept and job not in records and not any(r.name == job for r in records.values()):
+        return sweep_results(ctx, job, swept, as_json=as_json)
     record = jobs.find(job)
     from ugro.commands.status import revive
 
@@ -26,4 +35,25 @@ def results(ctx: Context, *, job: str, as_json: bool = False) -> ExitCode:
     from ugro.display import console, results_table
 
     console.print(results_table(summary))
+    return ExitCode.OK
+
+
+def sweep_results(ctx: Context, name: str, records: list[JobRecord], *, as_json: bool) -> ExitCode:
+    from ugro.jobs import Jobs, job_results
+
+    jobs = Jobs(ctx.cluster())
+    rows = [
+        {
+            "job_id": record.job_id,
+            "point": (record.detail.get("sweep") or {}).get("point") or {},
+            "result": job_results(jobs, record),
+        }
+        for record in records
+    ]
+    if as_json:
+        click.echo(json.dumps({"sweep": name, "jobs": rows}, indent=2, sort_keys=True, default=str))
+        return ExitCode.OK
+    from ugro.display import console, sweep_table
+
+    console.print(sweep_table(name, rows))
     return ExitCode.OK

@@ -48,17 +48,32 @@ def status(ctx: Context, *, recent: int = 10, as_json: bool = False) -> ExitCode
     for job_id in revived:
         click.echo(f"{job_id}: its controller had stopped; started it again.", err=True)
     if as_json:
+        from ugro.commands.health import daemon_health
+
+        fresh = daemon_health(ctx)
         click.echo(
             json.dumps(
-                {"cluster": state or {}, "jobs": [r.__dict__ for r in records]},
+                {
+                    "cluster": state or {},
+                    "daemon": {"age_s": round(fresh[1], 1), **fresh[0]} if fresh else None,
+                    "jobs": [r.__dict__ for r in records],
+                },
                 indent=2,
                 sort_keys=True,
             )
         )
         return ExitCode.OK
-    from ugro.display import cluster_state_table, console, jobs_table
+    from ugro.commands.health import daemon_health
+    from ugro.display import cluster_state_table, console, jobs_table, node_samples_table
 
-    if state:
+    fresh = daemon_health(ctx)
+    if fresh is not None:
+        daemon_state, age = fresh
+        console.print(node_samples_table(daemon_state, cluster, age))
+        queued = sum(1 for entry in daemon_state.get("queue") or [] if not entry.get("nodes"))
+        if queued:
+            click.echo(f"{queued} job(s) queued: `ugro queue` says why each waits.")
+    elif state:
         console.print(cluster_state_table(state))
     else:
         click.echo(f"No health check recorded yet for {cluster.name}: run `ugro health`.")

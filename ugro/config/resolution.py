@@ -15,6 +15,7 @@ from typing import Any, Literal
 from ugro.cluster import (
     Cluster,
     ClusterPaths,
+    DaemonOptions,
     EnvironmentSpec,
     LaunchOptions,
     LoggingOptions,
@@ -150,6 +151,13 @@ def build_cluster(config: ClusterConfig, *, source: Path | None, base_dir: Path)
             file=_as_path(_local_path(config.logging.file, base_dir)),
             keep_days=config.logging.keep_days,
             keep_runs=config.logging.keep_runs,
+        ),
+        daemon=DaemonOptions(
+            probe_interval_s=config.daemon.probe_interval_seconds,
+            deep_probe_interval_s=config.daemon.deep_probe_interval_seconds,
+            disk_min_free_gb=config.daemon.disk_min_free_gb,
+            notify_command=tuple(config.notify.command or ()),
+            notify_timeout_s=config.notify.timeout_seconds,
         ),
         document=config.model_dump(mode="json"),
     )

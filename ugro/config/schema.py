@@ -262,6 +262,22 @@ class SshSection(_Model):
     python_interpreter: PathStr = "/usr/bin/python3"
 
 
+class DaemonSection(_Model):
+    """The daemon's health monitoring (`ugro daemon`)."""
+
+    probe_interval_seconds: Annotated[float, Field(ge=1, le=86400)] = 60
+    deep_probe_interval_seconds: Annotated[float, Field(ge=10, le=604800)] = 3600
+    # Below this much free disk (GB) where jobs write, a node is unhealthy ("disk filling").
+    disk_min_free_gb: Annotated[float, Field(ge=0)] = 5
+
+
+class NotifySection(_Model):
+    # An argv, never a shell string: run on a job's end and on a node going down, with the
+    # event in UGRO_EVENT, UGRO_JOB_ID, UGRO_JOB_STATE, UGRO_NODE and UGRO_REASON.
+    command: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
+    timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 30
+
+
 class ClusterConfig(_Model):
     cluster: ClusterSection
     workers: list[WorkerSection] = []
@@ -270,6 +286,8 @@ class ClusterConfig(_Model):
     environment: EnvironmentSection = EnvironmentSection()
     logging: LoggingSection = LoggingSection()
     ssh: SshSection = SshSection()
+    daemon: DaemonSection = DaemonSection()
+    notify: NotifySection = NotifySection()
 
 
 # --- Cross-field rules --------------------------------------------------------------------------

@@ -1,0 +1,168 @@
+"""`ugro submit`, `ugro queue`, `ugro cancel`: jobs that wait for their nodes, run by the daemon."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import click
+
+from ugro.commands.context import Context
+from ugro.errors import ExitCode, UsageError
+
+
+def submit(
+    ctx: Context,
+    *,
+    name: str,
+    seed_options: Mapping[str, Any],
+    script: str | None,
+    script_args: tuple[str, ...],
+    nodes: tuple[str, ...],
+    node_count: int | None,
+    min_vram_gb: float | None,
+    allow_drift: bool,
+    retries: int | None,
+    min_nodes: int | None,
+    hang_timeout: float | None,
+    sweep: tuple[str, ...],
+) -> ExitCode:
+    from ugro import jobqueue
+    from ugro.commands.launch import controller_options, launch_request
+    from ugro.daemon import DaemonFiles
+    from ugro.joblayout import check_name
+
+    check_name(name)
+    if nodes and node_count is not None:
+        raise UsageError("give --nodes A,B or --node-count N, not both")
+    if min_vram_gb is not None and node_count is None:
+        raise UsageError("--min-vram goes with --node-count N (any N nodes with that much)")
+    points = jobqueue.sweep_points(sweep) if sweep else [{}]
+    names = [jobqueue.sweep_job_name(name, p) if p else name for p in points]
+    for job_name in names:
+        check_name(job_name)
+    cluster = ctx.cluster()
+    for node in nodes:
+        cluster.node(node)
+    placement = jobqueue.Placement(nodes=nodes, count=node_count, min_vram_gb=min_vram_gb)
+    options = controller_options(
+        cluster,
+        retries=retries,
+        min_nodes=min_nodes,
+        hang_timeout=hang_timeout,
+        nodes=nodes,
+        node_count=node_count,
+    )
+    job_ids = []
+    for index, (point, job_name) in enumerate(zip(points, names, strict=True)):
+        request = launch_request(
+            cluster,
+            name=job_name,
+            seed_options=seed_options,
+            script=script,
+            script_args=(*script_args, *jobqueue.sweep_args(point)),
+            nodes=nodes,
+            allow_drift=allow_drift,
+        )
+        sweep_detail = {"name": name, "point": point, "index": index} if point else None
+        job_ids.append(jobqueue.submit(cluster, request, options, placement, sweep=sweep_detail))
+    for job_id in job_ids:
+        click.echo(f"{job_id} queued")
+    if not DaemonFiles(cluster.paths.data).alive():
+        click.echo(
+            "No daemon runs for this cluster: nothing starts until `ugro daemon start`.", err=True
+        )
+    return ExitCode.OK
+
+
+def queue(ctx: Context, *, as_json: bool, pause: bool, resume: bool) -> ExitCode:
+    """The queued and running jobs, each waiting job's position and why it waits."""
+    from ugro.daemon import DaemonFiles
+    from ugro.jobqueue import Placement, dispatched, queue_order
+    from ugro.jobs import Jobs
+
+    cluster = ctx.cluster()
+    files = DaemonFiles(cluster.paths.data)
+    if pause or resume:
+        files.set_paused(pause)
+        click.echo(
+            "The queue is paused: running jobs go on, no queued job starts."
+            if pause
+            else "The queue runs again."
+        )
+        return ExitCode.OK
+    jobs = Jobs(cluster)
+    running = [r for r in jobs.records().values() if r.active]
+    state = files.state() if files.alive() else {}
+    reasons = {entry["job_id"]: entry.get("reason", "") for entry in state.get("queue") or []}
+    waiting = []
+    for position, record in enumerate(queue_order(jobs), start=1):
+        placement = record.detail.get("placement") or {}
+        if dispatched(jobs, record):
+            reason = "starting"
+        elif not state:
+            reason = "no daemon runs (`ugro daemon start`)"
+        else:
+            reason = reasons.get(record.job_id) or "waiting for the daemon's next look"
+        waiting.append(
+            {
+                "job_id": record.job_id,
+                "position": position,
+                "wants": Placement.from_json(placement).describe(),
+                "reason": reason,
+                "queued_at": record.created_at,
+            }
+        )
+    summary = {
+        "paused": files.paused(),
+        "daemon": bool(state),
+        "queued": waiting,
+        "running": [
+            {"job_id": r.job_id, "state": r.state, "nodes": jobs.nodes(r), "attempt": r.attempt}
+            for r in running
+        ],
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, sort_keys=True))
+        return ExitCode.OK
+    from ugro.display import console, queue_table
+
+    console.print(queue_table(summary))
+    if summary["paused"]:
+        click.echo("The queue is paused (`ugro queue --resume`).")
+    return ExitCode.OK
+
+
+def cancel(ctx: Context, *, refs: tuple[str, ...]) -> ExitCode:
+    """Remove queued jobs; stop running ones. A sweep's name cancels every job of the sweep."""
+    from ugro.control import stop_job
+    from ugro.joblayout import check_job_ref
+    from ugro.jobqueue import cancel as cancel_queued
+    from ugro.jobs import Jobs
+
+    for ref in refs:
+        check_job_ref(ref)
+    cluster = ctx.cluster()
+    jobs = Jobs(cluster)
+    records = []
+    for ref in refs:
+        swept = [
+            r for r in jobs.records().values() if (r.detail.get("sweep") or {}).get("name") == ref
+        ]
+        if swept and ref not in jobs.records() and not any(r.name == ref for r in swept):
+            records += [r for r in swept if not r.ended]
+            if not any(not r.ended for r in swept):
+                click.echo(f"every job of sweep {ref} has already ended")
+            continue
+        records.append(jobs.find(ref))
+    for record in records:
+        if record.ended:
+            click.echo(f"{record.job_id} had already ended ({record.state})")
+            continue
+        if record.queued and cancel_queued(cluster, record):
+            click.echo(f"{record.job_id} cancelled (it had not started)")
+            continue
+        report = stop_job(cluster, jobs.find(record.job_id))
+        click.echo(f"{record.job_id} {report.state}: {report.signalled} processes ended")
+    return ExitCode.OK

@@ -1,0 +1,267 @@
+"""The daemon's health monitoring: light probes every minute, deep ones now and then, a history.
+
+A light probe (roles/ugro_health/files/lightprobe.py, sent to the node's system Python over SSH
+on stdin) costs a node nothing a running job would notice; a deep one is `ugro health --deep`
+(the health playbook: torch imported, the GPUs checked), run hourly and when a node comes back,
+on idle nodes only.
+Every verdict is appended to data/health_history.jsonl (fsync'd, one line per node and probe);
+`transitions` turns that history into what changed: up/down, a GPU lost, the disk filling, the
+driver changed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ugro import assets
+from ugro.cluster import Cluster, Node
+from ugro.inventory import ssh_command, ssh_destination
+from ugro.state import append_jsonl
+
+log = logging.getLogger(__name__)
+
+HISTORY = "health_history.jsonl"
+Status = Literal["up", "unhealthy", "down"]
+_PROBE_SOURCE = ("roles", "ugro_health", "files", "lightprobe.py")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One node's verdict from one probe."""
+
+    node: str
+    at: float  # time.time()
+    kind: Literal["light", "deep"]
+    status: Status
+    problems: tuple[str, ...] = ()
+    gpus: tuple[str, ...] = ()  # names, in index order
+    vram_gb: float | None = None  # the smallest GPU's memory
+    driver: str | None = None
+    disk_free_gb: float | None = None
+    load1: float | None = None
+    ugro_jobs: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == "up"
+
+    @property
+    def why(self) -> str:
+        if self.status == "down":
+            return "down" + (f" ({self.problems[0]})" if self.problems else "")
+        return "unhealthy: " + "; ".join(self.problems) if self.problems else self.status
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["problems"] = list(self.problems)
+        data["gpus"] = list(self.gpus)
+        data["ugro_jobs"] = dict(self.ugro_jobs)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Sample:
+        return cls(
+            node=str(data["node"]),
+            at=float(data["at"]),
+            kind="deep" if data.get("kind") == "deep" else "light",
+            status=data["status"] if data.get("status") in ("up", "unhealthy") else "down",
+            problems=tuple(str(p) for p in data.get("problems") or ()),
+            gpus=tuple(str(g) for g in data.get("gpus") or ()),
+            vram_gb=_float(data.get("vram_gb")),
+            driver=data.get("driver"),
+            disk_free_gb=_float(data.get("disk_free_gb")),
+            load1=_float(data.get("load1")),
+            ugro_jobs={str(k): int(v) for k, v in (data.get("ugro_jobs") or {}).items()},
+        )
+
+
+def _float(value: Any) -> float | None:
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# --- probing ------------------------------------------------------------------------------------
+
+
+def probe_argv(cluster: Cluster, node: Node) -> list[str]:
+    """The light probe's argv: the node's system Python reading the probe from stdin."""
+    remote = [cluster.ssh.python_interpreter, "-", node.experiments_path]
+    if node.connection == "local":
+        return remote
+    import shlex
+
+    return [*ssh_command(cluster, node), ssh_destination(node), "--", shlex.join(remote)]
+
+
+def light_probe(cluster: Cluster, node: Node, now: float, previous: Sample | None = None) -> Sample:
+    timeout = cluster.ssh.connect_timeout + 20
+    try:
+        done = subprocess.run(
+            probe_argv(cluster, node),
+            input=assets.project_dir().joinpath(*_PROBE_SOURCE).read_bytes(),
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return Sample(node.name, now, "light", "down", (f"no answer within {timeout}s",))
+    except OSError as exc:
+        return Sample(node.name, now, "light", "down", (f"cannot run ssh: {exc.strerror}",))
+    try:
+        report = json.loads(done.stdout.decode("utf-8", "replace").strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        report = None
+    if done.returncode != 0 or not isinstance(report, dict):
+        lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        reason = lines[-1] if lines else f"exit {done.returncode}"
+        # ssh itself exits 255 when it cannot reach or log in to the node.
+        status: Status = "down" if done.returncode == 255 else "unhealthy"
+        return Sample(node.name, now, "light", status, (reason[:200],))
+    return judge(node.name, now, report, previous, disk_min_free_gb=cluster.daemon.disk_min_free_gb)
+
+
+def judge(
+    name: str,
+    now: float,
+    report: Mapping[str, Any],
+    previous: Sample | None,
+    *,
+    disk_min_free_gb: float,
+) -> Sample:
+    """A light probe's report as a verdict: what a job would trip over is a problem."""
+    problems = []
+    gpus = report.get("gpus")
+    names: tuple[str, ...] = ()
+    vram = driver = None
+    if isinstance(gpus, str):
+        problems.append(gpus)
+    elif isinstance(gpus, list) and gpus:
+        names = tuple(str(g.get("name")) for g in gpus)
+        sizes = [g.get("vram_total_mb") for g in gpus if g.get("vram_total_mb")]
+        vram = round(min(sizes) / 1024, 1) if sizes else None
+        driver = gpus[0].get("driver")
+    if previous is not None and len(names) < len(previous.gpus) and not isinstance(gpus, str):
+        problems.append(f"GPU lost: {len(previous.gpus)} seen before, {len(names)} now")
+    free = _float(report.get("disk_free_gb"))
+    if free is not None and free < disk_min_free_gb:
+        problems.append(f"disk filling: {free:g} GB free (below {disk_min_free_gb:g})")
+    jobs = report.get("ugro_jobs") or {}
+    return Sample(
+        node=name,
+        at=now,
+        kind="light",
+        status="unhealthy" if problems else "up",
+        problems=tuple(problems),
+        gpus=names,
+        vram_gb=vram,
+        driver=str(driver) if driver else None,
+        disk_free_gb=free,
+        load1=_float(report.get("load1")),
+        ugro_jobs={str(k): int(v) for k, v in jobs.items()} if isinstance(jobs, dict) else {},
+    )
+
+
+def probe_all(
+    cluster: Cluster, now: float, previous: Mapping[str, Sample], names: Sequence[str] = ()
+) -> list[Sample]:
+    nodes = [cluster.node(n) for n in names] if names else list(cluster.nodes)
+    with ThreadPoolExecutor(max_workers=max(len(nodes), 1)) as pool:
+        return list(
+            pool.map(lambda node: light_probe(cluster, node, now, previous.get(node.name)), nodes)
+        )
+
+
+def deep_samples(summary: Mapping[str, Any], now: float) -> list[Sample]:
+    """`ugro health --json`'s verdicts (the health playbook's) as samples."""
+    samples = []
+    for name, node in (summary.get("nodes") or {}).items():
+        report = node.get("report") or {}
+        gpus = report.get("gpus") or []
+        sizes = [g.get("vram_total_mb") for g in gpus if g.get("vram_total_mb")]
+        status: Status = {"healthy": "up", "unhealthy": "unhealthy"}.get(
+            str(node.get("status")), "down"
+        )  # type: ignore[assignment]
+        samples.append(
+            Sample(
+                node=str(name),
+                at=now,
+                kind="deep",
+                status=status,
+                problems=() if status == "up" else (str(node.get("message") or status),),
+                gpus=tuple(str(g.get("name")) for g in gpus),
+                vram_gb=round(min(sizes) / 1024, 1) if sizes else None,
+                driver=report.get("driver_version"),
+                ugro_jobs=dict(report.get("ugro_jobs") or {}),
+            )
+        )
+    return samples
+
+
+# --- history ------------------------------------------------------------------------------------
+
+
+def record(path: Path, samples: Iterable[Sample]) -> None:
+    for sample in samples:
+        append_jsonl(path, sample.to_json())
+
+
+def read_history(path: Path, node: str | None = None) -> list[Sample]:
+    samples = []
+    try:
+        with open(path, encoding="utf-8") as handle:
+            for line in handle:
+                try:
+                    sample = Sample.from_json(json.loads(line))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn last line after a crash, or a foreign one
+                if node is None or sample.node == node:
+                    samples.append(sample)
+    except FileNotFoundError:
+        pass
+    return samples
+
+
+def latest(samples: Iterable[Sample]) -> dict[str, Sample]:
+    found: dict[str, Sample] = {}
+    for sample in samples:
+        found[sample.node] = sample
+    return found
+
+
+def transitions(samples: Iterable[Sample]) -> list[tuple[Sample, str]]:
+    """What changed from each node's previous sample to the next: the sample and a sentence."""
+    changes: list[tuple[Sample, str]] = []
+    before: dict[str, Sample] = {}
+    for sample in samples:
+        prior = before.get(sample.node)
+        before[sample.node] = sample
+        if prior is None:
+            changes.append((sample, f"first seen {sample.status}"))
+            continue
+        if sample.status != prior.status:
+            detail = f": {'; '.join(sample.problems)}" if sample.problems else ""
+            changes.append((sample, f"{prior.status} -> {sample.status}{detail}"))
+        elif set(sample.problems) - set(prior.problems):
+            new = sorted(set(sample.problems) - set(prior.problems))
+            changes.append((sample, "; ".join(new)))
+        if sample.status == "down" or prior.status == "down":
+            continue
+        if sample.driver and prior.driver and sample.driver != prior.driver:
+            changes.append((sample, f"driver changed: {prior.driver} -> {sample.driver}"))
+        if (
+            prior.gpus
+            and len(sample.gpus) < len(prior.gpus)
+            and sample.kind == prior.kind
+            and not any(p.startswith("GPU lost") for p in sample.problems)
+        ):
+            changes.append((sample, f"GPU lost: {len(prior.gpus)} -> {len(sample.gpus)}"))
+    return changes
