@@ -100,6 +100,12 @@ def stop_job(
     this process does it itself only when none answers."""
     jobs = Jobs(cluster)
     nodes = jobs.nodes(record)
+    if record.queued:
+        from ugro.jobqueue import cancel
+
+        if cancel(cluster, record):
+            return StopReport(record.job_id, [], 0, None)
+        record = jobs.find(record.job_id)  # it started meanwhile: stopped as a running job
     watcher = Watcher(jobs.experiment_dir(record.job_id))
     if watcher.exists() and (record.active or watcher.alive()):
         watcher.request_stop()

@@ -42,6 +42,7 @@ from typing import Any
 
 from ugro import monitor
 from ugro.cluster import Cluster
+from ugro.daemonfiles import DaemonFiles, already_running
 from ugro.errors import UgroError, UsageError
 from ugro.jobqueue import (
     Decision,
@@ -56,7 +57,7 @@ from ugro.jobqueue import (
 from ugro.jobs import JobRecord, Jobs
 from ugro.jobstates import FINAL_STATES
 from ugro.notify import notify
-from ugro.state import read_json, write_json_atomic
+from ugro.state import write_json_atomic
 from ugro.watcher import Watcher
 
 log = logging.getLogger("ugro.daemon")
@@ -65,59 +66,6 @@ TICK_S = 1.0
 # Even when nothing seems to change: revive controllers, re-check leftovers, refresh state.json.
 RECONCILE_S = 5.0
 DEEP_TIMEOUT_S = 900.0
-
-
-class DaemonFiles:
-    """The daemon's files under data/daemon/, and whether a daemon holds them."""
-
-    def __init__(self, data: Path) -> None:
-        self.dir = data / "daemon"
-
-    @property
-    def lock_path(self) -> Path:
-        return self.dir / "lock"
-
-    @property
-    def state_path(self) -> Path:
-        return self.dir / "state.json"
-
-    @property
-    def log_path(self) -> Path:
-        return self.dir / "daemon.log"
-
-    @property
-    def paused_path(self) -> Path:
-        return self.dir / "paused"
-
-    def alive(self) -> bool:
-        try:
-            fd = os.open(self.lock_path, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
-
-    def state(self) -> dict[str, Any]:
-        try:
-            state = read_json(self.state_path)
-        except (OSError, ValueError):
-            return {}
-        return state if isinstance(state, dict) else {}
-
-    def paused(self) -> bool:
-        return self.paused_path.exists()
-
-    def set_paused(self, paused: bool) -> None:
-        if paused:
-            self.dir.mkdir(parents=True, exist_ok=True)
-            self.paused_path.write_text(f"{time.time()}\n")
-        else:
-            self.paused_path.unlink(missing_ok=True)
 
 
 class Daemon:
@@ -427,20 +375,6 @@ class Daemon:
                 **extra,
             },
         )
-
-
-def already_running(files: DaemonFiles) -> str:
-    state = files.state()
-    since = state.get("started_at")
-    when = (
-        f", since {datetime.fromtimestamp(float(since)).isoformat(timespec='seconds')}"
-        if since
-        else ""
-    )
-    return (
-        f"a daemon already runs for {files.dir.parent} (pid {state.get('pid', '?')}{when}); "
-        f"its log: {files.log_path}"
-    )
 
 
 def _result(future: Future[list[monitor.Sample]], what: str) -> list[monitor.Sample]:

@@ -303,6 +303,8 @@ def resume(
     jobs = Jobs(cluster)
     record = jobs.find(job_ref)
     watcher = Watcher(jobs.experiment_dir(record.job_id))
+    if record.queued:
+        raise UsageError(f"{record.job_id} is queued, not ended; `ugro cancel {record.job_id}`")
     if record.active or watcher.alive():
         raise UsageError(
             f"{record.job_id} is {record.state} (attempt {record.attempt}) and has its "

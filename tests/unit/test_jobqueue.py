@@ -19,7 +19,9 @@ NODES = ("gpu-master", "gpu1", "gpu2")
 
 
 def views(**overrides: dict) -> list[NodeView]:
-    return [NodeView(**{"name": name, "healthy": True, **overrides.get(name, {})}) for name in NODES]
+    return [
+        NodeView(**{"name": name, "healthy": True, **overrides.get(name, {})}) for name in NODES
+    ]
 
 
 def started(decisions) -> dict[str, tuple[str, ...]]:
@@ -34,9 +36,7 @@ def test_first_come_first_served_on_free_nodes() -> None:
     queue = [Waiting("a", Placement()), Waiting("b", Placement())]
     decisions = schedule(queue, views())
     assert started(decisions) == {"a": NODES}
-    assert reasons(decisions) == {
-        "b": "gpu-master busy with a; gpu1 busy with a; gpu2 busy with a"
-    }
+    assert reasons(decisions) == {"b": "gpu-master busy with a; gpu1 busy with a; gpu2 busy with a"}
 
 
 def test_one_node_jobs_on_different_nodes_start_together() -> None:

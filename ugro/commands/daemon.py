@@ -17,11 +17,11 @@ from ugro.commands.context import Context
 from ugro.errors import ExitCode, UsageError
 
 if TYPE_CHECKING:
-    from ugro.daemon import DaemonFiles
+    from ugro.daemonfiles import DaemonFiles
 
 
 def _files(ctx: Context) -> DaemonFiles:
-    from ugro.daemon import DaemonFiles
+    from ugro.daemonfiles import DaemonFiles
 
     return DaemonFiles(ctx.cluster().paths.data)
 
@@ -46,7 +46,8 @@ def run(ctx: Context) -> ExitCode:
 
 
 def start(ctx: Context) -> ExitCode:
-    from ugro.daemon import already_running, spawn
+    from ugro.daemon import spawn
+    from ugro.daemonfiles import already_running
 
     files = _files(ctx)
     if files.alive():

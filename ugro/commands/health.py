@@ -55,7 +55,7 @@ def daemon_health(ctx: Context) -> tuple[dict[str, Any], float] | None:
     within two of its probe intervals (else None: ask the nodes)."""
     import time
 
-    from ugro.daemon import DaemonFiles
+    from ugro.daemonfiles import DaemonFiles
 
     cluster = ctx.cluster()
     files = DaemonFiles(cluster.paths.data)

@@ -30,7 +30,7 @@ def submit(
 ) -> ExitCode:
     from ugro import jobqueue
     from ugro.commands.launch import controller_options, launch_request
-    from ugro.daemon import DaemonFiles
+    from ugro.daemonfiles import DaemonFiles
     from ugro.joblayout import check_name
 
     check_name(name)
@@ -78,7 +78,7 @@ def submit(
 
 def queue(ctx: Context, *, as_json: bool, pause: bool, resume: bool) -> ExitCode:
     """The queued and running jobs, each waiting job's position and why it waits."""
-    from ugro.daemon import DaemonFiles
+    from ugro.daemonfiles import DaemonFiles
     from ugro.jobqueue import Placement, dispatched, queue_order
     from ugro.jobs import Jobs
 
@@ -138,7 +138,6 @@ def cancel(ctx: Context, *, refs: tuple[str, ...]) -> ExitCode:
     """Remove queued jobs; stop running ones. A sweep's name cancels every job of the sweep."""
     from ugro.control import stop_job
     from ugro.joblayout import check_job_ref
-    from ugro.jobqueue import cancel as cancel_queued
     from ugro.jobs import Jobs
 
     for ref in refs:
@@ -160,9 +159,9 @@ def cancel(ctx: Context, *, refs: tuple[str, ...]) -> ExitCode:
         if record.ended:
             click.echo(f"{record.job_id} had already ended ({record.state})")
             continue
-        if record.queued and cancel_queued(cluster, record):
+        report = stop_job(cluster, record)
+        if record.queued and not report.nodes:
             click.echo(f"{record.job_id} cancelled (it had not started)")
-            continue
-        report = stop_job(cluster, jobs.find(record.job_id))
-        click.echo(f"{record.job_id} {report.state}: {report.signalled} processes ended")
+        else:
+            click.echo(f"{record.job_id} {report.state}: {report.signalled} processes ended")
     return ExitCode.OK

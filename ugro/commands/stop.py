@@ -18,6 +18,9 @@ def stop(ctx: Context, *, job: str, extravars: Mapping[str, Any] | None = None) 
     cluster = ctx.cluster()
     record = Jobs(cluster).find(job)
     report = stop_job(cluster, record, extravars=extravars)
+    if record.queued and not report.nodes:
+        click.echo(f"Cancelled {report.job_id}: it was queued and had not started.")
+        return ExitCode.OK
     if report.collect_error:
         click.echo(f"warning: collecting logs failed: {report.collect_error}", err=True)
     reached = len(report.nodes) - len(report.unreachable)
