@@ -273,8 +273,9 @@ class Daemon:
             name
             for name in self.cluster.node_names
             if name not in self.busy
-            and self.samples.get(name) is not None
-            and self.samples[name].status != "down"
+            and (sample := self.samples.get(name)) is not None
+            and sample.status != "down"
+            and not sample.loaded
         ]
         wanted = [n for n in idle if n in self.deep_wanted] if now < self.next_deep else idle
         self.deep_wanted -= set(wanted)

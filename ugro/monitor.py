@@ -48,9 +48,16 @@ class Sample:
     load1: float | None = None
     ugro_jobs: Mapping[str, int] = field(default_factory=dict)
 
+    cpus: int | None = None
+
     @property
     def healthy(self) -> bool:
         return self.status == "up"
+
+    @property
+    def loaded(self) -> bool:
+        """Busy with work of some kind (a load of one per CPU): no torch import there now."""
+        return bool(self.load1 and self.cpus and self.load1 >= self.cpus)
 
     @property
     def why(self) -> str:
@@ -79,6 +86,7 @@ class Sample:
             disk_free_gb=_float(data.get("disk_free_gb")),
             load1=_float(data.get("load1")),
             ugro_jobs={str(k): int(v) for k, v in (data.get("ugro_jobs") or {}).items()},
+            cpus=int(data["cpus"]) if data.get("cpus") else None,
         )
 
 
@@ -167,6 +175,7 @@ def judge(
         disk_free_gb=free,
         load1=_float(report.get("load1")),
         ugro_jobs={str(k): int(v) for k, v in jobs.items()} if isinstance(jobs, dict) else {},
+        cpus=int(report["cpus"]) if report.get("cpus") else None,
     )
 
 
@@ -238,30 +247,35 @@ def latest(samples: Iterable[Sample]) -> dict[str, Sample]:
 
 
 def transitions(samples: Iterable[Sample]) -> list[tuple[Sample, str]]:
-    """What changed from each node's previous sample to the next: the sample and a sentence."""
+    """What changed from each node's previous sample to the next: the sample and a sentence.
+    The driver and the GPUs are compared with the last time the node answered, so a driver
+    changed across a reboot shows."""
     changes: list[tuple[Sample, str]] = []
     before: dict[str, Sample] = {}
+    answered: dict[str, Sample] = {}
     for sample in samples:
         prior = before.get(sample.node)
         before[sample.node] = sample
         if prior is None:
             changes.append((sample, f"first seen {sample.status}"))
-            continue
-        if sample.status != prior.status:
+        elif sample.status != prior.status:
             detail = f": {'; '.join(sample.problems)}" if sample.problems else ""
             changes.append((sample, f"{prior.status} -> {sample.status}{detail}"))
         elif set(sample.problems) - set(prior.problems):
             new = sorted(set(sample.problems) - set(prior.problems))
             changes.append((sample, "; ".join(new)))
-        if sample.status == "down" or prior.status == "down":
+        if sample.status == "down":
             continue
-        if sample.driver and prior.driver and sample.driver != prior.driver:
-            changes.append((sample, f"driver changed: {prior.driver} -> {sample.driver}"))
+        last = answered.get(sample.node)
+        answered[sample.node] = sample
+        if last is None:
+            continue
+        if sample.driver and last.driver and sample.driver != last.driver:
+            changes.append((sample, f"driver changed: {last.driver} -> {sample.driver}"))
         if (
-            prior.gpus
-            and len(sample.gpus) < len(prior.gpus)
-            and sample.kind == prior.kind
+            len(sample.gpus) < len(last.gpus)
+            and sample.kind == last.kind
             and not any(p.startswith("GPU lost") for p in sample.problems)
         ):
-            changes.append((sample, f"GPU lost: {len(prior.gpus)} -> {len(sample.gpus)}"))
+            changes.append((sample, f"GPU lost: {len(last.gpus)} -> {len(sample.gpus)}"))
     return changes

@@ -35,6 +35,13 @@ def test_the_table_covers_every_state_and_finals_lead_nowhere() -> None:
         ("running", 1, "launching", 2, False),  # attempt 1 has not ended
         ("failed", 1, "launching", 3, False),  # attempts do not skip
         ("lost", 2, "running", 2, False),
+        (None, 0, "queued", 1, True),  # ugro submit
+        ("queued", 1, "launching", 1, True),  # the daemon gave it its nodes
+        ("queued", 1, "stopped", 1, True),  # cancelled before it started
+        ("queued", 1, "running", 1, False),
+        ("queued", 1, "failed", 1, False),
+        ("stopped", 1, "launching", 1, False),  # a cancel recorded first wins
+        ("launching", 1, "queued", 1, False),
     ],
 )
 def test_refusal_follows_the_table(current, attempt, new, new_attempt, allowed) -> None:

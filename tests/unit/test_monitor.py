@@ -1,0 +1,75 @@
+"""Health monitoring: a light probe's report as a verdict, the history and its transitions,
+and the probe itself run here on this machine (a real subprocess, as on a node)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ugro.monitor import Sample, judge, light_probe, read_history, record, transitions
+
+GPU = {"name": "RTX 4070", "vram_total_mb": 8188, "vram_used_mb": 10, "driver": "550.1"}
+
+
+def report(**overrides) -> dict:
+    return {"ok": True, "load1": 0.2, "cpus": 8, "disk_free_gb": 100.0, "gpus": [GPU], **overrides}
+
+
+def test_a_report_becomes_a_verdict() -> None:
+    sample = judge("gpu1", 1.0, report(), None, disk_min_free_gb=5)
+    assert (sample.status, sample.problems, sample.gpus) == ("up", (), ("RTX 4070",))
+    assert sample.vram_gb == 8.0 and sample.driver == "550.1"
+    filling = judge("gpu1", 2.0, report(disk_free_gb=1.5), sample, disk_min_free_gb=5)
+    assert filling.status == "unhealthy"
+    assert filling.problems == ("disk filling: 1.5 GB free (below 5)",)
+    lost = judge("gpu1", 3.0, report(gpus=[]), sample, disk_min_free_gb=5)
+    assert lost.problems == ("GPU lost: 1 seen before, 0 now",)
+    failing = judge("gpu1", 4.0, report(gpus="nvidia-smi: NVML error"), sample, disk_min_free_gb=5)
+    assert failing.status == "unhealthy" and failing.problems == ("nvidia-smi: NVML error",)
+    loaded = judge("gpu1", 5.0, report(load1=9.0), None, disk_min_free_gb=5)
+    assert loaded.loaded and not sample.loaded
+
+
+def test_transitions_name_what_changed(tmp_path: Path) -> None:
+    up = Sample("gpu1", 1.0, "light", "up", gpus=("A",), driver="550.1")
+    history = tmp_path / "health_history.jsonl"
+    record(
+        history,
+        [
+            up,
+            Sample("gpu2", 1.0, "light", "up"),
+            Sample("gpu1", 61.0, "light", "down", ("no answer within 25s",)),
+            Sample("gpu1", 121.0, "light", "up", gpus=("A",), driver="555.2"),
+            Sample("gpu1", 181.0, "light", "unhealthy", ("disk filling: 1 GB free",), ("A",)),
+        ],
+    )
+    with open(history, "a") as handle:
+        handle.write('{"node": "gpu1", "at": 2')  # torn by a crash mid-line: skipped
+    samples = read_history(history, "gpu1")
+    assert len(samples) == 4
+    changes = [text for _, text in transitions(samples)]
+    # The driver changed while the node was down (a reboot): it shows when it answers again.
+    assert changes == [
+        "first seen up",
+        "up -> down: no answer within 25s",
+        "down -> up",
+        "driver changed: 550.1 -> 555.2",
+        "up -> unhealthy: disk filling: 1 GB free",
+    ]
+    without_gpu = Sample("gpu1", 9, "light", "up", driver="550.1")
+    assert [t for _, t in transitions([up, without_gpu])] == ["first seen up", "GPU lost: 1 -> 0"]
+    assert Sample.from_json(json.loads(json.dumps(up.to_json()))) == up
+
+
+def test_the_light_probe_runs_as_it_would_on_a_node(cluster) -> None:
+    # The master is reached locally: the probe is the real script under a real interpreter.
+    from dataclasses import replace
+
+    cluster = replace(cluster, ssh=replace(cluster.ssh, python_interpreter=sys.executable))
+    sample = light_probe(cluster, cluster.master, 1.0)
+    assert sample.status in ("up", "unhealthy"), sample
+    assert sample.disk_free_gb is not None and sample.cpus and sample.load1 is not None
+    broken = replace(cluster, ssh=replace(cluster.ssh, python_interpreter="/nonexistent/python"))
+    down = light_probe(broken, broken.master, 1.0)
+    assert down.status == "down" and "cannot run" in down.problems[0]
