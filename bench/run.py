@@ -326,88 +326,95 @@ def _by_hand(command: list[str], job_id: str, job_port: int, port: int) -> list[
     return again
 
 
+def launch_once(config: Path, name: str) -> dict:
+    """`ugro launch` of the tiny job, followed to its end: seconds to the first training step
+    (its metrics in the master's experiment directory) and in all."""
+    project = Path(yaml.safe_load(config.read_text())["paths"]["project_root"])
+    own_job = re.compile(rf"{name}_\d{{8}}_\d{{6}}")
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [*UGRO, "--config", str(config), "launch", "--name", name, *TINY_JOB],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    first = None
+    while first is None:
+        found = [
+            path
+            for path in (project / "data" / "experiments").glob(f"{name}_*/metrics.jsonl")
+            if own_job.fullmatch(path.parent.name)
+        ]
+        if found and '"kind": "train"' in found[0].read_text():
+            first = time.perf_counter() - started
+        elif process.poll() is not None:
+            raise RuntimeError(f"ugro launch ended early: {process.stderr.read()[-1000:]}")
+        time.sleep(0.05)
+    process.wait()
+    return {
+        "first_step": first,
+        "total": time.perf_counter() - started,
+        "job_dir": str(found[0].parent),
+        "name": name,
+    }
+
+
+def launch_by_hand(box: layout.Sandbox, job_dir: str, port: int) -> dict:
+    """A launched job's own torchrun commands (from its config.json), by ssh to each node at
+    once, with a rendezvous of their own."""
+    job = json.loads((Path(job_dir) / "config.json").read_text())
+    metrics = Path(job_dir + "-byhand") / "metrics.jsonl"
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    processes = []
+    for name, command in job["commands"].items():
+        command = _by_hand(command, job["job_id"], job["rendezvous_port"], port)
+        master = name == "gpu-master"
+        env = [
+            "env",
+            "OMP_NUM_THREADS=1",
+            f"UGRO_NODE={name}",
+            f"UGRO_PRIMARY={1 if master else 0}",
+            f"GLOO_SOCKET_IFNAME={box.bridge if master else 'eth0'}",
+        ]
+        if master:
+            env.append(f"UGRO_OUTPUT_DIR={metrics.parent}")
+            argv = [*env, *command]
+        else:
+            node = next(n for n in box.nodes if n.name == name)
+            argv = box.ssh_argv(node, [*env, *command])
+        processes.append(
+            subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        )
+    first = _first_step_seconds(metrics, started, processes)
+    for process in processes:
+        process.wait()
+    return {"first_step": first, "total": time.perf_counter() - started}
+
+
+def medians(samples: dict[str, list[dict]]) -> dict[str, dict]:
+    return {
+        name: {
+            key: round(statistics.median(r[key] for r in runs), 2)
+            for key in ("first_step", "total")
+        }
+        for name, runs in samples.items()
+    }
+
+
 def bench_launch(box, files, size, reps) -> dict:
     """`ugro launch` against the same torchrun commands started by hand over ssh."""
     config = files[size]
-    project = Path(yaml.safe_load(config.read_text())["paths"]["project_root"])
     subprocess.run([*UGRO, "--config", str(config), "sync"], check=True, capture_output=True)
     counter = iter(range(1000))
     # Names unique to this bench run: the work directory keeps earlier runs' jobs.
     prefix = f"bench{datetime.now():%H%M%S}n"
-
-    def ugro_launch() -> dict[str, float]:
-        name = f"{prefix}{next(counter)}"
-        own_job = re.compile(rf"{name}_\d{{8}}_\d{{6}}")
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [*UGRO, "--config", str(config), "launch", "--name", name, *TINY_JOB],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        first = None
-        while first is None:
-            found = [
-                path
-                for path in (project / "data" / "experiments").glob(f"{name}_*/metrics.jsonl")
-                if own_job.fullmatch(path.parent.name)
-            ]
-            if found and '"kind": "train"' in found[0].read_text():
-                first = time.perf_counter() - started
-            elif process.poll() is not None:
-                raise RuntimeError(f"ugro launch ended early: {process.stderr.read()[-1000:]}")
-            time.sleep(0.05)
-        process.wait()
-        return {
-            "first_step": first,
-            "total": time.perf_counter() - started,
-            "job_dir": str(found[0].parent),
-            "name": name,
-        }
-
-    def by_hand(job_dir: str) -> dict[str, float]:
-        """The job's own torchrun commands (from config.json), by ssh to each node at once."""
-        job = json.loads((Path(job_dir) / "config.json").read_text())
-        port = 29800 + next(counter)
-        metrics = Path(job_dir + "-byhand") / "metrics.jsonl"
-        metrics.parent.mkdir(parents=True, exist_ok=True)
-        started = time.perf_counter()
-        processes = []
-        for name, command in job["commands"].items():
-            command = _by_hand(command, job["job_id"], job["rendezvous_port"], port)
-            master = name == "gpu-master"
-            env = [
-                "env",
-                "OMP_NUM_THREADS=1",
-                f"UGRO_NODE={name}",
-                f"UGRO_PRIMARY={1 if master else 0}",
-                f"GLOO_SOCKET_IFNAME={box.bridge if master else 'eth0'}",
-            ]
-            if master:
-                env.append(f"UGRO_OUTPUT_DIR={metrics.parent}")
-                argv = [*env, *command]
-            else:
-                node = next(n for n in box.nodes if n.name == name)
-                argv = box.ssh_argv(node, [*env, *command])
-            processes.append(
-                subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            )
-        first = _first_step_seconds(metrics, started, processes)
-        for process in processes:
-            process.wait()
-        return {"first_step": first, "total": time.perf_counter() - started}
-
     samples: dict[str, list[dict]] = {"ugro": [], "by_hand": []}
     for _ in range(reps):
-        run = ugro_launch()
+        run = launch_once(config, f"{prefix}{next(counter)}")
         samples["ugro"].append(run)
-        samples["by_hand"].append(by_hand(run["job_dir"]))
-    result = {}
-    for name, runs in samples.items():
-        result[name] = {
-            key: round(statistics.median(r[key] for r in runs), 2)
-            for key in ("first_step", "total")
-        }
+        samples["by_hand"].append(launch_by_hand(box, run["job_dir"], 29800 + next(counter)))
+    result: dict = medians(samples)
     result["added_to_first_step_s"] = round(
         result["ugro"]["first_step"] - result["by_hand"]["first_step"], 2
     )
@@ -468,7 +475,7 @@ def machine() -> dict:
     }
 
 
-SECTIONS = ("fanout", "settings", "launch", "cli", "memory", "recovery")
+SECTIONS = ("fanout", "settings", "launch", "cli", "memory", "recovery", "daemon")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -544,6 +551,13 @@ def main(argv: list[str] | None = None) -> int:
 
             faults = ("rank_killed",) if args.smoke else FAULTS
             report["recovery"] = bench_recovery(box, files[small], faults, 1)
+            save()
+        if "daemon" in only:
+            from bench.daemon import bench_daemon
+
+            report["daemon"] = bench_daemon(
+                box, files[small], workdir, small, reps, smoke=args.smoke
+            )
             save()
     finally:
         if not args.keep:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -23,6 +25,43 @@ _nodes_option = click.option(
     "--node", "nodes", multiple=True, metavar="NAME", help="Only this node (repeatable)."
 )
 _json_option = click.option("--json", "as_json", is_flag=True, help="Print it as JSON.")
+# What `ugro launch` and `ugro submit` both take: the job, and its controller's options.
+_JOB_OPTIONS = (
+    click.option("--model", help="Model: hub name, local directory, or tiny-llama."),
+    click.option("--dataset", help="Data set: hub name, local .txt file, or builtin."),
+    click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Epochs."),
+    click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate."),
+    click.option(
+        "--script", help="Any torchrun-compatible script (default scripts/train_production.py)."
+    ),
+    click.option(
+        "--allow-drift", is_flag=True, help="Launch even if the nodes' environments differ."
+    ),
+    click.option(
+        "--retries",
+        type=click.IntRange(min=0, max=100),
+        help="Start a failed or lost job again from its last checkpoint, up to N times "
+        "(default: cluster.yaml's communication.retries, else 0).",
+    ),
+    click.option(
+        "--min-nodes",
+        type=click.IntRange(min=1),
+        help="A retry may go on with this many nodes (the job's first among them) if others "
+        "stay down.",
+    ),
+    click.option(
+        "--hang-timeout",
+        type=click.FloatRange(min=5),
+        help="Seconds without a training step that count as a hang "
+        "(default: 10x the median step, 60 s at least, at most the process-group timeout).",
+    ),
+)
+
+
+def _job_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    for option in reversed(_JOB_OPTIONS):
+        command = option(command)
+    return command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -170,13 +209,7 @@ def run_command(
     metavar="JOB",
     help="Continue an ended job from its last complete checkpoint, as its next attempt.",
 )
-@click.option("--model", help="Model: hub name, local directory, or tiny-llama.")
-@click.option("--dataset", help="Data set: hub name, local .txt file, or builtin.")
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Epochs.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
-@click.option(
-    "--script", help="Any torchrun-compatible script (default scripts/train_production.py)."
-)
+@_job_options
 @click.option(
     "--nodes",
     metavar="A,B",
@@ -186,25 +219,7 @@ def run_command(
 @click.option(
     "--dry-run", is_flag=True, help="Check mode: print each node's command, start nothing."
 )
-@click.option("--allow-drift", is_flag=True, help="Launch even if the nodes' environments differ.")
 @click.option("--verbose", is_flag=True, help="Print every metrics record while following.")
-@click.option(
-    "--retries",
-    type=click.IntRange(min=0, max=100),
-    help="Start a failed or lost job again from its last checkpoint, up to N times "
-    "(default: cluster.yaml's communication.retries, else 0).",
-)
-@click.option(
-    "--min-nodes",
-    type=click.IntRange(min=1),
-    help="A retry may go on with this many nodes (the job's first among them) if others stay down.",
-)
-@click.option(
-    "--hang-timeout",
-    type=click.FloatRange(min=5),
-    help="Seconds without a training step that count as a hang "
-    "(default: 10x the median step, 60 s at least, at most the process-group timeout).",
-)
 @click.option("--force", is_flag=True, help="Launch on nodes that run another UGRO job.")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 @pass_context
@@ -317,13 +332,7 @@ def collect_command(ctx: Context, job: str) -> int:
 
 @cli.command(name="submit")
 @click.option("--name", required=True, help="Job name (letters, digits, '_', '.', '-').")
-@click.option("--model", help="Model: hub name, local directory, or tiny-llama.")
-@click.option("--dataset", help="Data set: hub name, local .txt file, or builtin.")
-@click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Epochs.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate.")
-@click.option(
-    "--script", help="Any torchrun-compatible script (default scripts/train_production.py)."
-)
+@_job_options
 @click.option("--nodes", metavar="A,B", help="Run on these nodes (default: every node).")
 @click.option("--node-count", type=click.IntRange(min=1), help="Run on any N free, healthy nodes.")
 @click.option(
@@ -338,10 +347,6 @@ def collect_command(ctx: Context, job: str) -> int:
     metavar="KEY=V1,V2",
     help="Queue one job per point of the grid (repeatable), named NAME_<key><value>...",
 )
-@click.option("--allow-drift", is_flag=True, help="Launch even if the nodes' environments differ.")
-@click.option("--retries", type=click.IntRange(min=0, max=100), help="As for `ugro launch`.")
-@click.option("--min-nodes", type=click.IntRange(min=1), help="As for `ugro launch`.")
-@click.option("--hang-timeout", type=click.FloatRange(min=5), help="As for `ugro launch`.")
 @click.argument("script_args", nargs=-1, type=click.UNPROCESSED)
 @pass_context
 def submit_command(

@@ -25,7 +25,6 @@ a crash reads the history and the nodes and carries on from there, so no attempt
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import signal
@@ -43,6 +42,7 @@ from ugro.detect import AttemptTracker, Problem, choose_cause
 from ugro.errors import UgroError
 from ugro.jobs import JobRecord, Jobs
 from ugro.nodelink import NodeLink
+from ugro.processes import take_lock
 from ugro.state import read_json, write_json_atomic
 from ugro.watcher import DONE, Watcher
 
@@ -663,16 +663,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _take_lock(path: Path) -> int | None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd  # held (open) for the life of the process
-
-
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m ugro.controller EXPERIMENT_DIR", file=sys.stderr)
@@ -684,7 +674,7 @@ def main(argv: list[str]) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    if _take_lock(watcher.lock_path) is None:
+    if take_lock(watcher.lock_path) is None:
         log.info("another controller watches %s; leaving it to it", directory.name)
         return 0
     data = read_json(watcher.cluster_path)

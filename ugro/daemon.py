@@ -26,7 +26,6 @@ and what it is doing. It binds no network port.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import logging
 import os
@@ -54,9 +53,10 @@ from ugro.jobqueue import (
     queue_order,
     schedule,
 )
-from ugro.jobs import JobRecord, Jobs
+from ugro.jobs import JobRecord, Jobs, now_iso
 from ugro.jobstates import FINAL_STATES
 from ugro.notify import notify
+from ugro.processes import spawn_detached, take_lock
 from ugro.state import write_json_atomic
 from ugro.watcher import Watcher
 
@@ -75,7 +75,11 @@ class Daemon:
         self.files = DaemonFiles(cluster.paths.data)
         self.jobs = Jobs(cluster)
         self.health_path = cluster.paths.data / monitor.HISTORY
-        self.samples = monitor.latest(monitor.read_history(self.health_path))
+        # Each node's verdict from this daemon's own probes: until its first, a node is "not
+        # probed yet" (an old verdict from the history must not start a job on a dead node).
+        self.samples: dict[str, monitor.Sample] = {}
+        # The last verdict the history holds, to compare the first probe with (a GPU lost).
+        self.previous = monitor.latest(monitor.read_history(self.health_path, tail=1 << 20))
         self.stopping = False
         self.activity = "starting"
         self.started_at = time.time()
@@ -84,9 +88,14 @@ class Daemon:
         self.deep: Future[list[monitor.Sample]] | None = None
         self.next_light = 0.0  # at once
         self.last_light = self.last_deep = 0.0
-        self.next_deep = time.time() + cluster.daemon.deep_probe_interval_s
+        # A deep probe once the first light one has found who answers, then hourly.
+        self.next_deep = 0.0
+        # Each node's last healthy report with torch's facts: what a launch may use instead of
+        # probing the node again (ugro.freshhealth).
+        self.reports: dict[str, dict[str, Any]] = {}
         self.deep_wanted: set[str] = set()
         self.decisions: list[Decision] = []
+        self._done: set[tuple[str, int]] = set()  # (job, attempt): ended, its controller done
         self.busy: dict[str, str] = {}
         self.paused = False
         self.cursor = 0  # bytes of the job history whose ends have been looked at
@@ -98,7 +107,7 @@ class Daemon:
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
         self.files.dir.mkdir(parents=True, exist_ok=True)
-        lock = _take_lock(self.files.lock_path)
+        lock = take_lock(self.files.lock_path)
         if lock is None:
             raise UsageError(already_running(self.files))
         previous = self.files.state()
@@ -106,6 +115,7 @@ class Daemon:
         self.pending_notices = {
             str(k): int(v) for k, v in (previous.get("pending_notices") or {}).items()
         }
+        self.reports = dict(previous.get("reports") or {})
         for number in (signal.SIGTERM, signal.SIGINT):
             signal.signal(number, self._stop)
         log.info(
@@ -134,7 +144,8 @@ class Daemon:
         now = time.time()
         changed = self._collect_probes(now)
         if self.light is None and now >= self.next_light:
-            self.light = self.pool.submit(monitor.probe_all, self.cluster, now, dict(self.samples))
+            previous = {**self.previous, **self.samples}
+            self.light = self.pool.submit(monitor.probe_all, self.cluster, now, previous)
         stamp = _file_stamp(self.jobs.paths.job_history)
         paused = self.files.paused()
         if (
@@ -146,7 +157,7 @@ class Daemon:
             self._stamp, self.paused = stamp, paused
             self._next_reconcile = time.monotonic() + RECONCILE_S
             self.reconcile()
-        if self.deep is None and (self.deep_wanted or now >= self.next_deep):
+        if self.deep is None and self.last_light and (self.deep_wanted or now >= self.next_deep):
             self._start_deep(now)
         if time.monotonic() >= self._next_state_write:
             self._write_state()
@@ -155,7 +166,7 @@ class Daemon:
         """Observe the history, the controllers and the nodes; act where they differ."""
         records = self.jobs.records()
         for record in records.values():
-            if record.queued and not dispatched(self.jobs, record):
+            if self._settled(record) or (record.queued and not dispatched(self.jobs, record)):
                 continue
             if Watcher(self.jobs.experiment_dir(record.job_id)).ensure():
                 log.info("%s: its controller had stopped; started it again", record.job_id)
@@ -171,7 +182,7 @@ class Daemon:
         busy: dict[str, str] = {}
         for record in records.values():
             working = record.active or dispatched(self.jobs, record)
-            if not working and record.ended:
+            if not working and record.ended and not self._settled(record):
                 watcher = Watcher(self.jobs.experiment_dir(record.job_id))
                 working = (
                     watcher.exists()
@@ -179,9 +190,10 @@ class Daemon:
                     and watcher.state().get("phase") != "cleanup"
                     and watcher.alive()
                 )
-                # Until its controller is done (or waits to retry), look every tick: the
-                # nodes may be free in a moment, and the next job should have them at once.
-                self._next_reconcile = min(self._next_reconcile, time.monotonic() + TICK_S)
+                if working:
+                    # Until its controller is done (or starts a retry), look every tick: the
+                    # nodes may be free in a moment, and the next job should have them at once.
+                    self._next_reconcile = min(self._next_reconcile, time.monotonic() + TICK_S)
             if working:
                 for name in self.jobs.nodes(record):
                     busy.setdefault(name, record.job_id)
@@ -194,6 +206,20 @@ class Daemon:
                     continue  # it ended after the probe saw it: its teardown checked it gone
                 busy[name] = f"{job_id} (left over: `ugro reset --nodes {name}`)"
         return busy
+
+    def _settled(self, record: JobRecord) -> bool:
+        """An ended attempt whose controller is done: nothing about it changes any more (a
+        resume is a new attempt). Remembered, so the history's old jobs cost no file reads."""
+        key = (record.job_id, record.attempt)
+        if key in self._done:
+            return record.ended
+        if not record.ended:
+            return False
+        watcher = Watcher(self.jobs.experiment_dir(record.job_id))
+        if watcher.exists() and not watcher.finished():
+            return False
+        self._done.add(key)
+        return True
 
     def node_views(self) -> list[NodeView]:
         views = []
@@ -227,7 +253,12 @@ class Daemon:
                 dispatch(self.cluster, decision.job_id, decision.nodes)
             except UgroError as exc:
                 log.error("%s cannot start: %s", decision.job_id, exc.message)
-                self.jobs.record(decision.job_id, "stopped", reason=f"cannot start: {exc.message}")
+                self.jobs.record(
+                    decision.job_id,
+                    "stopped",
+                    reason=f"cannot start: {exc.message}",
+                    ended_at=now_iso(),
+                )
                 continue
             self.busy.update(dict.fromkeys(decision.nodes, decision.job_id))
         waiting_count = sum(1 for d in self.decisions if not d.nodes)
@@ -251,8 +282,12 @@ class Daemon:
         monitor.record(self.health_path, fresh)
         changed = False
         for sample in fresh:
-            before = self.samples.get(sample.node)
+            before = self.samples.get(sample.node) or self.previous.get(sample.node)
             self.samples[sample.node] = sample
+            if sample.healthy and (sample.report.get("env") or {}).get("torch_version"):
+                self.reports[sample.node] = {"at": sample.at, "report": dict(sample.report)}
+            elif not sample.healthy:
+                self.reports.pop(sample.node, None)
             if before is None or (before.status, before.problems) != (
                 sample.status,
                 sample.problems,
@@ -366,6 +401,7 @@ class Daemon:
                 ],
                 "busy": self.busy,
                 "nodes": {name: sample.to_json() for name, sample in self.samples.items()},
+                "reports": self.reports,
                 "probes": {
                     "interval_s": self.cluster.daemon.probe_interval_s,
                     "last_light": self.last_light or None,
@@ -411,30 +447,12 @@ def _epoch(stamp: str) -> float:
         return 0.0
 
 
-def _take_lock(path: Path) -> int | None:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd  # held for the life of the process
-
-
 def spawn(files: DaemonFiles, config: str | None, *, wait_s: float = 20.0) -> int:
     """Start the daemon detached (its own session, its output in daemon.log); its pid once it
     holds its lock."""
     files.dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "ugro.daemon", *(["--config", config] if config else [])]
-    with open(files.log_path, "ab") as log_file:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            start_new_session=True,
-            close_fds=True,
-        )
+    process = spawn_detached(argv, files.log_path)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if files.alive() and files.state().get("pid") == process.pid:

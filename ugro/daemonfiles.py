@@ -11,13 +11,12 @@ state without importing what the daemon itself runs (they answer in a fraction o
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from ugro.processes import lock_held
 from ugro.state import read_json
 
 
@@ -44,17 +43,7 @@ class DaemonFiles:
         return self.dir / "paused"
 
     def alive(self) -> bool:
-        try:
-            fd = os.open(self.lock_path, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return lock_held(self.lock_path)
 
     def state(self) -> dict[str, Any]:
         try:

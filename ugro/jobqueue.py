@@ -220,9 +220,7 @@ def submit(
 ) -> str:
     """Queue a job: its directory, config.json and submission.json written, `queued` recorded.
     Returns its id."""
-    from ugro import assets
-    from ugro.jobs import git_commit
-    from ugro.launch import JobScript, _new_job, _stored, job_nodes
+    from ugro.launch import JobScript, create_job, job_config, job_nodes, request_json
 
     JobScript.choose(request.script)  # a missing script is refused now, not at its turn
     wanted = job_nodes(cluster, placement.nodes)
@@ -231,29 +229,17 @@ def submit(
             f"--node-count {placement.count}: {cluster.name} has {len(cluster.nodes)} nodes"
         )
     jobs = Jobs(cluster)
-    job_id = _new_job(jobs, request.name)
-    jobs.write_config(
-        job_id,
-        {
-            "job_id": job_id,
-            "name": request.name,
-            "created_at": now_iso(),
-            "nodes": wanted,
-            "script": request.script,
-            "args": list(request.args),
-            "allow_drift": request.allow_drift,
-            "git_commit": git_commit(assets.project_dir()),
-            "cluster": cluster.document,
-            "cluster_file": str(cluster.source) if cluster.source else None,
-            "placement": asdict(placement),
-            **({"sweep": dict(sweep)} if sweep else {}),
-        },
-    )
+    job_id = create_job(jobs, request.name)
+    config = job_config(cluster, job_id, request, wanted)
+    config["placement"] = asdict(placement)
+    if sweep:
+        config["sweep"] = dict(sweep)
+    jobs.write_config(job_id, config)
     path = jobs.experiment_dir(job_id) / SUBMISSION
     write_json_atomic(
         path,
         {
-            "options": asdict(replace(options, request=_stored(request))),
+            "options": asdict(replace(options, request=request_json(request))),
             "placement": asdict(placement),
         },
     )

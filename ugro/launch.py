@@ -69,6 +69,7 @@ _OWN_VARIABLES = frozenset(
         "ugro_launch_force",
         "ugro_launch_attempt",
         "ugro_launch_lead",
+        "ugro_health_known_reports",
         "ugro_launch_code_file",
         "ugro_launch_secret_file",
     }
@@ -265,22 +266,10 @@ def launch(
         result.raise_for_status()
         return LaunchResult(job_id, nodes, result.facts("ugro_launch_command"), {}, result)
 
-    job_id = _new_job(jobs, request.name)
-    config = {
-        "job_id": job_id,
-        "name": request.name,
-        "created_at": now_iso(),
-        "nodes": nodes,
-        "script": request.script,
-        "args": list(request.args),
-        "allow_drift": request.allow_drift,
-        "git_commit": git_commit(assets.project_dir()),
-        "cluster": cluster.document,
-        "cluster_file": str(cluster.source) if cluster.source else None,
-    }
-    jobs.write_config(job_id, config)
+    job_id = create_job(jobs, request.name)
+    jobs.write_config(job_id, job_config(cluster, job_id, request, nodes))
     watcher = Watcher(jobs.experiment_dir(job_id))
-    watcher.prepare(cluster, replace(options or ControllerOptions(), request=_stored(request)))
+    watcher.prepare(cluster, replace(options or ControllerOptions(), request=request_json(request)))
     jobs.record(job_id, "launching", attempt=1, nodes=nodes, launcher_pid=os.getpid())
     # The controller starts before the nodes do: if this process dies mid-launch, it notices
     # (the launcher is gone while the job is still `launching`) and cleans up.
@@ -325,7 +314,7 @@ def resume(
     if nodes:
         request = replace(request, nodes=nodes)
     chosen = job_nodes(cluster, request.nodes)
-    watcher.prepare(cluster, replace(options or ControllerOptions(), request=_stored(request)))
+    watcher.prepare(cluster, replace(options or ControllerOptions(), request=request_json(request)))
     attempt = record.attempt + 1
     written = jobs.record(
         record.job_id,
@@ -394,7 +383,25 @@ def default_grad_accum(job_dir: Path) -> int:
         return 1
 
 
-def _new_job(jobs: Jobs, name: str) -> str:
+def job_config(
+    cluster: Cluster, job_id: str, request: LaunchRequest, nodes: list[str]
+) -> dict[str, Any]:
+    """A new job's config.json: what it is, where, and from which code and cluster."""
+    return {
+        "job_id": job_id,
+        "name": request.name,
+        "created_at": now_iso(),
+        "nodes": nodes,
+        "script": request.script,
+        "args": list(request.args),
+        "allow_drift": request.allow_drift,
+        "git_commit": git_commit(assets.project_dir()),
+        "cluster": cluster.document,
+        "cluster_file": str(cluster.source) if cluster.source else None,
+    }
+
+
+def create_job(jobs: Jobs, name: str) -> str:
     """A new job's id and directory. Ids name the second a job was launched: a launch of the
     same name in the same second takes the next second's id, never the other's directory."""
     for _ in range(5):
@@ -407,7 +414,7 @@ def _new_job(jobs: Jobs, name: str) -> str:
     raise UsageError(f"could not find a free id for job {name}; launch again")
 
 
-def _stored(request: LaunchRequest) -> dict[str, Any]:
+def request_json(request: LaunchRequest) -> dict[str, Any]:
     """The launch as the controller keeps it for later attempts (the token stays out: the
     controller has it in its environment, never in a file)."""
     return {
@@ -497,6 +504,13 @@ def start_attempt(
         " ".join(args),
     )
     with launch_lock(cluster), _staged_files(code, request.hf_token) as staged:
+        from ugro.freshhealth import known_reports
+
+        # With the daemon running, nodes it saw healthy within two probe intervals need no
+        # probe (under the lock: the lead's free port and the jobs on each node are read now).
+        extravars["ugro_health_known_reports"] = known_reports(
+            cluster, nodes, lead_of(nodes), job_id
+        )
         result = run_playbook(
             cluster,
             "launch",

@@ -1,12 +1,12 @@
 """The daemon's health monitoring: light probes every minute, deep ones now and then, a history.
 
-A light probe (roles/ugro_health/files/lightprobe.py, sent to the node's system Python over SSH
-on stdin) costs a node nothing a running job would notice; a deep one is `ugro health --deep`
-(the health playbook: torch imported, the GPUs checked), run hourly and when a node comes back,
-on idle nodes only.
-Every verdict is appended to data/health_history.jsonl (fsync'd, one line per node and probe);
-`transitions` turns that history into what changed: up/down, a GPU lost, the disk filling, the
-driver changed.
+A light probe is the health role's own probe (module_utils/ugro_probe.py) with --light, sent to
+the node's system Python over SSH on stdin: it costs a node nothing a running job would notice
+(torch's facts come from the node's cache; no import, no CUDA context). A deep one is `ugro
+health --deep` (the health playbook: torch imported, the GPUs checked), run hourly and when a
+node comes back, on idle nodes only. Every verdict is appended to data/health_history.jsonl
+(fsync'd, one line per node and probe); `transitions` turns that history into what changed:
+up/down, a GPU lost, the disk filling, the driver changed.
 """
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 HISTORY = "health_history.jsonl"
 Status = Literal["up", "unhealthy", "down"]
-_PROBE_SOURCE = ("roles", "ugro_health", "files", "lightprobe.py")
+# The health role's probe, run as a script (stdlib only, Python 3.8+).
+PROBE = ("roles", "ugro_health", "module_utils", "ugro_probe.py")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class Sample:
     ugro_jobs: Mapping[str, int] = field(default_factory=dict)
 
     cpus: int | None = None
+    # The probe's whole report (not kept in the history): what a launch may use instead of
+    # probing the node again (ugro.freshhealth).
+    report: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def healthy(self) -> bool:
@@ -67,6 +71,7 @@ class Sample:
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
+        del data["report"]
         data["problems"] = list(self.problems)
         data["gpus"] = list(self.gpus)
         data["ugro_jobs"] = dict(self.ugro_jobs)
@@ -90,6 +95,13 @@ class Sample:
         )
 
 
+def _job_counts(jobs: Any) -> dict[str, int]:
+    """The probe's {job id: [pids]} as {job id: processes}."""
+    if not isinstance(jobs, Mapping):
+        return {}
+    return {str(k): len(v) if isinstance(v, list) else int(v) for k, v in jobs.items()}
+
+
 def _float(value: Any) -> float | None:
     try:
         return None if value is None else float(value)
@@ -101,8 +113,27 @@ def _float(value: Any) -> float | None:
 
 
 def probe_argv(cluster: Cluster, node: Node) -> list[str]:
-    """The light probe's argv: the node's system Python reading the probe from stdin."""
-    remote = [cluster.ssh.python_interpreter, "-", node.experiments_path]
+    """The light probe's argv: the node's system Python running the health role's probe
+    (read from stdin) with --light: torch's facts from the node's cache, never an import."""
+    from ugro.inventory import environment_vars
+
+    remote = [
+        cluster.ssh.python_interpreter,
+        "-",
+        "--light",
+        "--python",
+        node.python,
+        "--accelerator",
+        node.accelerator,
+        "--project-path",
+        node.project_path,
+        "--address",
+        node.address,
+        "--lock-file",
+        str(environment_vars(cluster, node)["ugro_env_lock_file"]),
+        "--min-free-disk-gb",
+        str(cluster.daemon.disk_min_free_gb),
+    ]
     if node.connection == "local":
         return remote
     import shlex
@@ -115,7 +146,7 @@ def light_probe(cluster: Cluster, node: Node, now: float, previous: Sample | Non
     try:
         done = subprocess.run(
             probe_argv(cluster, node),
-            input=assets.project_dir().joinpath(*_PROBE_SOURCE).read_bytes(),
+            input=assets.project_dir().joinpath(*PROBE).read_bytes(),
             capture_output=True,
             timeout=timeout,
             check=False,
@@ -134,34 +165,19 @@ def light_probe(cluster: Cluster, node: Node, now: float, previous: Sample | Non
         # ssh itself exits 255 when it cannot reach or log in to the node.
         status: Status = "down" if done.returncode == 255 else "unhealthy"
         return Sample(node.name, now, "light", status, (reason[:200],))
-    return judge(node.name, now, report, previous, disk_min_free_gb=cluster.daemon.disk_min_free_gb)
+    return judge(node.name, now, report, previous)
 
 
-def judge(
-    name: str,
-    now: float,
-    report: Mapping[str, Any],
-    previous: Sample | None,
-    *,
-    disk_min_free_gb: float,
-) -> Sample:
-    """A light probe's report as a verdict: what a job would trip over is a problem."""
-    problems = []
-    gpus = report.get("gpus")
-    names: tuple[str, ...] = ()
-    vram = driver = None
-    if isinstance(gpus, str):
-        problems.append(gpus)
-    elif isinstance(gpus, list) and gpus:
-        names = tuple(str(g.get("name")) for g in gpus)
-        sizes = [g.get("vram_total_mb") for g in gpus if g.get("vram_total_mb")]
-        vram = round(min(sizes) / 1024, 1) if sizes else None
-        driver = gpus[0].get("driver")
-    if previous is not None and len(names) < len(previous.gpus) and not isinstance(gpus, str):
+def judge(name: str, now: float, report: Mapping[str, Any], previous: Sample | None) -> Sample:
+    """A probe's report as a verdict: its own problems (the disk below the daemon's minimum, no
+    interface with the node's address, nvidia-smi failing, a broken environment), and a GPU
+    that was there the last time and is not now."""
+    problems = [str(p) for p in report.get("problems") or []]
+    gpus = [g for g in report.get("gpus") or [] if isinstance(g, Mapping)]
+    names = tuple(str(g.get("name")) for g in gpus)
+    sizes = [int(g["vram_total_mb"]) for g in gpus if g.get("vram_total_mb")]
+    if previous is not None and len(names) < len(previous.gpus):
         problems.append(f"GPU lost: {len(previous.gpus)} seen before, {len(names)} now")
-    free = _float(report.get("disk_free_gb"))
-    if free is not None and free < disk_min_free_gb:
-        problems.append(f"disk filling: {free:g} GB free (below {disk_min_free_gb:g})")
     jobs = report.get("ugro_jobs") or {}
     return Sample(
         node=name,
@@ -170,12 +186,13 @@ def judge(
         status="unhealthy" if problems else "up",
         problems=tuple(problems),
         gpus=names,
-        vram_gb=vram,
-        driver=str(driver) if driver else None,
-        disk_free_gb=free,
+        vram_gb=round(min(sizes) / 1024, 1) if sizes else None,
+        driver=str(report["driver_version"]) if report.get("driver_version") else None,
+        disk_free_gb=_float(report.get("disk_free_gb")),
         load1=_float(report.get("load1")),
-        ugro_jobs={str(k): int(v) for k, v in jobs.items()} if isinstance(jobs, dict) else {},
+        ugro_jobs=_job_counts(jobs),
         cpus=int(report["cpus"]) if report.get("cpus") else None,
+        report=dict(report),
     )
 
 
@@ -209,7 +226,8 @@ def deep_samples(summary: Mapping[str, Any], now: float) -> list[Sample]:
                 gpus=tuple(str(g.get("name")) for g in gpus),
                 vram_gb=round(min(sizes) / 1024, 1) if sizes else None,
                 driver=report.get("driver_version"),
-                ugro_jobs=dict(report.get("ugro_jobs") or {}),
+                ugro_jobs=_job_counts(report.get("ugro_jobs") or {}),
+                report=dict(report),
             )
         )
     return samples
@@ -218,24 +236,41 @@ def deep_samples(summary: Mapping[str, Any], now: float) -> list[Sample]:
 # --- history ------------------------------------------------------------------------------------
 
 
+# Past this size the history moves to <name>.1 (the one before is dropped): a line a minute per
+# node is about a megabyte a day for three nodes.
+ROTATE_BYTES = 32 << 20
+
+
 def record(path: Path, samples: Iterable[Sample]) -> None:
+    try:
+        if path.stat().st_size > ROTATE_BYTES:
+            path.replace(path.with_name(path.name + ".1"))
+    except FileNotFoundError:
+        pass
     for sample in samples:
         append_jsonl(path, sample.to_json())
 
 
-def read_history(path: Path, node: str | None = None) -> list[Sample]:
+def read_history(path: Path, node: str | None = None, *, tail: int | None = None) -> list[Sample]:
+    """The samples in the history (the rotated part first), or in its last `tail` bytes."""
     samples = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    sample = Sample.from_json(json.loads(line))
-                except (ValueError, KeyError, TypeError):
-                    continue  # a torn last line after a crash, or a foreign one
-                if node is None or sample.node == node:
-                    samples.append(sample)
-    except FileNotFoundError:
-        pass
+    parts = [path] if tail else [path.with_name(path.name + ".1"), path]
+    for part in parts:
+        try:
+            with open(part, "rb") as handle:
+                if tail:
+                    handle.seek(max(part.stat().st_size - tail, 0))
+                    handle.readline()  # the first line may be cut in half
+                lines = handle.read().decode("utf-8", "replace").splitlines()
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            try:
+                sample = Sample.from_json(json.loads(line))
+            except (ValueError, KeyError, TypeError):
+                continue  # a torn last line after a crash, or a foreign one
+            if node is None or sample.node == node:
+                samples.append(sample)
     return samples
 
 

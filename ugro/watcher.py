@@ -19,11 +19,9 @@ new one picks the job up from the history and the nodes, and never starts an att
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ugro.cluster import Cluster
+from ugro.processes import lock_held, spawn_detached
 from ugro.state import read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -117,17 +116,7 @@ class Watcher:
 
     def alive(self) -> bool:
         """Whether a controller holds the job's lock (the kernel frees it when one dies)."""
-        try:
-            fd = os.open(self.lock_path, os.O_RDONLY)
-        except FileNotFoundError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return lock_held(self.lock_path)
 
     def finished(self) -> bool:
         return self.state().get("phase") == DONE
@@ -137,15 +126,9 @@ class Watcher:
         or killing `ugro` leaves it running. Returns its pid. If another is already running,
         the new one sees the lock taken and exits at once."""
         self.dir.mkdir(mode=0o700, exist_ok=True)
-        with open(self.log_path, "ab") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "ugro.controller", str(self.dir.parent)],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=log_file,
-                start_new_session=True,
-                close_fds=True,
-            )
+        process = spawn_detached(
+            [sys.executable, "-m", "ugro.controller", str(self.dir.parent)], self.log_path
+        )
         log.info("controller for %s started (pid %s)", self.dir.parent.name, process.pid)
         return process.pid
 

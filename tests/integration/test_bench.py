@@ -45,3 +45,8 @@ def test_bench_smoke(tmp_path) -> None:
     assert recovery["ugro"]["cause"] == "killed"
     assert 0 < recovery["ugro"]["detected"] <= recovery["ugro"]["down"]
     assert "trains_again" in recovery["torchrun"]
+    daemon = report["daemon"]
+    for contender in ("with_daemon", "without_daemon", "by_hand"):
+        assert daemon["launch"][contender]["first_step"] > 0
+    assert daemon["launch"]["cli"]["ugro status"]["median_s"] > 0
+    assert daemon["cpu"]["cpu_s"] >= 0 and daemon["cpu"]["window_s"] > 0

@@ -132,10 +132,23 @@ def test_the_queue_runs_jobs_in_order_on_their_nodes(project: Project) -> None:
     out = project.ok("cancel", early_cancel[0])
     assert "cancelled (it had not started)" in out
 
+    # A paused queue starts nothing, and says so.
+    assert "paused" in project.ok("queue", "--pause")
     started = project.ok("daemon", "start")
     assert "The daemon runs (pid" in started
     again = project.ugro("daemon", "start")
     assert again.returncode == 0 and "a daemon already runs for" in again.stdout
+    paused = wait_for(
+        lambda: [
+            q
+            for q in json.loads(project.ok("queue", "--json"))["queued"]
+            if q["job_id"] == first[0] and "paused" in q["reason"]
+        ],
+        30,
+        "the head held by the pause",
+    )
+    assert project.jobs.find(first[0]).queued and paused
+    project.ok("queue", "--resume")
 
     # The head holds every node (once the first probe found them healthy); the others wait,
     # each saying why.

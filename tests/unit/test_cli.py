@@ -138,3 +138,40 @@ def test_progress_off_a_terminal_is_a_line_per_task_in_words() -> None:
     finally:
         display.err_console = original
     assert console.export_text().splitlines() == ["launch: Do one", "launch: gpu1 failed: Do one"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["submit", "--name", "../x"], "'../x'"),
+        (["submit", "--name", "a;rm -rf ~"], "'a;rm -rf ~'"),
+        (["submit", "--name", "s", "--sweep", "lr=1;rm -rf ~"], "(not '1;rm -rf ~')"),
+        (["submit", "--name", "s", "--sweep", "lr=1", "--sweep", "lr=2"], "given twice"),
+        (["submit", "--name", "s", "--nodes", "nosuch"], "nosuch"),
+        (["submit", "--name", "s", "--min-vram", "8"], "--min-vram goes with --node-count"),
+        (["submit", "--name", "s", "--nodes", "m", "--node-count", "1"], "not both"),
+        (["submit", "--name", "s", "--node-count", "5"], "--node-count 5"),
+        (["submit", "--name", "s", "--script", "/nonexistent/x.py"], "no such file"),
+        (["cancel", "a;rm -rf ~"], "'a;rm -rf ~'"),
+        (["cancel", "nosuch"], "no job named 'nosuch'"),
+        (["queue", "--pause", "--resume"], "--pause or --resume, not both"),
+        (["health", "--history", "--node", "nosuch"], "nosuch"),
+    ],
+)
+def test_bad_queue_input_is_one_line_exit_2(cluster, args: list[str], expected: str) -> None:
+    done = run_ugro("--config", str(cluster.source), *args)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert expected in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    # Nothing was queued by a refused submit.
+    from ugro.jobs import Jobs
+
+    assert Jobs(cluster).records() == {}
+
+
+def test_daemon_status_without_a_daemon_says_so(cluster) -> None:
+    done = run_ugro("--config", str(cluster.source), "daemon", "status")
+    assert done.returncode == 1 and "No daemon runs for" in done.stdout
+    stopped = run_ugro("--config", str(cluster.source), "daemon", "stop")
+    assert stopped.returncode == 0 and "No daemon runs" in stopped.stdout

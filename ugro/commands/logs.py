@@ -22,6 +22,12 @@ def logs(ctx: Context, *, job: str, rank: int | None = None, follow_: bool = Fal
     jobs = Jobs(cluster)
     record = jobs.find(job)
     directory = jobs.experiment_dir(record.job_id) / "logs"
+    if record.queued:
+        click.echo(
+            f"{record.job_id} is queued: it has no logs until it starts "
+            "(`ugro queue` says why it waits)."
+        )
+        return ExitCode.OK
     if follow_ and record.active:
         from ugro.follow import follow
 

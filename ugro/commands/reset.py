@@ -2,7 +2,8 @@
 
 Running jobs are stopped through their controllers first (recorded `stopped`, by the reset);
 then every UGRO-tagged process of any job, on every node, is ended and checked gone, which also
-takes care of leftovers no job owns any more.
+takes care of leftovers no job owns any more. A queue with jobs waiting is paused first, so the
+daemon does not start the next one on the nodes being cleaned.
 """
 
 from __future__ import annotations
@@ -33,6 +34,16 @@ def reset(ctx: Context, *, yes: bool = False, nodes: tuple[str, ...] = ()) -> Ex
         )
         click.confirm(
             f"End every UGRO job's processes on {', '.join(targets)}{running}?", abort=True
+        )
+    # A queue that ran on would start the next job on the nodes being cleaned.
+    from ugro.daemonfiles import DaemonFiles
+
+    files = DaemonFiles(cluster.paths.data)
+    queued = [r for r in jobs.records().values() if r.queued]
+    if queued and not files.paused():
+        files.set_paused(True)
+        click.echo(
+            f"The queue is paused ({len(queued)} queued): `ugro queue --resume` lets it run again."
         )
     for record in active:
         watcher = Watcher(jobs.experiment_dir(record.job_id))

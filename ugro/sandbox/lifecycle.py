@@ -7,7 +7,6 @@ import logging
 import os
 import pwd
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from ugro.errors import SandboxError, UsageError
+from ugro.processes import spawn_detached
 from ugro.sandbox import layout, system
 from ugro.sandbox.layout import NodePlan, Sandbox
 from ugro.sandbox.nodeenv import default_packages, ensure_env
@@ -266,17 +266,9 @@ def _start_sshd(sandbox: Sandbox, node: NodePlan) -> None:
             str(directory / "sshd_config"),
         ],
     )
-    with open(directory / "sshd.log", "ab") as log_file:
-        # ip netns exec execs unshare, which forks the namespace's first process (nodeinit,
-        # then sshd) and waits for it: the pid is unshare's, alive as long as sshd is.
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            start_new_session=True,
-            close_fds=True,
-        )
+    # ip netns exec execs unshare, which forks the namespace's first process (nodeinit, then
+    # sshd) and waits for it: the pid is unshare's, alive as long as sshd is.
+    process = spawn_detached(argv, directory / "sshd.log")
     node.sshd_pid = process.pid
     node.down = False
 

@@ -5,7 +5,9 @@ Stdlib only, Python 3.8+. The health role runs it on each node inside its module
 node); run as a script it prints the same report as one JSON object (the benchmarks' baselines
 do that over plain ssh). The report: system facts, GPUs from nvidia-smi, and torch as the node's
 own training environment sees it. It never raises: whatever goes wrong becomes a `problems`
-entry, and `healthy` sums them up.
+entry, and `healthy` sums them up. `--light` (the daemon's minute-by-minute probe, sent over
+ssh on stdin) never starts the training interpreter: torch's facts come from the cache or not
+at all, so a probe costs a running job nothing (no CUDA context, no torch import).
 
 Importing torch is most of a probe's cost (seconds of CPU, and with CUDA a context on every GPU,
 memory a running job may need). So the torch facts are kept in a per-user cache on the node,
@@ -87,6 +89,7 @@ def main(argv=None):
     parser.add_argument("--address", default="")
     parser.add_argument("--port-from", type=int, default=0)
     parser.add_argument("--lock-file", default="")
+    parser.add_argument("--light", action="store_true", help="torch's facts from the cache only")
     args = parser.parse_args(argv)
     print(json.dumps(probe(args), sort_keys=True))
     return 0
@@ -97,7 +100,7 @@ def probe(args):
     report.update(system_facts(args.project_path))
     if report["disk_free_gb"] is not None and report["disk_free_gb"] < args.min_free_disk_gb:
         report["problems"].append(
-            "only {:.1f} GB free at {} (need {:.1f})".format(
+            "disk filling: only {:.1f} GB free at {} (need {:.1f})".format(
                 report["disk_free_gb"], report["disk_path"], args.min_free_disk_gb
             )
         )
@@ -105,17 +108,21 @@ def probe(args):
     report.update(gpus)
     cache = TorchCache.from_args(args, gpus)
     deep = str(args.deep).lower() == "true"
+    light = bool(getattr(args, "light", False))
     env = None if deep or cache is None else cache.read()
-    if env is None:
+    if env is None and not light:
         env = torch_facts(args.python, args.torch_timeout)
         if cache is not None:
             cache.write(env)
-    report["env"] = env
+    report["env"] = env or {}
     effective = args.accelerator
     if effective == "auto":
         effective = "cuda" if report["gpus"] else "cpu"
     report["effective_accelerator"] = effective
-    judge(report, env, effective)
+    if env is not None:
+        judge(report, env, effective)
+    elif report["nvidia_smi"] not in ("ok", "not found"):
+        report["problems"].append("nvidia-smi " + report["nvidia_smi"])
     if args.address:
         report["interface"] = interface_for(args.address)
         if report["interface"] is None:
@@ -264,6 +271,7 @@ def system_facts(project_path):
         "cpus": os.cpu_count(),
         "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "probe_python": sys.executable,
+        "load1": round(os.getloadavg()[0], 2),
     }
     meminfo = {}
     try:

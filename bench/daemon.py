@@ -1,0 +1,144 @@
+"""The daemon: what it saves a launch, and what it costs while it watches the nodes.
+
+launch     to the first training step, interleaved, on the same 3 nodes:
+             with_daemon     `ugro launch` in a project whose daemon runs (the nodes' fresh
+                             reports stand in for the preflight probe)
+             without_daemon  `ugro launch` in a project with none (the preflight probes)
+             by_hand         the same torchrun commands over ssh
+cpu        the daemon's own CPU (its process and the ssh/probe processes it waits for, from
+           /proc: utime+stime+cutime+cstime) over a window while it monitors the nodes and
+           nothing else happens, as a share of one core; the window starts after its first deep
+           probe, so what is measured is the steady state.
+cli        `ugro status` and `ugro health` answered from the daemon's state, against
+           `python -c pass`.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+UGRO = [sys.executable, "-m", "ugro"]
+sys.path.insert(0, str(REPO))
+from bench.run import interleaved, launch_by_hand, launch_once, medians, timed  # noqa: E402
+from ugro.daemonfiles import DaemonFiles  # noqa: E402
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def project(base: Path, workdir: Path, name: str, probe_interval: float) -> Path:
+    data = yaml.safe_load(base.read_text())
+    data["paths"] = {"project_root": str(workdir / name)}
+    data["daemon"] = {"probe_interval_seconds": probe_interval}
+    path = workdir / f"cluster-{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def daemon_files(config: Path) -> DaemonFiles:
+    root = Path(yaml.safe_load(config.read_text())["paths"]["project_root"])
+    return DaemonFiles(root / "data")
+
+
+def start_daemon(config: Path, nodes: int, timeout: float = 300) -> int:
+    """The daemon started, once its first light and deep probes are in; its pid."""
+    subprocess.run([*UGRO, "--config", str(config), "daemon", "start"], check=True)
+    files = daemon_files(config)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = files.state()
+        probes = state.get("probes") or {}
+        if probes.get("last_deep") and len(state.get("reports") or {}) >= nodes:
+            return int(state["pid"])
+        time.sleep(0.5)
+    raise RuntimeError(f"the daemon's first probes did not come within {timeout:.0f}s")
+
+
+def stop_daemon(config: Path) -> None:
+    subprocess.run(
+        [*UGRO, "--config", str(config), "daemon", "stop"], check=False, capture_output=True
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # utime, stime, cutime, cstime: fields 14-17 of stat, 12-15 after the name.
+    return sum(int(v) for v in fields[11:15]) / CLOCK_TICKS
+
+
+def bench_daemon_cpu(base: Path, workdir: Path, nodes: int, interval: float, window: float) -> dict:
+    config = project(base, workdir, "daemon-cpu", interval)
+    pid = start_daemon(config, nodes)
+    try:
+        time.sleep(1.0)
+        before, started = cpu_seconds(pid), time.monotonic()
+        time.sleep(window)
+        used, elapsed = cpu_seconds(pid) - before, time.monotonic() - started
+        probes = daemon_files(config).state().get("probes") or {}
+    finally:
+        stop_daemon(config)
+    result = {
+        "nodes": nodes,
+        "probe_interval_s": interval,
+        "window_s": round(elapsed, 1),
+        "cpu_s": round(used, 3),
+        "share_of_one_core_pct": round(100 * used / elapsed, 2),
+        "last_light": probes.get("last_light"),
+    }
+    print(f"  daemon cpu: {result}", flush=True)
+    return result
+
+
+def bench_daemon_launch(box, base: Path, workdir: Path, nodes: int, reps: int) -> dict:
+    with_daemon = project(base, workdir, "daemon-on", 60)
+    without = project(base, workdir, "daemon-off", 60)
+    for config in (with_daemon, without):
+        subprocess.run([*UGRO, "--config", str(config), "sync"], check=True, capture_output=True)
+    start_daemon(with_daemon, nodes)
+    counter = iter(range(1000))
+    prefix = f"daemon{time.strftime('%H%M%S')}n"
+    samples: dict[str, list[dict]] = {"with_daemon": [], "without_daemon": [], "by_hand": []}
+    try:
+        for _ in range(reps):
+            samples["with_daemon"].append(launch_once(with_daemon, f"{prefix}{next(counter)}"))
+            run = launch_once(without, f"{prefix}{next(counter)}")
+            samples["without_daemon"].append(run)
+            samples["by_hand"].append(launch_by_hand(box, run["job_dir"], 29900 + next(counter)))
+        cli = bench_daemon_cli(with_daemon, max(reps, 5))
+    finally:
+        stop_daemon(with_daemon)
+    result: dict = medians(samples)
+    hand = result["by_hand"]["first_step"]
+    for name in ("with_daemon", "without_daemon"):
+        result[f"{name}_added_to_first_step_s"] = round(result[name]["first_step"] - hand, 2)
+    result["cli"] = cli
+    print(f"  launch with and without the daemon: {result}", flush=True)
+    return result
+
+
+def bench_daemon_cli(config: Path, reps: int) -> dict:
+    contenders = {
+        "python -c pass": lambda: timed([sys.executable, "-c", "pass"]),
+        "ugro status": lambda: timed([*UGRO, "--config", str(config), "status"]),
+        "ugro health": lambda: timed([*UGRO, "--config", str(config), "health"], check=False),
+    }
+    result = interleaved(contenders, reps)
+    base = result["python -c pass"]["median_s"]
+    for entry in result.values():
+        entry["above_python_s"] = round(entry["median_s"] - base, 3)
+    return result
+
+
+def bench_daemon(box, base: Path, workdir: Path, nodes: int, reps: int, *, smoke: bool) -> dict:
+    """`base`: a cluster.yaml of `nodes` nodes of the bench sandbox."""
+    result = {"launch": bench_daemon_launch(box, base, workdir, nodes, reps)}
+    # The target: one probe a minute; the smoke run only checks the harness, briefly.
+    interval, window = (5.0, 12.0) if smoke else (60.0, 300.0)
+    result["cpu"] = bench_daemon_cpu(base, workdir, nodes, interval, window)
+    return result
