@@ -7,8 +7,8 @@ launch     to the first training step, interleaved, on the same 3 nodes:
              by_hand         the same torchrun commands over ssh
 cpu        the daemon's own CPU (its process and the ssh/probe processes it waits for, from
            /proc: utime+stime+cutime+cstime) over a window while it monitors the nodes and
-           nothing else happens, as a share of one core; the window starts after its first deep
-           probe, so what is measured is the steady state.
+           nothing else happens, as a share of one core; the window starts once it holds a
+           fresh report of every node, so what is measured is the steady state.
 cli        `ugro status` and `ugro health` answered from the daemon's state, against
            `python -c pass`.
 """
@@ -47,14 +47,14 @@ def daemon_files(config: Path) -> DaemonFiles:
 
 
 def start_daemon(config: Path, nodes: int, timeout: float = 300) -> int:
-    """The daemon started, once its first light and deep probes are in; its pid."""
+    """The daemon started, once it holds a fresh report of every node; its pid."""
     subprocess.run([*UGRO, "--config", str(config), "daemon", "start"], check=True)
     files = daemon_files(config)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = files.state()
         probes = state.get("probes") or {}
-        if probes.get("last_deep") and len(state.get("reports") or {}) >= nodes:
+        if probes.get("last_light") and len(state.get("reports") or {}) >= nodes:
             return int(state["pid"])
         time.sleep(0.5)
     raise RuntimeError(f"the daemon's first probes did not come within {timeout:.0f}s")

@@ -12,11 +12,12 @@ torch_spec="${UGRO_TORCH_SPEC:-torch==2.13.0}"
 python="${UGRO_PYTHON:-python3}"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-  # The sandbox's hosts (iproute2, openssh-server) and the nodes' Python (python3-venv).
+  # The sandbox's hosts (iproute2, openssh-server), the nodes' Python (python3-venv), and
+  # systemd-analyze (systemd) to check the daemon's unit file.
   echo "setup: installing system packages"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    openssh-server openssh-client iproute2 rsync procps python3 python3-venv >/dev/null
+    openssh-server openssh-client iproute2 rsync procps python3 python3-venv systemd >/dev/null
 else
   echo "setup: not root (or no apt-get): skipping system packages; sandbox tests will be skipped"
 fi

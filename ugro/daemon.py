@@ -88,12 +88,14 @@ class Daemon:
         self.deep: Future[list[monitor.Sample]] | None = None
         self.next_light = 0.0  # at once
         self.last_light = self.last_deep = 0.0
-        # A deep probe once the first light one has found who answers, then hourly.
-        self.next_deep = 0.0
+        # Hourly; sooner for a node that came back, or whose light probe finds no torch facts
+        # in its cache (a launch then has to probe it: the deep probe fills the cache).
+        self.next_deep = time.time() + cluster.daemon.deep_probe_interval_s
         # Each node's last healthy report with torch's facts: what a launch may use instead of
         # probing the node again (ugro.freshhealth).
         self.reports: dict[str, dict[str, Any]] = {}
         self.deep_wanted: set[str] = set()
+        self.deep_nodes: set[str] = set()  # under a deep probe now: no job starts there
         self.decisions: list[Decision] = []
         self._done: set[tuple[str, int]] = set()  # (job, attempt): ended, its controller done
         self.busy: dict[str, str] = {}
@@ -171,7 +173,7 @@ class Daemon:
             if Watcher(self.jobs.experiment_dir(record.job_id)).ensure():
                 log.info("%s: its controller had stopped; started it again", record.job_id)
         self.busy = self._busy(records)
-        self._schedule()
+        self._schedule(records)
         self._notice_ends(records)
         self._write_state()
 
@@ -197,6 +199,9 @@ class Daemon:
             if working:
                 for name in self.jobs.nodes(record):
                     busy.setdefault(name, record.job_id)
+        for name in self.deep_nodes:
+            # Importing torch there now: a job would share the GPU with it.
+            busy.setdefault(name, "the daemon's deep health probe")
         for name, sample in self.samples.items():
             for job_id in sample.ugro_jobs:
                 if name in busy:
@@ -238,10 +243,10 @@ class Daemon:
             )
         return views
 
-    def _schedule(self) -> None:
+    def _schedule(self, records: dict[str, JobRecord]) -> None:
         waiting = [
             Waiting(record.job_id, Placement.from_json(record.detail.get("placement")))
-            for record in queue_order(self.jobs)
+            for record in queue_order(records)
             if not dispatched(self.jobs, record)
         ]
         self.decisions = schedule(waiting, self.node_views(), paused=self.paused)
@@ -276,6 +281,7 @@ class Daemon:
         if self.deep is not None and self.deep.done():
             fresh += _result(self.deep, "deep probe")
             self.deep = None
+            self.deep_nodes = set()
             self.last_deep = now
         if not fresh:
             return False
@@ -286,8 +292,10 @@ class Daemon:
             self.samples[sample.node] = sample
             if sample.healthy and (sample.report.get("env") or {}).get("torch_version"):
                 self.reports[sample.node] = {"at": sample.at, "report": dict(sample.report)}
-            elif not sample.healthy:
+            else:
                 self.reports.pop(sample.node, None)
+                if sample.kind == "light" and sample.status != "down" and sample.report:
+                    self.deep_wanted.add(sample.node)  # torch's facts not cached there
             if before is None or (before.status, before.problems) != (
                 sample.status,
                 sample.problems,
@@ -317,6 +325,7 @@ class Daemon:
         if now >= self.next_deep:
             self.next_deep = now + self.cluster.daemon.deep_probe_interval_s
         if wanted:
+            self.deep_nodes = set(wanted)
             self.deep = self.pool.submit(self._deep_probe, wanted)
 
     def _deep_probe(self, names: list[str]) -> list[monitor.Sample]:

@@ -19,13 +19,16 @@ import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ugro.cluster import Cluster
 from ugro.errors import UsageError
 from ugro.jobs import JobRecord, Jobs, now_iso
 from ugro.state import read_json, write_json_atomic
 from ugro.watcher import ControllerOptions, Watcher
+
+if TYPE_CHECKING:
+    from ugro.launch import LaunchRequest  # its module pulls in the launch's: imported late
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +215,7 @@ def sweep_args(point: Mapping[str, str]) -> tuple[str, ...]:
 
 def submit(
     cluster: Cluster,
-    request: Any,  # ugro.launch.LaunchRequest (imported late: it pulls in the launch's modules)
+    request: LaunchRequest,
     options: ControllerOptions,
     placement: Placement,
     *,
@@ -287,16 +290,10 @@ def dispatched(jobs: Jobs, record: JobRecord) -> bool:
     return record.queued and Watcher(jobs.experiment_dir(record.job_id)).exists()
 
 
-def queue_order(jobs: Jobs) -> list[JobRecord]:
-    """The queued jobs, first submitted first."""
-    records = jobs.records()
-    order = []
-    for entry in jobs.history():
-        if entry.get("state") == "queued":
-            record = records.get(entry["job_id"])
-            if record is not None and record.queued and record not in order:
-                order.append(record)
-    return order
+def queue_order(records: Mapping[str, JobRecord]) -> list[JobRecord]:
+    """The queued jobs (of Jobs.records()), first submitted first: by when each was queued,
+    and within one second in the history's order (Jobs.records() keeps it for equal times)."""
+    return sorted((r for r in records.values() if r.queued), key=lambda r: r.created_at)
 
 
 def cancel(cluster: Cluster, record: JobRecord) -> bool:

@@ -99,9 +99,13 @@ class Watcher:
         # request belong to the attempts before.
         self.state_path.unlink(missing_ok=True)
         self.stop_path.unlink(missing_ok=True)
-        write_json_atomic(self.options_path, asdict(options))
-        write_json_atomic(self.cluster_path, cluster.to_json())
-        for path in (self.options_path, self.cluster_path):
+        # options.json last: its presence is what says a controller may run (exists()), so a
+        # crash between the two leaves no controller without its cluster.
+        for path, data in (
+            (self.cluster_path, cluster.to_json()),
+            (self.options_path, asdict(options)),
+        ):
+            write_json_atomic(path, data)
             path.chmod(0o600)
 
     def options(self) -> ControllerOptions:

@@ -32,7 +32,7 @@ def test_a_submitted_job_waits_queued_with_what_its_launch_needs(cluster) -> Non
     jobs = Jobs(cluster)
     first = submit(cluster, request("a"), ControllerOptions(retries=2), Placement(count=1))
     second = submit(cluster, request("b"), ControllerOptions(), Placement(nodes=("m",)))
-    assert [r.job_id for r in queue_order(jobs)] == [first, second]
+    assert [r.job_id for r in queue_order(jobs.records())] == [first, second]
     record = jobs.find(first)
     assert record.queued and not record.active and not record.ended
     assert record.ended_at is None
@@ -59,7 +59,7 @@ def test_a_cancel_before_the_start_wins_and_only_once(cluster) -> None:
     assert ended.ended_at is not None
     # A controller that comes now may not start it: the history refuses `launching`.
     assert not jobs.record(job_id, "launching", attempt=1)
-    assert queue_order(jobs) == []
+    assert queue_order(jobs.records()) == []
 
 
 def test_a_queued_job_cannot_be_resumed(cluster) -> None:

@@ -93,11 +93,12 @@ def queue(ctx: Context, *, as_json: bool, pause: bool, resume: bool) -> ExitCode
         )
         return ExitCode.OK
     jobs = Jobs(cluster)
-    running = [r for r in jobs.records().values() if r.active]
+    records = jobs.records()
+    running = [r for r in records.values() if r.active]
     state = files.state() if files.alive() else {}
     reasons = {entry["job_id"]: entry.get("reason", "") for entry in state.get("queue") or []}
     waiting = []
-    for position, record in enumerate(queue_order(jobs), start=1):
+    for position, record in enumerate(queue_order(records), start=1):
         placement = record.detail.get("placement") or {}
         if dispatched(jobs, record):
             reason = "starting"
