@@ -83,6 +83,8 @@ def cli(ctx: click.Context, config: str | None, verbose: int) -> None:
       ugro health              check every node (GPU, torch, disk, SSH)
       ugro launch --name exp1  train on every node, follow it, bring the results home
       ugro results exp1        how it went
+      ugro daemon start        run the queue and watch the nodes' health
+      ugro submit --name exp2  queue a job for when its nodes are free
       ugro sandbox up          a 3-node cluster on this machine, to try things on
     """
     from ugro.logsetup import setup_terminal

@@ -373,7 +373,12 @@ class Daemon:
             if record.attempt != attempt and not record.ended:
                 del self.pending_notices[job_id]  # retried: the next attempt's end will tell
                 continue
-            if watcher.exists() and not watcher.finished() and watcher.alive():
+            if (
+                watcher.exists()
+                and not watcher.finished()
+                and watcher.state().get("phase") != "cleanup"  # past its retries
+                and watcher.alive()
+            ):
                 continue  # its controller may still retry it
             del self.pending_notices[job_id]
             failure = record.detail.get("failure") or {}

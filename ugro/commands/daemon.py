@@ -151,6 +151,9 @@ def unit_text(ctx: Context) -> str:
             "ExecStart=" + " ".join(_quote(a) for a in argv),
             "WorkingDirectory=" + str(cluster.paths.project_root).replace("%", "%%"),
             "Environment=PYTHONUNBUFFERED=1",
+            # Jobs the daemon starts get its environment: a Hugging Face token goes in a file
+            # only you can read (HF_TOKEN=...), never into the unit.
+            "# EnvironmentFile=%h/.config/ugro/daemon.env",
             "Restart=on-failure",
             "RestartSec=5",
             # Each job's controller is a process of its own that outlives the daemon: a stop or
