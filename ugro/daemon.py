@@ -185,13 +185,7 @@ class Daemon:
         for record in records.values():
             working = record.active or dispatched(self.jobs, record)
             if not working and record.ended and not self._settled(record):
-                watcher = Watcher(self.jobs.experiment_dir(record.job_id))
-                working = (
-                    watcher.exists()
-                    and not watcher.finished()
-                    and watcher.state().get("phase") != "cleanup"
-                    and watcher.alive()
-                )
+                working = Watcher(self.jobs.experiment_dir(record.job_id)).working()
                 if working:
                     # Until its controller is done (or starts a retry), look every tick: the
                     # nodes may be free in a moment, and the next job should have them at once.
@@ -369,16 +363,10 @@ class Daemon:
             if record is None:
                 del self.pending_notices[job_id]
                 continue
-            watcher = Watcher(self.jobs.experiment_dir(job_id))
             if record.attempt != attempt and not record.ended:
                 del self.pending_notices[job_id]  # retried: the next attempt's end will tell
                 continue
-            if (
-                watcher.exists()
-                and not watcher.finished()
-                and watcher.state().get("phase") != "cleanup"  # past its retries
-                and watcher.alive()
-            ):
+            if Watcher(self.jobs.experiment_dir(job_id)).working():
                 continue  # its controller may still retry it
             del self.pending_notices[job_id]
             failure = record.detail.get("failure") or {}

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ugro.processes import lock_held
-from ugro.state import read_json
+from ugro.state import read_json_dict
 
 
 class DaemonFiles:
@@ -46,11 +46,7 @@ class DaemonFiles:
         return lock_held(self.lock_path)
 
     def state(self) -> dict[str, Any]:
-        try:
-            state = read_json(self.state_path)
-        except (OSError, ValueError):
-            return {}
-        return state if isinstance(state, dict) else {}
+        return read_json_dict(self.state_path)
 
     def paused(self) -> bool:
         return self.paused_path.exists()

@@ -64,3 +64,13 @@ def read_json(path: Path) -> Any | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return None
+
+
+def read_json_dict(path: Path) -> dict[str, Any]:
+    """A state file another process rewrites: empty when missing, unreadable or not an object
+    (its writer replaces it atomically, so a torn file means a foreign one, not a race)."""
+    try:
+        data = read_json(path)
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}

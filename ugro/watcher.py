@@ -30,7 +30,7 @@ from typing import Any
 
 from ugro.cluster import Cluster
 from ugro.processes import lock_held, spawn_detached
-from ugro.state import read_json, write_json_atomic
+from ugro.state import read_json, read_json_dict, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +112,7 @@ class Watcher:
         return ControllerOptions.from_json(read_json(self.options_path) or {})
 
     def state(self) -> dict[str, Any]:
-        try:
-            state = read_json(self.state_path)
-        except (OSError, ValueError):
-            return {}
-        return state if isinstance(state, dict) else {}
+        return read_json_dict(self.state_path)
 
     def alive(self) -> bool:
         """Whether a controller holds the job's lock (the kernel frees it when one dies)."""
@@ -124,6 +120,16 @@ class Watcher:
 
     def finished(self) -> bool:
         return self.state().get("phase") == DONE
+
+    def working(self) -> bool:
+        """Whether a live controller may still start another attempt: not done, not past its
+        retries (cleanup), and holding its lock."""
+        return (
+            self.exists()
+            and not self.finished()
+            and self.state().get("phase") != "cleanup"
+            and self.alive()
+        )
 
     def spawn(self) -> int:
         """Start the controller, detached (its own session, no terminal): closing the terminal
