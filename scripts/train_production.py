@@ -6,7 +6,8 @@ MASTER_ADDR come from torchrun; NCCL is used on CUDA, gloo on the CPU. Defaults 
 config/training_defaults.yaml; options override them. Offline: `--model tiny-llama --dataset
 builtin` trains a tiny Llama built from a config on a corpus generated here.
 
-Outputs under --output-dir (or $UGRO_OUTPUT_DIR): metrics.jsonl, checkpoints/checkpoint-N/ (sealed
+Outputs under --output-dir (or $UGRO_OUTPUT_DIR): metrics.jsonl (every rank's figures on each
+train line), tensorboard/ (the same scalars as event files), checkpoints/checkpoint-N/ (sealed
 when complete), artifacts/adapter/ (load with PeftModel.from_pretrained), train_config.json.
 """
 
@@ -17,6 +18,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -163,6 +165,7 @@ def train(settings: Settings) -> int:
         SealCheckpoints,
         gather_object,
     )
+    from trainlib.rankclock import RankClock, TimedBatches, time_gradient_sync
 
     resume_from = None
     if settings.resume == "auto":
@@ -179,6 +182,7 @@ def train(settings: Settings) -> int:
     if primary:
         if resume_from is None:
             metrics.unlink(missing_ok=True)
+            shutil.rmtree(out / "tensorboard", ignore_errors=True)
         resolved = settings.to_json() | {
             "world_size": world,
             "resume_from": resume_from,
@@ -189,20 +193,27 @@ def train(settings: Settings) -> int:
         (out / "train_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
         log.info("settings: %s", json.dumps(resolved, sort_keys=True))
 
-    global_batch = settings.batch_size * settings.grad_accum * world
-    trainer = Trainer(
+    clock = RankClock()
+
+    class MeasuredTrainer(Trainer):
+        """The Trainer, with this rank's data and gradient-sync time on its clock."""
+
+        sync_timed = False
+
+        def get_batch_samples(self, epoch_iterator, num_batches, device):
+            if not self.sync_timed:  # the first fetch comes before the first backward
+                self.sync_timed = time_gradient_sync(self.model_wrapped, clock) or True
+            timed = TimedBatches(epoch_iterator, clock)
+            return super().get_batch_samples(timed, num_batches, device)
+
+    trainer = MeasuredTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set if settings.eval_strategy != "no" else None,
         data_collator=default_data_collator,
         callbacks=[
-            MetricsCallback(
-                metrics,
-                tokens_per_step=global_batch * settings.max_seq_length,
-                samples_per_step=global_batch,
-                main=primary,
-            ),
+            MetricsCallback(metrics, clock=clock, main=primary, tensorboard=out / "tensorboard"),
             SealCheckpoints(ckpt_root, local_main=local_rank == 0),
             ProgressCallback(os.environ.get("UGRO_PROGRESS_FILE")),
         ],

@@ -102,6 +102,7 @@ class LaunchOptions:
     timeout_seconds: int = 300
     max_restarts: int = 0
     retries: int = 0
+    telemetry_interval_s: float = 1.0  # each node's telemetry while a job runs; 0: none
     # The training section's keys that cluster.yaml sets, in its own terms ("default_model",
     # "lora.rank"); ugro.launch maps them to train_production.py's options.
     training: tuple[tuple[str, Any], ...] = ()

@@ -340,6 +340,16 @@ class Controller:
         except UgroError as exc:
             log.warning("collecting %s: %s", self.job_id, exc.message)
         self._record_end(record, outcome, teardown, down_at=down_at)
+        self._summarize()
+
+    def _summarize(self) -> None:
+        """summary.json for the attempt just ended (a retry's end writes it again)."""
+        from ugro.jobresults import write_summary
+
+        try:
+            write_summary(self.jobs, self.jobs.find(self.job_id))
+        except (OSError, UgroError) as exc:
+            log.warning("summary of %s: %s", self.job_id, exc)
 
     def _record_end(
         self,

@@ -297,6 +297,7 @@ def results_table(summary: Mapping[str, Any]) -> Table:
     rows = [
         ("status", summary["status"] + (f" (attempt {attempt})" if attempt > 1 else "")),
         ("duration (s)", summary["duration_s"]),
+        ("training time (s)", summary.get("train_s")),
         ("steps", summary["steps"]),
         ("final loss", summary["final_loss"]),
         ("best loss", summary["best_loss"]),
@@ -307,6 +308,14 @@ def results_table(summary: Mapping[str, Any]) -> Table:
         ("node outputs", summary.get("node_outputs") or []),
         ("directory", summary["experiment_dir"]),
     ]
+    for slow in summary.get("stragglers") or []:
+        rows.append(
+            (
+                "straggler",
+                f"rank {slow['rank']} on {slow['node']}: {slow['own_step_s']:.3f} s of its own per "
+                f"step, {slow['ratio']:.2f}x the median rank's {slow['median_s']:.3f} s",
+            )
+        )
     detail = summary.get("detail", {})
     failure = detail.get("failure")
     if failure:
@@ -326,6 +335,33 @@ def results_table(summary: Mapping[str, Any]) -> Table:
             rows.append(("not retried", str(event.get("reason"))))
     for key, value in rows:
         table.add_row(key, fmt(key, value))
+    return table
+
+
+def ranks_table(summary: Mapping[str, Any]) -> Table | None:
+    """Each rank's mean step: its own work, waiting for data, waiting for its peers (under DDP
+    every rank's step lasts as long as the slowest one's; the others spend the difference in
+    the all-reduce, so a straggler is the rank that waits least)."""
+    ranks = summary.get("ranks") or []
+    if not ranks:
+        return None
+    slow = {s["rank"] for s in summary.get("stragglers") or []}
+    table = Table(title="ranks (mean per step)", title_justify="left")
+    for column in ("rank", "node", "steps", "step s", "own s", "data s", "waiting s", "tokens"):
+        table.add_column(column, justify="left" if column == "node" else "right")
+    table.add_column("peak MB", justify="right")
+    for rank in ranks:
+        table.add_row(
+            f"{rank['rank']}{' (slow)' if rank['rank'] in slow else ''}",
+            str(rank.get("node") or "?"),
+            str(rank["steps"]),
+            f"{rank['step_time_s']:.3f}",
+            f"{rank['own_step_s']:.3f}",
+            f"{rank['data_s']:.3f}",
+            f"{rank['sync_s']:.3f}",
+            f"{rank['tokens']:,}",
+            f"{rank['peak_memory_mb']:,.0f}",
+        )
     return table
 
 

@@ -49,6 +49,7 @@ def host_vars(cluster: Cluster, node: Node) -> dict[str, Any]:
         "ugro_max_restarts": launch.max_restarts,
         "ugro_nnodes": len(cluster.nodes),
         "ugro_dist_timeout_seconds": launch.timeout_seconds,
+        "ugro_telemetry_interval": launch.telemetry_interval_s,
         "ugro_training_defaults": (
             str(cluster.paths.config / "training_defaults.yaml") if cluster.paths.config else ""
         ),

@@ -1,4 +1,4 @@
-"""Jobs on the master: experiment directories, the history of state changes, results.
+"""Jobs on the master: experiment directories and the history of state changes.
 
 Layout (the seed's; a job directory's contents are described in ugro.joblayout):
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from ugro.cluster import Cluster
 from ugro.errors import UsageError
-from ugro.joblayout import LOGS_DIR, NODES_DIR, check_name, name_of
+from ugro.joblayout import LOGS_DIR, check_name, name_of
 from ugro.jobstates import ACTIVE_STATES, FINAL_STATES, WAITING_STATES, State, refusal
 from ugro.state import append_jsonl, read_json, write_json_atomic
 
@@ -224,64 +224,3 @@ def git_commit(directory: Path) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None
-
-
-# --- results ------------------------------------------------------------------------------------
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    records = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    continue  # a line being written as we read
-    except FileNotFoundError:
-        pass
-    return records
-
-
-def job_results(jobs: Jobs, record: JobRecord) -> dict[str, Any]:
-    """Status, duration, final and best loss, throughput, checkpoints and artifacts of a job."""
-    directory = jobs.experiment_dir(record.job_id)
-    metrics = read_metrics(directory / "metrics.jsonl")
-    train = [m for m in metrics if m.get("kind", "train") == "train" and "loss" in m]
-    evals = [m for m in metrics if "eval_loss" in m]
-    started = _parse(record.created_at)
-    ended = _parse(record.ended_at) if record.ended_at else datetime.now(timezone.utc)
-    speeds = [m["tokens_per_s"] for m in train[1:] if m.get("tokens_per_s")]
-    checkpoints = sorted(
-        (p.name for p in (directory / "checkpoints").glob("checkpoint-*") if p.is_dir()),
-        key=lambda n: int(n.split("-")[-1]) if n.split("-")[-1].isdigit() else -1,
-    )
-    artifacts = sorted(
-        str(p.relative_to(directory / "artifacts")) for p in (directory / "artifacts").glob("*")
-    )
-    node_outputs = sorted(
-        str(p.relative_to(directory / NODES_DIR)) for p in (directory / NODES_DIR).glob("*/*")
-    )
-    return {
-        "job_id": record.job_id,
-        "status": record.state,
-        "duration_s": round((ended - started).total_seconds(), 1) if started and ended else None,
-        "steps": train[-1]["step"] if train else 0,
-        "final_loss": train[-1]["loss"] if train else None,
-        "best_loss": min(m["loss"] for m in train) if train else None,
-        "final_eval_loss": evals[-1]["eval_loss"] if evals else None,
-        "tokens_per_s": round(sum(speeds) / len(speeds), 1) if speeds else None,
-        "checkpoints": checkpoints,
-        "artifacts": artifacts,
-        "node_outputs": node_outputs,
-        "experiment_dir": str(directory),
-        "attempt": record.attempt,
-        "detail": record.detail,
-    }
-
-
-def _parse(stamp: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(stamp)
-    except (TypeError, ValueError):
-        return None

@@ -1,8 +1,10 @@
-"""Trainer callbacks: metrics.jsonl, checkpoint seals, and the rank's progress heartbeat."""
+"""Trainer callbacks: metrics (metrics.jsonl, TensorBoard), checkpoint seals, and the rank's
+progress heartbeat."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import resource
@@ -14,6 +16,9 @@ import torch.distributed as dist
 from transformers import TrainerCallback
 
 from trainlib import checkpoints
+from trainlib.rankclock import RankClock
+
+log = logging.getLogger(__name__)
 
 
 def peak_memory_mb() -> float:
@@ -33,47 +38,68 @@ def gather_object(value):
 
 
 class MetricsCallback(TrainerCallback):
-    """One JSON line per log event: train steps, evaluations and the closing summary.
+    """One JSON line per log event (train steps, evaluations, the closing summary) in
+    metrics.jsonl, and the same scalars as TensorBoard events under tensorboard/.
 
-    Every rank takes part (peak memory is gathered from all of them); rank 0 writes.
+    Every rank takes part: each train line carries every rank's figures from its RankClock
+    (gathered; see trainlib.rankclock), and the cluster's tokens and samples per second are
+    their sums over the interval's training time. The primary rank writes.
     """
 
-    def __init__(self, path: Path, *, tokens_per_step: int, samples_per_step: int, main: bool):
+    def __init__(self, path: Path, *, clock: RankClock, main: bool, tensorboard: Path | None):
         self.path = path
-        self.tokens_per_step = tokens_per_step
-        self.samples_per_step = samples_per_step
+        self.clock = clock
         self.main = main
+        self.tensorboard_dir = tensorboard
+        self.writer = None
         self.started = time.monotonic()
-        self.last = (self.started, 0)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.monotonic()
-        self.last = (self.started, state.global_step)
+        if self.main and self.tensorboard_dir is not None:
+            self.writer = _summary_writer(self.tensorboard_dir)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.clock.step_ended()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = dict(logs or {})
-        memory = [float(m) for m in gather_object(peak_memory_mb())]
+        train = "loss" in logs
+        if train:
+            ranks = [dict(r) for r in gather_object(self.clock.take(peak_memory_mb()))]
+            memory = [r["peak_memory_mb"] for r in ranks]
+        else:
+            ranks, memory = [], [float(m) for m in gather_object(peak_memory_mb())]
         if not self.main:
             return
-        now = time.monotonic()
         record = {
             "step": state.global_step,
             "epoch": logs.pop("epoch", state.epoch),
-            "elapsed_s": round(now - self.started, 3),
+            "elapsed_s": round(time.monotonic() - self.started, 3),
             "peak_memory_mb": [round(m, 1) for m in memory],
         }
-        if "loss" in logs:
-            then, step = self.last
-            steps, seconds = state.global_step - step, max(now - then, 1e-9)
+        if train:
+            # Every rank's step ends with the same all-reduce, so the interval's wall time is
+            # the longest any rank counted; the work is what all of them did.
+            seconds = max(max(r["train_s"] for r in ranks), 1e-9)
+            tokens, samples = sum(r["tokens"] for r in ranks), sum(r["samples"] for r in ranks)
             record.update(
                 kind="train",
                 loss=logs.pop("loss"),
                 learning_rate=logs.pop("learning_rate", None),
                 grad_norm=logs.pop("grad_norm", None),
-                tokens_per_s=round(steps * self.tokens_per_step / seconds, 1),
-                samples_per_s=round(steps * self.samples_per_step / seconds, 2),
+                train_s=round(seconds, 4),
+                tokens=tokens,
+                samples=samples,
+                tokens_per_s=round(tokens / seconds, 1),
+                samples_per_s=round(samples / seconds, 2),
+                ranks=ranks,
             )
-            self.last = (now, state.global_step)
         elif "eval_loss" in logs:
             record["kind"] = "eval"
         else:
@@ -81,6 +107,40 @@ class MetricsCallback(TrainerCallback):
         record.update({k: v for k, v in logs.items() if _plain(v)})
         with open(self.path, "a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+        if self.writer is not None:
+            _write_scalars(self.writer, record)
+
+
+def _summary_writer(directory: Path):
+    """A TensorBoard writer, or None (with one warning) where the tensorboard package is missing:
+    the job's metrics.jsonl has everything, the event files are for TensorBoard's own views.
+
+    Written here rather than by the Trainer's TensorBoardCallback because that one writes from
+    global rank 0, which c10d may place on any node; this one writes from the primary rank, so
+    the events land in the experiment directory with the rest of the job's metrics."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        log.warning("no TensorBoard event files: %s (pip install tensorboard)", exc)
+        return None
+    return SummaryWriter(log_dir=str(directory))
+
+
+def _write_scalars(writer, record: dict) -> None:
+    step = record["step"]
+    kind = record.get("kind")
+    if kind == "train":
+        for key in ("loss", "learning_rate", "grad_norm", "tokens_per_s", "samples_per_s"):
+            if isinstance(record.get(key), (int, float)):
+                writer.add_scalar(f"train/{key}", record[key], step)
+        for rank in record.get("ranks", []):
+            for key in ("step_time_s", "work_s", "sync_s", "data_s", "peak_memory_mb"):
+                writer.add_scalar(f"rank{rank['rank']}/{key}", rank[key], step)
+    elif kind == "eval":
+        for key, value in record.items():
+            if key.startswith("eval_") and isinstance(value, (int, float)):
+                writer.add_scalar(f"eval/{key[5:]}", value, step)
+    writer.flush()
 
 
 def _plain(value) -> bool:

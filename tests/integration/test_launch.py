@@ -134,6 +134,23 @@ def test_launch_trains_and_everything_comes_home(sandbox, cluster_env) -> None:
     assert [m["step"] for m in train] == [2, 4, 6, 8, 10, 12]
     assert len(train[0]["peak_memory_mb"]) == 3  # world size 3
     assert train[-1]["loss"] < train[0]["loss"]
+    # Every rank's own figures, from the node it ran on; the cluster's are their sums.
+    nodes = ["gpu-master", *(n.name for n in sandbox.nodes)]
+    ranks = train[-1]["ranks"]
+    assert [(r["rank"], r["node"], r["steps"]) for r in ranks] == [
+        (i, n, 2) for i, n in enumerate(nodes)
+    ]
+    assert all(r["tokens"] > 0 and r["step_time_s"] > 0 and r["sync_s"] >= 0 for r in ranks)
+    assert train[-1]["tokens"] == sum(r["tokens"] for r in ranks)
+    assert list((directory / "tensorboard").glob("events.out.tfevents.*"))
+    stored = json.loads((directory / "summary.json").read_text())
+    assert stored["status"] == "succeeded" and stored["steps"] == 12 and stored["tokens_per_s"] > 0
+    assert [r["node"] for r in stored["ranks"]] == nodes
+    # Each node's telemetry came home with its logs, sampled while the job ran.
+    for node in nodes:
+        samples = (directory / "logs" / f"{node}.telemetry.jsonl").read_text().splitlines()
+        assert samples and json.loads(samples[-1])["node"] == node
+        assert json.loads(samples[-1])["job_rss_mb"] > 0
     for rank, node in enumerate(["gpu-master", *(n.name for n in sandbox.nodes)]):
         log = directory / "logs" / f"{node}.rank{rank}.log"
         assert log.stat().st_size > 0, log
@@ -163,6 +180,8 @@ def test_launch_trains_and_everything_comes_home(sandbox, cluster_env) -> None:
     assert summary["status"] == "succeeded" and summary["steps"] == 12
     assert summary["final_loss"] == train[-1]["loss"]
     assert "adapter" in summary["artifacts"] and "checkpoint-12" in summary["checkpoints"]
+    table = run_ugro("results", "exp1", env=cluster_env).stdout
+    assert "ranks (mean per step)" in table and "training time" in table
     rank2 = run_ugro("logs", "exp1", "--rank", "2", env=cluster_env)
     assert rank2.returncode == 0 and rank2.stdout.strip()
     assert "[gpu2 r2] " not in rank2.stdout  # one rank's log is printed as it is
@@ -200,6 +219,33 @@ def test_a_failing_rank_fails_the_job_and_stops_the_rest(sandbox, cluster_env, t
     assert "rank 2 fails on purpose" in (directory / "logs" / "gpu2.rank2.log").read_text()
 
 
+# A script of the user's own, not train_production's: its curves are TensorBoard events that
+# its lead rank writes somewhere under UGRO_OUTPUT_DIR, as any Trainer or SummaryWriter would.
+WRITES_EVENTS = """\
+import os
+from torch.utils.tensorboard import SummaryWriter
+if os.environ["UGRO_PRIMARY"] == "1" and os.environ["LOCAL_RANK"] == "0":
+    writer = SummaryWriter(os.path.join(os.environ["UGRO_OUTPUT_DIR"], "runs", "mine"))
+    for step in range(1, 8):
+        writer.add_scalar("train/loss", 7.0 / step, step)
+    writer.add_scalar("eval/loss", 1.5, 7)
+    writer.add_scalar("train/train_runtime", 3.0, 9)
+    writer.close()
+"""
+
+
+def test_a_scripts_tensorboard_events_are_its_curves(sandbox, cluster_env, tmp_path) -> None:
+    script = write_script(tmp_path, "writes_events.py", WRITES_EVENTS)
+    done = run_ugro(
+        "launch", "--name", "evented", "--script", str(script), env=cluster_env, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads(run_ugro("results", "evented", "--json", env=cluster_env).stdout)
+    assert results["metrics_source"] == "tensorboard"
+    assert results["steps"] == 9 and results["final_loss"] == 1.0 and results["best_loss"] == 1.0
+    assert results["final_eval_loss"] == 1.5
+
+
 SLEEPER = """\
 import os, time
 for i in range(600):
@@ -216,9 +262,10 @@ def test_stop_mid_run_leaves_nothing(sandbox, cluster_env, tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     job_id = job_id_from(done.stdout)
     deadline = time.monotonic() + 120
-    while len(tagged(job_id)) < 6 and time.monotonic() < deadline:  # 3 agents + 3 workers
+    # 3 agents, 3 workers and 3 telemetry samplers
+    while len(tagged(job_id)) < 9 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert len(tagged(job_id)) >= 6
+    assert len(tagged(job_id)) >= 9
     stopped = run_ugro("stop", "sleepy", env=cluster_env)
     assert stopped.returncode == 0, stopped.stderr
     assert "none of the job's processes is left" in stopped.stdout

@@ -219,6 +219,10 @@ def test_env_and_home_expansion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         ),
         (MINIMAL + "logging:\n  keep_runs: 0\n", ":14: logging.keep_runs: Input should be"),
         (
+            MINIMAL + "telemetry:\n  interval_seconds: 0.01\n",
+            ":14: telemetry.interval_seconds: must be 0 (off) or at least 0.1 seconds",
+        ),
+        (
             MINIMAL + "ssh:\n  known_hosts: '/a\"b'\n",
             ":14: ssh.known_hosts: '/a\"b': a path for ssh may not contain",
         ),
@@ -342,6 +346,7 @@ def test_every_key_of_the_schema_changes_the_resolved_cluster(tmp_path: Path) ->
         ("daemon", "disk_min_free_gb"): 20,
         ("notify", "command"): ["/usr/local/bin/tell", "--me"],
         ("notify", "timeout_seconds"): 5,
+        ("telemetry", "interval_seconds"): 0.5,
     }
     # Keys that only matter together with another one.
     needs = {

@@ -12,7 +12,8 @@ import pytest
 from ugro.config import load_cluster_file
 from ugro.errors import UsageError
 from ugro.joblayout import check_job_ref, check_name, new_job_id
-from ugro.jobs import Jobs, job_results
+from ugro.jobresults import job_results
+from ugro.jobs import Jobs
 from ugro.launch import TRAINING_FLAGS, training_args
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from ugro.config import load_cluster_file
-from ugro.jobs import Jobs, job_results
+from ugro.jobresults import job_results
+from ugro.jobs import Jobs
 from ugro.jobstates import ACTIVE_STATES, FINAL_STATES, STATES, TRANSITIONS, refusal
 
 

@@ -154,7 +154,8 @@ def _follow_or_detach(ctx: Context, job_id: str, *, detach: bool, verbose: bool)
     from ugro.display import TrainingProgress, console, results_table
     from ugro.follow import follow
     from ugro.joblayout import name_of
-    from ugro.jobs import Jobs, job_results
+    from ugro.jobresults import job_results
+    from ugro.jobs import Jobs
 
     cluster = ctx.cluster()
     name = name_of(job_id)

@@ -13,7 +13,8 @@ from ugro.jobs import JobRecord
 
 
 def results(ctx: Context, *, job: str, as_json: bool = False) -> ExitCode:
-    from ugro.jobs import Jobs, job_results
+    from ugro.jobresults import job_results
+    from ugro.jobs import Jobs
 
     cluster = ctx.cluster()
     jobs = Jobs(cluster)
@@ -32,14 +33,18 @@ def results(ctx: Context, *, job: str, as_json: bool = False) -> ExitCode:
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
         return ExitCode.OK
-    from ugro.display import console, results_table
+    from ugro.display import console, ranks_table, results_table
 
     console.print(results_table(summary))
+    per_rank = ranks_table(summary)
+    if per_rank is not None:
+        console.print(per_rank)
     return ExitCode.OK
 
 
 def sweep_results(ctx: Context, name: str, records: list[JobRecord], *, as_json: bool) -> ExitCode:
-    from ugro.jobs import Jobs, job_results
+    from ugro.jobresults import job_results
+    from ugro.jobs import Jobs
 
     jobs = Jobs(ctx.cluster())
     rows = [

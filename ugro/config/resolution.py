@@ -143,6 +143,7 @@ def build_cluster(config: ClusterConfig, *, source: Path | None, base_dir: Path)
             timeout_seconds=communication.timeout_seconds,
             max_restarts=communication.max_restarts,
             retries=communication.retries,
+            telemetry_interval_s=config.telemetry.interval_seconds,
             training=training_settings(config.training),
         ),
         logging=LoggingOptions(

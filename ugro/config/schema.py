@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 Location = tuple[str | int, ...]
 
@@ -271,6 +271,21 @@ class DaemonSection(_Model):
     disk_min_free_gb: Annotated[float, Field(ge=0)] = 5
 
 
+class TelemetrySection(_Model):
+    """Each node's telemetry while a job runs (logs/<node>.telemetry.jsonl): CPU, memory, disk,
+    network, and its GPUs through NVML."""
+
+    # Seconds between samples; 0 turns it off.
+    interval_seconds: Annotated[float, Field(ge=0, le=3600)] = 1.0
+
+    @field_validator("interval_seconds")
+    @classmethod
+    def _not_too_fast(cls, value: float) -> float:
+        if 0 < value < 0.1:
+            raise ValueError("must be 0 (off) or at least 0.1 seconds")
+        return value
+
+
 class NotifySection(_Model):
     # An argv, never a shell string: run on a job's end and on a node going down, with the
     # event in UGRO_EVENT, UGRO_JOB_ID, UGRO_JOB_STATE, UGRO_NODE and UGRO_REASON.
@@ -288,6 +303,7 @@ class ClusterConfig(_Model):
     ssh: SshSection = SshSection()
     daemon: DaemonSection = DaemonSection()
     notify: NotifySection = NotifySection()
+    telemetry: TelemetrySection = TelemetrySection()
 
 
 # --- Cross-field rules --------------------------------------------------------------------------

@@ -28,7 +28,17 @@ MARKER = ".ugro-sandbox-env.json"
 
 
 # What training needs (scripts/requirements.txt), so that `ugro sync` finds it all in place.
-TRAINING_PACKAGES = ("torch", "numpy", "transformers", "peft", "accelerate", "pyyaml")
+TRAINING_PACKAGES = (
+    "torch",
+    "numpy",
+    "transformers",
+    "peft",
+    "accelerate",
+    "pyyaml",
+    "tensorboard",
+    "psutil",
+    "nvidia-ml-py",
+)
 
 
 def default_packages() -> list[str]:
