@@ -20,6 +20,7 @@ import math
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 from trainlib.errors import TrainingSetupError
@@ -29,11 +30,12 @@ log = logging.getLogger("train_production")
 
 
 def is_primary(rank: int, local_rank: int) -> bool:
-    """The rank that writes metrics and artifacts: rank 0, or under UGRO the master's first rank.
+    """The rank that writes metrics and artifacts: rank 0, or under UGRO the lead node's first.
 
-    c10d hands out ranks in its own order, so rank 0 may sit on any node; UGRO marks the master's
-    agent (UGRO_PRIMARY=1) so the job's results land in the master's experiment directory. Every
-    rank holds the same model and logs, so any one of them can write them.
+    c10d hands out ranks in its own order, so rank 0 may sit on any node; UGRO marks the lead
+    node's agent (UGRO_PRIMARY=1) so the job's results land with the lead, from where they come
+    into the experiment directory. Every rank holds the same model and logs, so any one of them
+    can write them.
     """
     flag = os.environ.get("UGRO_PRIMARY")
     return rank == 0 if flag is None else (flag == "1" and local_rank == 0)
@@ -51,9 +53,10 @@ def rank_info() -> tuple[int, int, int, int]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser(__doc__.split("\n\n")[0]).parse_args(argv)
-    rank = rank_info()[0]
+    rank, _, local_rank, _ = rank_info()
+    quiet_logs(primary=is_primary(rank, local_rank))
     logging.basicConfig(
-        level=logging.INFO if rank == 0 else logging.WARNING,
+        level=logging.INFO if is_primary(rank, local_rank) else logging.WARNING,
         format=f"[rank {rank}] %(levelname)s %(name)s: %(message)s",
     )
     try:
@@ -64,6 +67,29 @@ def main(argv: list[str] | None = None) -> int:
         # collective that would leave the others waiting.
         print(f"train_production.py: error: {exc}", file=sys.stderr)
         return 2
+
+
+def quiet_logs(*, primary: bool) -> None:
+    """A rank's log keeps what a person reads: no progress bars (downloads, shard writes), each
+    warning once, and warnings about the code itself (deprecations, the same on every rank)
+    only in the primary's log.
+
+    "Once" is done here rather than by warnings.simplefilter("once"): every catch_warnings()
+    block that libraries open (the Trainer's checkpoint saves do) resets what Python remembers,
+    so a warning raised at each checkpoint would be printed at each checkpoint."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    show, seen = warnings.showwarning, set()
+
+    def show_once(message, category, filename, lineno, file=None, line=None):
+        if (category, str(message)) not in seen:
+            seen.add((category, str(message)))
+            show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show_once
+    if not primary:
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
 
 
 def train(settings: Settings) -> int:
@@ -218,6 +244,11 @@ def train(settings: Settings) -> int:
             ProgressCallback(os.environ.get("UGRO_PROGRESS_FILE")),
         ],
     )
+    if not primary:
+        # The Trainer prints each log line on every node's first rank; the primary's is enough.
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     result = trainer.train(resume_from_checkpoint=resume_from)
     if primary:
         save_artifacts(trainer.model, tokenizer, eval_set, artifacts)

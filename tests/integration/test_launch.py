@@ -155,6 +155,11 @@ def test_launch_trains_and_everything_comes_home(sandbox, cluster_env) -> None:
         log = directory / "logs" / f"{node}.rank{rank}.log"
         assert log.stat().st_size > 0, log
         assert (directory / "logs" / f"{node}.rank{rank}.exit").read_text().strip() == "0"
+        # What a person reads: the step lines once (the lead's), each warning once.
+        lines = log.read_text().splitlines()
+        assert any("'loss'" in line for line in lines) == (rank == 0), lines
+        warned = [line for line in lines if "Warning: " in line]
+        assert len(warned) == len(set(warned)), warned
     assert (directory / "checkpoints" / "checkpoint-12" / "ugro_complete.json").exists()
     # The job carried its code: each node's job directory records what ran.
     node = sandbox.nodes[0]
