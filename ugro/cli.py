@@ -298,6 +298,42 @@ def results(ctx: Context, job: str, as_json: bool) -> int:
     return run(ctx, job=job, as_json=as_json)
 
 
+@cli.command()
+@click.argument("jobs", nargs=-1, required=True)
+@click.option("-o", "--output", "out", metavar="FILE.png", help="Where the PNG goes.")
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    type=click.Choice(["loss", "lr", "tokens_per_s", "step_time", "memory", "utilisation"]),
+    help="Only this panel (repeatable; default: every panel with data).",
+)
+@pass_context
+def plot(ctx: Context, jobs: tuple[str, ...], out: str | None, metrics: tuple[str, ...]) -> int:
+    """Loss, learning rate, tokens/s, each rank's step time and each node's memory and
+    utilisation of one job or several (a sweep's name stands for its jobs), in one PNG
+    (default: plot.png in the job's directory, or here for several)."""
+    from ugro.commands.plot import plot as run
+
+    return run(ctx, names=list(jobs), out=out, metrics=list(metrics))
+
+
+@cli.command()
+@click.argument("jobs", nargs=-1, required=True)
+@_json_option
+@click.option("-o", "--output", "out", metavar="FILE.png", help="Also draw their curves here.")
+@click.option("--all", "show_all", is_flag=True, help="Also list what is the same.")
+@pass_context
+def compare(
+    ctx: Context, jobs: tuple[str, ...], as_json: bool, out: str | None, show_all: bool
+) -> int:
+    """What differs between jobs (settings, script, commit, nodes, environments) and how each
+    did; a sweep's name stands for its jobs."""
+    from ugro.commands.compare import compare as run
+
+    return run(ctx, names=list(jobs), as_json=as_json, out=out, show_all=show_all)
+
+
 @cli.command(name="stop")
 @click.argument("job")
 @pass_context

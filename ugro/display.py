@@ -515,3 +515,34 @@ def health_history_table(changes: Iterable[tuple[Any, str]], title: str) -> Tabl
         when = datetime.fromtimestamp(sample.at).astimezone().strftime("%Y-%m-%d %H:%M:%S")
         table.add_row(when, sample.node, sample.kind, text)
     return table
+
+
+def compare_table(comparison: Mapping[str, Any], *, show_all: bool = False) -> Table:
+    """Jobs as columns: the configuration keys that differ (all with show_all), then results."""
+    jobs = list(comparison["jobs"])
+    table = Table(title="what differs", title_justify="left")
+    table.add_column("", style="bold")
+    for job in jobs:
+        table.add_column(job, overflow="fold")
+
+    def fmt(value: Any) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        if isinstance(value, list):
+            return ", ".join(map(str, value)) or "-"
+        return str(value)
+
+    for key, values in comparison["differs"].items():
+        table.add_row(key, *(fmt(values.get(job)) for job in jobs))
+    if show_all:
+        for key, value in comparison["same"].items():
+            table.add_row(Text(key, style="dim"), *(Text(fmt(value), style="dim") for _ in jobs))
+    elif not comparison["differs"]:
+        table.add_row(Text("(configuration)", style="dim"), *("same" for _ in jobs))
+    table.add_section()
+    results = comparison["results"]
+    for key in next(iter(results.values())):
+        table.add_row(key, *(fmt(results[job].get(key)) for job in jobs))
+    return table

@@ -24,6 +24,26 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
 
 
+def sweep_records(jobs: Jobs, name: str) -> list[JobRecord]:
+    """The jobs of the sweep called `name`, in sweep order; none when `name` names a job."""
+    records = jobs.records()
+    if name in records or any(r.name == name for r in records.values()):
+        return []
+    return sorted(
+        (r for r in records.values() if (r.detail.get("sweep") or {}).get("name") == name),
+        key=lambda r: (r.created_at, (r.detail.get("sweep") or {}).get("index", 0)),
+    )
+
+
+def find_jobs(jobs: Jobs, names: list[str]) -> list[JobRecord]:
+    """Jobs by name or id, a sweep's name standing for all its jobs; each job once."""
+    found: dict[str, JobRecord] = {}
+    for name in names:
+        for record in sweep_records(jobs, name) or [jobs.find(name)]:
+            found.setdefault(record.job_id, record)
+    return list(found.values())
+
+
 def job_results(jobs: Jobs, record: JobRecord) -> dict[str, Any]:
     """The job's summary.json when it was written for this state and attempt, else the
     figures computed now from what the job has written so far."""

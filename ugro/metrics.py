@@ -19,6 +19,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+TELEMETRY_GLOB = "*.telemetry.jsonl"  # in the job's logs/, one per node (scripts/ugro_telemetry.py)
 EVENTS_GLOB = "events.out.tfevents.*"
 
 # TensorBoard tags as the common trainers name them (compared lowercased): the HF Trainer
@@ -150,6 +151,16 @@ def curves_from_events(paths: list[Path]) -> Curves:
     ]
     last = max((max(points) for points in scalars.values() if points), default=0)
     return Curves(source="tensorboard", train=train, evals=evals, last_step=last)
+
+
+def load_telemetry(directory: Path) -> dict[str, list[dict[str, Any]]]:
+    """Each node's telemetry samples, in time order, by node name."""
+    telemetry = {}
+    for path in sorted((directory / "logs").glob(TELEMETRY_GLOB)):
+        samples = sorted(read_jsonl(path), key=lambda s: float(s.get("t") or 0))
+        if samples:
+            telemetry[path.name.removesuffix(".telemetry.jsonl")] = samples
+    return telemetry
 
 
 # --- figures from the curves -------------------------------------------------------------------

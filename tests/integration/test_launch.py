@@ -249,6 +249,17 @@ def test_a_scripts_tensorboard_events_are_its_curves(sandbox, cluster_env, tmp_p
     assert results["metrics_source"] == "tensorboard"
     assert results["steps"] == 9 and results["final_loss"] == 1.0 and results["best_loss"] == 1.0
     assert results["final_eval_loss"] == 1.5
+    # Its curves beside train_production's, and what differs between the two jobs.
+    drawn = run_ugro("plot", "exp1", "evented", "-o", str(tmp_path / "both.png"), env=cluster_env)
+    assert drawn.returncode == 0, drawn.stderr
+    assert (tmp_path / "both.png").read_bytes().startswith(b"\x89PNG")
+    assert "loss" in drawn.stdout and "step_time" in drawn.stdout
+    compared = run_ugro("compare", "exp1", "evented", "--json", env=cluster_env)
+    differs = json.loads(compared.stdout)["differs"]
+    assert {Path(v).name for v in differs["script"].values()} == {
+        "train_production.py",
+        "writes_events.py",
+    }
 
 
 SLEEPER = """\

@@ -156,6 +156,9 @@ def test_progress_off_a_terminal_is_a_line_per_task_in_words() -> None:
         (["cancel", "nosuch"], "no job named 'nosuch'"),
         (["queue", "--pause", "--resume"], "--pause or --resume, not both"),
         (["health", "--history", "--node", "nosuch"], "nosuch"),
+        (["plot", "../x"], "'../x'"),
+        (["plot", "nosuch"], "no job named 'nosuch'"),
+        (["compare", "a;rm -rf ~", "b"], "'a;rm -rf ~'"),
     ],
 )
 def test_bad_queue_input_is_one_line_exit_2(cluster, args: list[str], expected: str) -> None:
@@ -175,3 +178,20 @@ def test_daemon_status_without_a_daemon_says_so(cluster) -> None:
     assert done.returncode == 1 and "No daemon runs for" in done.stdout
     stopped = run_ugro("--config", str(cluster.source), "daemon", "stop")
     assert stopped.returncode == 0 and "No daemon runs" in stopped.stdout
+
+
+def test_plot_and_compare_refuse_what_they_cannot_do(cluster, tmp_path: Path) -> None:
+    from ugro.jobs import Jobs
+
+    jobs = Jobs(cluster)
+    jobs.create("only_20260101_000000")
+    jobs.record("only_20260101_000000", "launching")
+    config = ("--config", str(cluster.source))
+    for args, expected in (
+        (["compare", "only"], "compare needs two jobs or more; only names one"),
+        (["plot", "only"], "nothing to plot for only_20260101_000000"),
+        (["plot", "only", "-o", str(tmp_path / "x.txt")], "x.txt: expected a .png, .svg or .pdf"),
+    ):
+        done = run_ugro(*config, *args)
+        assert done.returncode == 2 and expected in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -13,17 +13,13 @@ from ugro.jobs import JobRecord
 
 
 def results(ctx: Context, *, job: str, as_json: bool = False) -> ExitCode:
-    from ugro.jobresults import job_results
+    from ugro.jobresults import job_results, sweep_records
     from ugro.jobs import Jobs
 
     cluster = ctx.cluster()
     jobs = Jobs(cluster)
-    records = jobs.records()
-    swept = sorted(
-        (r for r in records.values() if (r.detail.get("sweep") or {}).get("name") == job),
-        key=lambda r: (r.created_at, (r.detail.get("sweep") or {}).get("index", 0)),
-    )
-    if swept and job not in records and not any(r.name == job for r in records.values()):
+    swept = sweep_records(jobs, job)
+    if swept:
         return sweep_results(ctx, job, swept, as_json=as_json)
     record = jobs.find(job)
     from ugro.commands.status import revive
