@@ -334,6 +334,21 @@ def compare(
     return run(ctx, names=list(jobs), as_json=as_json, out=out, show_all=show_all)
 
 
+@cli.command()
+@click.option(
+    "--host", help="Address to listen on (default: cluster.yaml's dashboard.host, 127.0.0.1)."
+)
+@click.option("--port", type=click.IntRange(1, 65535), help="Port (default: dashboard.port, 8265).")
+@pass_context
+def dashboard(ctx: Context, host: str | None, port: int | None) -> int:
+    """The web dashboard: nodes and their health, jobs and the queue, each job's live curves,
+    ranks, nodes and logs, comparisons. Read-only; on an address other than loopback it
+    needs a token (UGRO_DASHBOARD_TOKEN, else one made and printed now)."""
+    from ugro.commands.dashboard import dashboard as run
+
+    return run(ctx, host=host, port=port)
+
+
 @cli.command(name="stop")
 @click.argument("job")
 @pass_context

@@ -126,6 +126,9 @@ class DaemonOptions:
     disk_min_free_gb: float = 5.0
     notify_command: tuple[str, ...] = ()  # an argv; empty: no notifications
     notify_timeout_s: int = 30
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = 8265
+    dashboard_with_daemon: bool = True  # the daemon serves the dashboard while it runs
 
 
 @dataclass(frozen=True)

@@ -105,6 +105,7 @@ class Daemon:
         self._stamp: tuple[int, int] | None = None
         self._next_reconcile = 0.0
         self._next_state_write = 0.0
+        self.dashboard: str | None = None
 
     # -- the loop -------------------------------------------------------------------------------
     def run(self) -> None:
@@ -120,6 +121,7 @@ class Daemon:
         self.reports = dict(previous.get("reports") or {})
         for number in (signal.SIGTERM, signal.SIGINT):
             signal.signal(number, self._stop)
+        self.dashboard = self._serve_dashboard()
         log.info(
             "daemon for %s: pid %d, data in %s",
             self.cluster.name,
@@ -176,6 +178,28 @@ class Daemon:
         self._schedule(records)
         self._notice_ends(records)
         self._write_state()
+
+    def _serve_dashboard(self) -> str | None:
+        """The dashboard on a thread of this process (cluster.yaml's dashboard section); its
+        address, without the token, for `ugro daemon status`. A token made here (an address
+        other than loopback, no UGRO_DASHBOARD_TOKEN) is kept in daemon/dashboard_token, 0600."""
+        options = self.cluster.daemon
+        if not options.dashboard_with_daemon:
+            return None
+        from ugro.web.serve import Listener, choose_token, serve_in_thread
+
+        listener = Listener(
+            options.dashboard_host, options.dashboard_port, choose_token(options.dashboard_host)
+        )
+        token_file = self.files.dir / "dashboard_token"
+        token_file.unlink(missing_ok=True)
+        if serve_in_thread(self.cluster, listener) is None:
+            return None
+        if listener.token and "UGRO_DASHBOARD_TOKEN" not in os.environ:
+            descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(listener.token + "\n")
+        return listener.url.split("?")[0]
 
     # -- the queue ------------------------------------------------------------------------------
     def _busy(self, records: dict[str, JobRecord]) -> dict[str, str]:
@@ -395,6 +419,7 @@ class Daemon:
                 "updated_at": time.time(),
                 "activity": self.activity,
                 "paused": self.paused,
+                "dashboard": self.dashboard,
                 "cursor": self.cursor,
                 "pending_notices": self.pending_notices,
                 "queue": [

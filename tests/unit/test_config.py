@@ -219,6 +219,10 @@ def test_env_and_home_expansion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         ),
         (MINIMAL + "logging:\n  keep_runs: 0\n", ":14: logging.keep_runs: Input should be"),
         (
+            MINIMAL + "dashboard:\n  host: 'a;rm -rf ~'\n",
+            ":14: dashboard.host: 'a;rm -rf ~' is not an IP address (or localhost)",
+        ),
+        (
             MINIMAL + "telemetry:\n  interval_seconds: 0.01\n",
             ":14: telemetry.interval_seconds: must be 0 (off) or at least 0.1 seconds",
         ),
@@ -347,6 +351,9 @@ def test_every_key_of_the_schema_changes_the_resolved_cluster(tmp_path: Path) ->
         ("notify", "command"): ["/usr/local/bin/tell", "--me"],
         ("notify", "timeout_seconds"): 5,
         ("telemetry", "interval_seconds"): 0.5,
+        ("dashboard", "host"): "10.0.0.1",
+        ("dashboard", "port"): 9000,
+        ("dashboard", "with_daemon"): False,
     }
     # Keys that only matter together with another one.
     needs = {

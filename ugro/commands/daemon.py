@@ -87,6 +87,7 @@ def status(ctx: Context, *, as_json: bool) -> ExitCode:
         if state.get("updated_at")
         else None,
         "last_probe_at": (state.get("probes") or {}).get("last_light"),
+        "dashboard": state.get("dashboard"),
         "log": str(files.log_path),
         "data": str(files.dir.parent),
     }
@@ -100,6 +101,12 @@ def status(ctx: Context, *, as_json: bool) -> ExitCode:
             f"{summary['activity']}{' (queue paused)' if summary['paused'] else ''}; "
             f"its state is {age or 0:.0f}s old; log: {summary['log']}"
         )
+        if summary["dashboard"]:
+            token = files.dir / "dashboard_token"
+            click.echo(
+                f"Its dashboard: {summary['dashboard']}"
+                + (f" (token in {token})" if token.exists() else "")
+            )
     return ExitCode.OK if alive else ExitCode.FAILED
 
 

@@ -42,7 +42,8 @@ def health(
     active = {r.job_id: r.state for r in Jobs(cluster).records().values() if r.active}
     leftovers = verdicts.leftovers(summary, active)
     if as_json:
-        click.echo(json.dumps(summary.to_json(), indent=2, sort_keys=True))
+        answer = summary.to_json() | {"source": "probe", "age_s": 0.0}
+        click.echo(json.dumps(answer, indent=2, sort_keys=True))
     else:
         console.print(health_table(summary))
         for warning in (*summary.drift, *leftovers):
@@ -51,22 +52,9 @@ def health(
 
 
 def daemon_health(ctx: Context) -> tuple[dict[str, Any], float] | None:
-    """The daemon's last verdicts and their age in seconds, if a daemon runs and has probed
-    within two of its probe intervals (else None: ask the nodes)."""
-    import time
+    from ugro.views import daemon_health as fresh_verdicts
 
-    from ugro.daemonfiles import DaemonFiles
-
-    cluster = ctx.cluster()
-    files = DaemonFiles(cluster.paths.data)
-    state = files.state()
-    probed = (state.get("probes") or {}).get("last_light")
-    if not probed or not state.get("nodes") or not files.alive():
-        return None
-    age = time.time() - float(probed)
-    if age > 2 * cluster.daemon.probe_interval_s + 30:
-        return None
-    return state, age
+    return fresh_verdicts(ctx.cluster())
 
 
 def from_daemon(ctx: Context, *, nodes: tuple[str, ...], as_json: bool) -> ExitCode | None:
@@ -79,18 +67,10 @@ def from_daemon(ctx: Context, *, nodes: tuple[str, ...], as_json: bool) -> ExitC
     samples = {name: (state.get("nodes") or {}).get(name) or {} for name in names}
     healthy = all(sample.get("status") == "up" for sample in samples.values())
     if as_json:
+        from ugro.views import health_from_daemon
+
         click.echo(
-            json.dumps(
-                {
-                    "cluster": cluster.name,
-                    "source": "daemon",
-                    "age_s": round(age, 1),
-                    "healthy": healthy,
-                    "nodes": samples,
-                },
-                indent=2,
-                sort_keys=True,
-            )
+            json.dumps(health_from_daemon(cluster, state, age, names), indent=2, sort_keys=True)
         )
     else:
         from ugro.display import console, node_samples_table
@@ -108,13 +88,9 @@ def history(ctx: Context, *, node: str | None, as_json: bool) -> ExitCode:
     path = cluster.paths.data / monitor.HISTORY
     changes = monitor.transitions(monitor.read_history(path, name))
     if as_json:
-        click.echo(
-            json.dumps(
-                [{**sample.to_json(), "change": text} for sample, text in changes],
-                indent=2,
-                sort_keys=True,
-            )
-        )
+        from ugro.views import health_history_view
+
+        click.echo(json.dumps(health_history_view(cluster, name), indent=2, sort_keys=True))
         return ExitCode.OK
     if not changes:
         click.echo(f"No health history in {path}: the daemon (`ugro daemon start`) keeps it.")

@@ -79,8 +79,6 @@ def submit(
 def queue(ctx: Context, *, as_json: bool, pause: bool, resume: bool) -> ExitCode:
     """The queued and running jobs, each waiting job's position and why it waits."""
     from ugro.daemonfiles import DaemonFiles
-    from ugro.jobqueue import Placement, dispatched, queue_order
-    from ugro.jobs import Jobs
 
     cluster = ctx.cluster()
     files = DaemonFiles(cluster.paths.data)
@@ -92,38 +90,9 @@ def queue(ctx: Context, *, as_json: bool, pause: bool, resume: bool) -> ExitCode
             else "The queue runs again."
         )
         return ExitCode.OK
-    jobs = Jobs(cluster)
-    records = jobs.records()
-    running = [r for r in records.values() if r.active]
-    state = files.state() if files.alive() else {}
-    reasons = {entry["job_id"]: entry.get("reason", "") for entry in state.get("queue") or []}
-    waiting = []
-    for position, record in enumerate(queue_order(records), start=1):
-        placement = record.detail.get("placement") or {}
-        if dispatched(jobs, record):
-            reason = "starting"
-        elif not state:
-            reason = "no daemon runs (`ugro daemon start`)"
-        else:
-            reason = reasons.get(record.job_id) or "waiting for the daemon's next look"
-        waiting.append(
-            {
-                "job_id": record.job_id,
-                "position": position,
-                "wants": Placement.from_json(placement).describe(),
-                "reason": reason,
-                "queued_at": record.created_at,
-            }
-        )
-    summary = {
-        "paused": files.paused(),
-        "daemon": bool(state),
-        "queued": waiting,
-        "running": [
-            {"job_id": r.job_id, "state": r.state, "nodes": jobs.nodes(r), "attempt": r.attempt}
-            for r in running
-        ],
-    }
+    from ugro.views import queue_view
+
+    summary = queue_view(cluster)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
         return ExitCode.OK

@@ -159,6 +159,9 @@ def build_cluster(config: ClusterConfig, *, source: Path | None, base_dir: Path)
             disk_min_free_gb=config.daemon.disk_min_free_gb,
             notify_command=tuple(config.notify.command or ()),
             notify_timeout_s=config.notify.timeout_seconds,
+            dashboard_host=config.dashboard.host,
+            dashboard_port=config.dashboard.port,
+            dashboard_with_daemon=config.dashboard.with_daemon,
         ),
         document=config.model_dump(mode="json"),
     )

@@ -286,6 +286,26 @@ class TelemetrySection(_Model):
         return value
 
 
+def _listen_address(value: str) -> str:
+    if value != "localhost":
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not an IP address (or localhost)") from None
+    return value
+
+
+class DashboardSection(_Model):
+    """The web dashboard, as `ugro dashboard` and the daemon serve it."""
+
+    # Loopback by default; any other address needs a token (UGRO_DASHBOARD_TOKEN, or one
+    # made when it starts).
+    host: Annotated[str, AfterValidator(_listen_address)] = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8265
+    # The daemon serves it while it runs.
+    with_daemon: bool = True
+
+
 class NotifySection(_Model):
     # An argv, never a shell string: run on a job's end and on a node going down, with the
     # event in UGRO_EVENT, UGRO_JOB_ID, UGRO_JOB_STATE, UGRO_NODE and UGRO_REASON.
@@ -304,6 +324,7 @@ class ClusterConfig(_Model):
     daemon: DaemonSection = DaemonSection()
     notify: NotifySection = NotifySection()
     telemetry: TelemetrySection = TelemetrySection()
+    dashboard: DashboardSection = DashboardSection()
 
 
 # --- Cross-field rules --------------------------------------------------------------------------

@@ -1,0 +1,135 @@
+"""The dashboard in a real browser (Debian's chromium, driven by playwright) while a real job
+trains on the sandbox: the pages load with no console error, the running job's loss curve
+grows while the test watches, and the token is enforced. Screenshots are kept in
+$UGRO_TEST_ARTIFACTS (default test-artifacts/ in the checkout)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_ugro
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("UGRO_TEST_ARTIFACTS", REPO / "test-artifacts"))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+TOKEN = "dashboard-test-token-0123"
+# Long enough to watch: a step logged each step, for about half a minute on the sandbox.
+WATCHED = ["--", "--max-steps", "60", "--logging-steps", "1", "--save-strategy", "no"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if CHROMIUM is None:
+        pytest.skip("no chromium here (apt-get install chromium; scripts/setup.sh does)")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        # Root (as in CI) cannot use chromium's sandbox; the pages are our own.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def dashboard(sandbox) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ugro",
+            "--config",
+            str(sandbox.cluster_file),
+            "dashboard",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "UGRO_DASHBOARD_TOKEN": TOKEN},
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    try:
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+
+
+def test_a_running_jobs_curve_grows_in_the_browser(sandbox, dashboard, browser) -> None:
+    env = {"UGRO_CONFIG": str(sandbox.cluster_file)}
+    started = run_ugro("launch", "--name", "watched", "--detach", *WATCHED, env=env)
+    assert started.returncode == 0, started.stderr
+    job_id = started.stdout.split("Launched ", 1)[1].split(" ", 1)[0]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    try:
+        # Without the token: refused, and nothing of the cluster shown.
+        response = page.goto(f"{dashboard}/#/job/{job_id}")
+        assert response is not None and response.status == 401
+        assert "A token is required" in page.content() and job_id not in page.content()
+        problems.clear()  # the browser reports the refused page itself as an error
+        # With it: the overview, then the job's page.
+        page.goto(f"{dashboard}/?token={TOKEN}")
+        assert "token=" not in page.url  # it went into a cookie, off the address bar
+        page.wait_for_selector(f"text={job_id}", timeout=30_000)
+        page.wait_for_selector("text=gpu2")
+        shot(page, "overview")
+        page.goto(f"{dashboard}/#/job/{job_id}")
+        chart = page.locator("#loss-chart")
+
+        def points() -> int:
+            return int(chart.get_attribute("data-points") or 0) if chart.count() else 0
+
+        deadline = time.monotonic() + 240
+        while points() < 3 and time.monotonic() < deadline:
+            page.wait_for_timeout(250)
+        seen = points()
+        assert seen >= 3, f"no curve after 240 s: {page.content()[:2000]}"
+        shot(page, "job-early")
+        deadline = time.monotonic() + 120
+        while points() <= seen and time.monotonic() < deadline:
+            page.wait_for_timeout(250)
+        assert points() > seen, "the curve did not grow while the page was open"
+        assert page.locator("text=r2 gpu2").count() >= 1  # each rank's own line
+        # Each node's telemetry, drawn (memory and utilisation, a line per node).
+        page.wait_for_selector("#nodes .uplot canvas", timeout=30_000)
+        assert page.locator("#nodes .uplot").count() == 2
+        shot(page, "job-growing")
+        page.goto(f"{dashboard}/#/compare?jobs={job_id},{job_id}")
+        page.wait_for_timeout(500)
+        assert problems == [], problems
+    finally:
+        page.close()
+        run_ugro("stop", job_id, env=env)

@@ -1,0 +1,221 @@
+"""What the CLI's `--json` and the dashboard's API both answer: one builder per view, so that a
+script reading `ugro queue --json` and a page reading /api/queue see the same shape.
+
+Every view reads the project's files (the job history, the daemon's state, experiment
+directories); none asks a node anything, so a lost node never holds a view up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ugro.cluster import Cluster
+from ugro.jobs import JobRecord, Jobs
+from ugro.state import read_json_dict
+
+# The daemon's probe verdicts in the health playbook's words.
+_HEALTH_STATUS = {"up": "healthy", "unhealthy": "unhealthy", "down": "unreachable"}
+LOG_TAIL_LINES = 200
+
+
+def job_row(record: JobRecord, jobs: Jobs) -> dict[str, Any]:
+    return {
+        "job_id": record.job_id,
+        "name": record.name,
+        "state": record.state,
+        "attempt": record.attempt,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "ended_at": record.ended_at,
+        "nodes": jobs.nodes(record),
+        "sweep": (record.detail.get("sweep") or {}).get("name"),
+        "reason": record.detail.get("reason"),
+    }
+
+
+def jobs_view(cluster: Cluster, *, recent: int | None = None) -> list[dict[str, Any]]:
+    jobs = Jobs(cluster)
+    records = list(jobs.records().values())
+    return [job_row(r, jobs) for r in records[:recent]]
+
+
+def daemon_health(cluster: Cluster) -> tuple[dict[str, Any], float] | None:
+    """The daemon's last verdicts and their age in seconds, if a daemon runs and has probed
+    within two of its probe intervals (else None: ask the nodes)."""
+    from ugro.daemonfiles import DaemonFiles
+
+    files = DaemonFiles(cluster.paths.data)
+    state = files.state()
+    probed = (state.get("probes") or {}).get("last_light")
+    if not probed or not state.get("nodes") or not files.alive():
+        return None
+    age = time.time() - float(probed)
+    if age > 2 * cluster.daemon.probe_interval_s + 30:
+        return None
+    return state, age
+
+
+def health_from_daemon(
+    cluster: Cluster, state: dict[str, Any], age: float, names: list[str]
+) -> dict[str, Any]:
+    """The daemon's verdicts in the health playbook's shape (`ugro health --json`), plus its
+    own probe sample under each node's "sample"."""
+    nodes = {}
+    for name in names:
+        sample = (state.get("nodes") or {}).get(name) or {}
+        status = _HEALTH_STATUS.get(str(sample.get("status")), "unreachable")
+        problems = list(sample.get("problems") or [])
+        nodes[name] = {
+            "name": name,
+            "rank": cluster.node(name).rank,
+            "status": status,
+            "message": "; ".join(problems) or ("ok" if status == "healthy" else "no probe yet"),
+            "sample": sample,
+        }
+    probed = float((state.get("probes") or {}).get("last_light") or time.time())
+    return {
+        "cluster": cluster.name,
+        "checked_at": datetime.fromtimestamp(probed, timezone.utc).isoformat(timespec="seconds"),
+        "healthy": all(node["status"] == "healthy" for node in nodes.values()),
+        "nodes": nodes,
+        "drift": [],
+        "run_dir": None,
+        "source": "daemon",
+        "age_s": round(age, 1),
+    }
+
+
+def health_view(cluster: Cluster) -> dict[str, Any]:
+    """The freshest verdicts there are: the daemon's, else the last health check's."""
+    fresh = daemon_health(cluster)
+    if fresh is not None:
+        return health_from_daemon(cluster, *fresh, cluster.node_names)
+    saved = read_json_dict(cluster.paths.cluster_state)
+    if not saved:
+        return {"cluster": cluster.name, "healthy": None, "nodes": {}, "source": "none"}
+    age = None
+    with contextlib.suppress(KeyError, TypeError, ValueError):
+        age = round(time.time() - datetime.fromisoformat(saved["checked_at"]).timestamp(), 1)
+    return {**saved, "source": "probe", "age_s": age}
+
+
+def health_history_view(cluster: Cluster, node: str | None = None) -> list[dict[str, Any]]:
+    from ugro import monitor
+
+    path = cluster.paths.data / monitor.HISTORY
+    changes = monitor.transitions(monitor.read_history(path, node))
+    return [{**sample.to_json(), "change": text} for sample, text in changes]
+
+
+def queue_view(cluster: Cluster) -> dict[str, Any]:
+    """The queued and running jobs, each waiting job's position and why it waits."""
+    from ugro.daemonfiles import DaemonFiles
+    from ugro.jobqueue import Placement, dispatched, queue_order
+
+    files = DaemonFiles(cluster.paths.data)
+    jobs = Jobs(cluster)
+    records = jobs.records()
+    state = files.state() if files.alive() else {}
+    reasons = {entry["job_id"]: entry.get("reason", "") for entry in state.get("queue") or []}
+    waiting = []
+    for position, record in enumerate(queue_order(records), start=1):
+        if dispatched(jobs, record):
+            reason = "starting"
+        elif not state:
+            reason = "no daemon runs (`ugro daemon start`)"
+        else:
+            reason = reasons.get(record.job_id) or "waiting for the daemon's next look"
+        waiting.append(
+            {
+                "job_id": record.job_id,
+                "position": position,
+                "wants": Placement.from_json(record.detail.get("placement") or {}).describe(),
+                "reason": reason,
+                "queued_at": record.created_at,
+            }
+        )
+    return {
+        "paused": files.paused(),
+        "daemon": bool(state),
+        "queued": waiting,
+        "running": [
+            {"job_id": r.job_id, "state": r.state, "nodes": jobs.nodes(r), "attempt": r.attempt}
+            for r in records.values()
+            if r.active
+        ],
+    }
+
+
+def curves_view(directory: Path, *, since: int = 0) -> dict[str, Any]:
+    """The job's train and eval points after step `since` (a page polling for new points
+    asks from its last step), and where they came from."""
+    from ugro.metrics import load_curves
+
+    curves = load_curves(directory)
+    return {
+        "source": curves.source,
+        "last_step": curves.last_step,
+        "train": [_point(r) for r in curves.train if int(r.get("step") or 0) > since],
+        "evals": [
+            {"step": r["step"], "eval_loss": r["eval_loss"]}
+            for r in curves.evals
+            if int(r.get("step") or 0) > since
+        ],
+    }
+
+
+def _point(record: dict[str, Any]) -> dict[str, Any]:
+    point = {
+        key: record.get(key)
+        for key in ("step", "loss", "learning_rate", "tokens_per_s", "grad_norm")
+    }
+    ranks = record.get("ranks") or []
+    if ranks:
+        point["ranks"] = [
+            {
+                "rank": r.get("rank"),
+                "node": r.get("node"),
+                "own_s": round(float(r.get("step_time_s") or 0) - float(r.get("sync_s") or 0), 4),
+                "sync_s": r.get("sync_s"),
+                "peak_memory_mb": r.get("peak_memory_mb"),
+            }
+            for r in ranks
+        ]
+    return point
+
+
+def telemetry_view(directory: Path, *, limit: int = 2000) -> dict[str, list[dict[str, Any]]]:
+    """Each node's telemetry, thinned to at most `limit` samples a node."""
+    from ugro.metrics import load_telemetry
+
+    thinned = {}
+    for node, samples in load_telemetry(directory).items():
+        step = max(1, len(samples) // limit)
+        thinned[node] = samples[::step]
+    return thinned
+
+
+def logs_view(directory: Path, *, lines: int = LOG_TAIL_LINES) -> list[dict[str, Any]]:
+    """The last lines of each rank's log."""
+    from ugro.logview import LogView
+
+    tails = []
+    for node, rank, path in LogView(directory / "logs").files():
+        tails.append({"node": node, "rank": rank, "lines": _tail(path, lines)})
+    return tails
+
+
+def _tail(path: Path, lines: int, chunk: int = 64 * 1024) -> list[str]:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, 2)
+            size = handle.tell()
+            handle.seek(max(0, size - chunk))
+            text = handle.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    return text.splitlines()[-lines:]
