@@ -12,9 +12,11 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +81,9 @@ def project(sandbox, tmp_path: Path):
     document = yaml.safe_load(Path(sandbox.cluster_file).read_text())
     document["paths"] = {"project_root": str(tmp_path / "master")}
     document["daemon"] = {"probe_interval_seconds": 5, "deep_probe_interval_seconds": 3600}
+    with socket.socket() as sock:  # the daemon's dashboard, on a port no other test holds
+        sock.bind(("127.0.0.1", 0))
+        document["dashboard"] = {"port": sock.getsockname()[1]}
     notified = tmp_path / "notified.jsonl"
     notify = tmp_path / "notify.py"
     notify.write_text(NOTIFY)
@@ -220,6 +225,9 @@ def test_the_queue_runs_jobs_in_order_on_their_nodes(project: Project) -> None:
 
     status = json.loads(project.ok("daemon", "status", "--json"))
     assert status["running"] and status["queued"] == 0
+    # The daemon serves the dashboard; its API answers as the CLI does.
+    with urllib.request.urlopen(status["dashboard"] + "api/queue", timeout=10) as response:
+        assert json.load(response) == json.loads(project.ok("queue", "--json"))
     stopped = project.ok("daemon", "stop")
     assert f"The daemon (pid {status['pid']}) stopped" in stopped
     assert project.ugro("daemon", "status").returncode == 1
