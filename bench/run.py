@@ -475,7 +475,7 @@ def machine() -> dict:
     }
 
 
-SECTIONS = ("fanout", "settings", "launch", "cli", "memory", "recovery", "daemon")
+SECTIONS = ("fanout", "settings", "launch", "cli", "memory", "recovery", "daemon", "dashboard")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -558,6 +558,11 @@ def main(argv: list[str] | None = None) -> int:
             report["daemon"] = bench_daemon(
                 box, files[small], workdir, small, reps, smoke=args.smoke
             )
+            save()
+        if "dashboard" in only:
+            from bench.dashboard import bench_dashboard
+
+            report["dashboard"] = bench_dashboard(workdir, smoke=args.smoke)
             save()
     finally:
         if not args.keep:

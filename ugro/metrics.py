@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,36 +53,82 @@ class Curves:
     last_step: int = 0  # the highest step any record names (the last log may come before it)
 
 
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    records = []
-    try:
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue  # a line being written as we read
-                if isinstance(record, dict):
-                    records.append(record)
-    except FileNotFoundError:
-        pass
-    return records
+def read_jsonl(path: Path, *, cached: bool = False) -> list[dict[str, Any]]:
+    """The file's JSON objects, in order (a torn last line, being written, is left out).
+
+    cached: keep what was read and read only what was appended since (a long-running reader,
+    the dashboard, polling a growing file); the list returned is shared: do not change it."""
+    if cached:
+        reader = _READERS.setdefault(path, _AppendedLines())
+        return reader.read(path)
+    return _AppendedLines().read(path)
 
 
-def load_curves(directory: Path) -> Curves:
-    """metrics.jsonl where the job has one, else its TensorBoard event files, else nothing."""
-    records = read_jsonl(directory / METRICS_FILE)
+class _AppendedLines:
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.offset = 0
+        self.inode: int | None = None
+
+    def read(self, path: Path) -> list[dict[str, Any]]:
+        try:
+            with open(path, "rb") as handle:
+                stat = os.fstat(handle.fileno())
+                if stat.st_ino != self.inode or stat.st_size < self.offset:
+                    self.records, self.offset, self.inode = [], 0, stat.st_ino  # rewritten
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            self.records, self.offset, self.inode = [], 0, None
+            return self.records
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        for line in complete.splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # not JSON (a foreign line): skipped, never fatal
+            if isinstance(record, dict):
+                self.records.append(record)
+        return self.records
+
+
+_READERS: dict[Path, _AppendedLines] = {}
+
+
+def load_curves(directory: Path, *, cached: bool = False) -> Curves:
+    """metrics.jsonl where the job has one, else its TensorBoard event files, else nothing.
+
+    cached: sorted into curves once, and afterwards only what the file gained (a page polling
+    a long run asks often); the Curves returned is shared: do not change it."""
+    path = directory / METRICS_FILE
+    records = read_jsonl(path, cached=cached)
     if records:
-        return Curves(
-            source=METRICS_FILE,
-            train=[r for r in records if r.get("kind", "train") == "train" and "loss" in r],
-            evals=[r for r in records if "eval_loss" in r],
-            last_step=max((int(r.get("step") or 0) for r in records), default=0),
-        )
+        if not cached:
+            return _sorted_into(Curves(source=METRICS_FILE), records)
+        inode = _READERS[path].inode
+        curves, seen, known = _CURVES.get(path, (Curves(source=METRICS_FILE), 0, inode))
+        if known != inode or seen > len(records):  # the file was rewritten: start again
+            curves, seen = Curves(source=METRICS_FILE), 0
+        _CURVES[path] = (_sorted_into(curves, records[seen:]), len(records), inode)
+        return curves
     events = sorted(directory.rglob(EVENTS_GLOB))
     if events:
         return curves_from_events(events)
     return Curves(source="none")
+
+
+def _sorted_into(curves: Curves, records: list[dict[str, Any]]) -> Curves:
+    for record in records:
+        if record.get("kind", "train") == "train" and "loss" in record:
+            curves.train.append(record)
+        if "eval_loss" in record:
+            curves.evals.append(record)
+        curves.last_step = max(curves.last_step, int(record.get("step") or 0))
+    return curves
+
+
+_CURVES: dict[Path, tuple[Curves, int, int | None]] = {}
 
 
 def read_scalars(paths: list[Path]) -> dict[str, dict[int, float]]:
@@ -153,11 +200,12 @@ def curves_from_events(paths: list[Path]) -> Curves:
     return Curves(source="tensorboard", train=train, evals=evals, last_step=last)
 
 
-def load_telemetry(directory: Path) -> dict[str, list[dict[str, Any]]]:
-    """Each node's telemetry samples, in time order, by node name."""
+def load_telemetry(directory: Path, *, cached: bool = False) -> dict[str, list[dict[str, Any]]]:
+    """Each node's telemetry samples, in time order, by node name (the list is shared when
+    cached: do not change it)."""
     telemetry = {}
     for path in sorted((directory / "logs").glob(TELEMETRY_GLOB)):
-        samples = sorted(read_jsonl(path), key=lambda s: float(s.get("t") or 0))
+        samples = read_jsonl(path, cached=cached)  # one writer, appending: in time order
         if samples:
             telemetry[path.name.removesuffix(".telemetry.jsonl")] = samples
     return telemetry

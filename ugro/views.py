@@ -7,6 +7,7 @@ directories); none asks a node anything, so a lost node never holds a view up.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import time
 from datetime import datetime, timezone
@@ -150,22 +151,49 @@ def queue_view(cluster: Cluster) -> dict[str, Any]:
     }
 
 
-def curves_view(directory: Path, *, since: int = 0) -> dict[str, Any]:
-    """The job's train and eval points after step `since` (a page polling for new points
-    asks from its last step), and where they came from."""
+def curves_view(directory: Path, *, since: int = 0, max_points: int = 1000) -> dict[str, Any]:
+    """The job's train and eval points after step `since` (a page polling for new points asks
+    from its last step), and where they came from. A first look at a long run gets at most
+    `max_points` train points, evenly thinned, the last one kept."""
     from ugro.metrics import load_curves
 
-    curves = load_curves(directory)
+    curves = load_curves(directory, cached=True)
+    train = curves.train[_first_after(curves.train, since) :]
+    total = len(train)
+    key = (directory, since, total, max_points)
+    if key not in _THINNED:  # a long run's first look, asked again by every page opened
+        if total > max_points:
+            stride = -(-total // max_points)
+            train = train[::stride] + ([train[-1]] if (total - 1) % stride else [])
+        points = [_point(r) for r in train]
+        if total > max_points:
+            _THINNED.clear()
+            _THINNED[key] = points
+    else:
+        points = _THINNED[key]
     return {
         "source": curves.source,
         "last_step": curves.last_step,
-        "train": [_point(r) for r in curves.train if int(r.get("step") or 0) > since],
+        "total": total,
+        "train": points,
         "evals": [
             {"step": r["step"], "eval_loss": r["eval_loss"]}
             for r in curves.evals
             if int(r.get("step") or 0) > since
         ],
     }
+
+
+_THINNED: dict[tuple[Path, int, int, int], list[dict[str, Any]]] = {}
+
+
+def _first_after(records: list[dict[str, Any]], step: int) -> int:
+    """The index of the first record past `step` (records are in step order, as logged; a
+    resumed run that logged a step again is found by the scan that follows)."""
+    index = bisect.bisect_right(records, step, key=lambda r: int(r.get("step") or 0))
+    while index > 0 and int(records[index - 1].get("step") or 0) > step:
+        index -= 1
+    return index
 
 
 def _point(record: dict[str, Any]) -> dict[str, Any]:
@@ -188,12 +216,12 @@ def _point(record: dict[str, Any]) -> dict[str, Any]:
     return point
 
 
-def telemetry_view(directory: Path, *, limit: int = 2000) -> dict[str, list[dict[str, Any]]]:
+def telemetry_view(directory: Path, *, limit: int = 1000) -> dict[str, list[dict[str, Any]]]:
     """Each node's telemetry, thinned to at most `limit` samples a node."""
     from ugro.metrics import load_telemetry
 
     thinned = {}
-    for node, samples in load_telemetry(directory).items():
+    for node, samples in load_telemetry(directory, cached=True).items():
         step = max(1, len(samples) // limit)
         thinned[node] = samples[::step]
     return thinned

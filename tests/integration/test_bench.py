@@ -50,3 +50,8 @@ def test_bench_smoke(tmp_path) -> None:
         assert daemon["launch"][contender]["first_step"] > 0
     assert daemon["launch"]["cli"]["ugro status"]["median_s"] > 0
     assert daemon["cpu"]["cpu_s"] >= 0 and daemon["cpu"]["window_s"] > 0
+    dashboard = report["dashboard"]
+    assert dashboard["api"]["jobs"]["p99_ms"] > 0 and dashboard["api"]["cold_curves_s"] > 0
+    for page in dashboard["render"].values():
+        assert page["median_s"] > 0
+    assert dashboard["telemetry"]["samples"] >= 4 and dashboard["telemetry"]["cpu_s"] >= 0

@@ -141,3 +141,36 @@ def test_summary_json_is_written_once_and_read_back(cluster) -> None:
     # ... unless the file is of another attempt or state.
     jobs.record(job_id, "launching", attempt=2)
     assert job_results(jobs, jobs.find(job_id))["tokens_per_s"] is None
+
+
+def test_a_cached_read_sees_appends_and_rewrites(tmp_path: Path) -> None:
+    """The dashboard polls growing files: only what was appended is read, a line being
+    written waits for its end, and a file replaced by a new run starts over."""
+    path = tmp_path / "metrics.jsonl"
+    line = lambda step: json.dumps({"kind": "train", "step": step, "loss": 1.0}) + "\n"  # noqa: E731
+    path.write_text(line(1) + line(2))
+    assert [r["step"] for r in load_curves(tmp_path, cached=True).train] == [1, 2]
+    with open(path, "a") as handle:
+        handle.write(line(3)[:10])
+    assert [r["step"] for r in load_curves(tmp_path, cached=True).train] == [1, 2]
+    with open(path, "a") as handle:
+        handle.write(line(3)[10:] + line(4))
+    curves = load_curves(tmp_path, cached=True)
+    assert [r["step"] for r in curves.train] == [1, 2, 3, 4] and curves.last_step == 4
+    replacement = tmp_path / "new.jsonl"
+    replacement.write_text(line(1) + line(2) + line(3) + line(4) + line(5))
+    replacement.replace(path)  # a new file, longer than the old one
+    assert [r["step"] for r in load_curves(tmp_path, cached=True).train] == [1, 2, 3, 4, 5]
+
+
+def test_a_first_look_at_a_long_run_is_thinned_and_polls_get_what_is_new(tmp_path: Path) -> None:
+    from ugro.views import curves_view
+
+    lines = [{"kind": "train", "step": s, "loss": 1.0 / s} for s in range(1, 10_001)]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    first = curves_view(tmp_path, max_points=1000)
+    steps = [p["step"] for p in first["train"]]
+    assert len(steps) <= 1001 and steps[0] == 1 and steps[-1] == 10_000
+    assert first["total"] == 10_000 and first["last_step"] == 10_000
+    assert [p["step"] for p in curves_view(tmp_path, since=9_998)["train"]] == [9_999, 10_000]
+    assert curves_view(tmp_path, since=10_000)["train"] == []

@@ -253,11 +253,14 @@ async function jobPage(view, jobId) {
     live = ["queued", "launching", "running"].includes(result.status);
   };
   const refreshNodes = async () => {
-    renderTelemetry(nodes, await api(`/api/jobs/${encodeURIComponent(jobId)}/telemetry`), nodeCharts);
-    renderLogs(logs, await api(`/api/jobs/${encodeURIComponent(jobId)}/logs`));
+    const [telemetry, tails] = await Promise.all([
+      api(`/api/jobs/${encodeURIComponent(jobId)}/telemetry`),
+      api(`/api/jobs/${encodeURIComponent(jobId)}/logs`),
+    ]);
+    renderTelemetry(nodes, telemetry, nodeCharts);
+    renderLogs(logs, tails);
   };
-  await refresh();
-  await refreshNodes();
+  await Promise.all([refresh(), refreshNodes()]);
   timers.push(setInterval(() => { if (live) refresh().then(stamp).catch(showError); }, POLL_MS));
   timers.push(setInterval(() => { if (live) refreshNodes().catch(showError); }, POLL_MS * 3));
 }
