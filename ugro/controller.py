@@ -245,7 +245,10 @@ class Controller:
                         seen[name] = beat.received
                         tracker.observe(name, beat.report, beat.received)
                     silent = link.silent_for(now)
-                    if silent > SILENT_S:
+                    # A node whose stream ended (its processes killed, as by a power cut) is
+                    # not yet known lost: its peers' ranks fail at once, before its silence
+                    # counts; wait for its verdict rather than blame them.
+                    if silent > SILENT_S or link.stream_ended():
                         unsettled = True
                     if silent <= self.options.heartbeat_grace_s:
                         continue

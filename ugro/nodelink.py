@@ -112,6 +112,12 @@ class NodeLink:
         with self._lock:
             return self.beat
 
+    def stream_ended(self) -> bool:
+        """The heartbeat stream's ssh is gone (the connection closed: the node's sshd died, or
+        reset it); a quiet stream may only be slow, an ended one will not speak again."""
+        process = self._process
+        return process is not None and process.poll() is not None
+
     def silent_for(self, now: float) -> float:
         """Seconds since the last heartbeat (or since the stream started, before the first)."""
         beat = self.latest()

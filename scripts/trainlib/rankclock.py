@@ -37,6 +37,7 @@ class RankClock:
         self.node = os.environ.get("UGRO_NODE") or socket.gethostname()
         self.rank = int(os.environ.get("RANK", 0))
         self._open_since: float | None = None
+        self._gpu_syncs: list[tuple[Any, Any]] = []
         self._reset()
 
     def _reset(self) -> None:
@@ -65,8 +66,17 @@ class RankClock:
     def synced(self, seconds: float) -> None:
         self.sync_s += seconds  # from a communication thread: one float add, atomic under the GIL
 
+    def synced_on_gpu(self, start: Any, end: Any) -> None:
+        """An all-reduce timed by CUDA events, read when the interval is taken (by then the
+        step has finished on the device)."""
+        self._gpu_syncs.append((start, end))
+
     def take(self, peak_memory_mb: float) -> dict[str, Any]:
         """This interval's figures, per step where a mean says more; and start the next one."""
+        for start, end in self._gpu_syncs:
+            end.synchronize()
+            self.sync_s += start.elapsed_time(end) / 1000  # milliseconds
+        self._gpu_syncs.clear()
         steps = max(self.steps, 1)
         figures = {
             "rank": self.rank,
@@ -116,6 +126,21 @@ def time_gradient_sync(ddp_model: Any, clock: RankClock) -> bool:
     # No annotations: DDP checks them against dist.GradBucket and torch.futures.Future, which
     # this module's postponed (string) annotations would never equal.
     def timed_allreduce(state, bucket):  # type: ignore[no-untyped-def]
+        if bucket.buffer().is_cuda:
+            # NCCL's future completes when the collective is queued, not done: time it on the
+            # device instead. The start event passes when this bucket's gradients are computed;
+            # the end event, recorded in the callback (whose current stream follows the
+            # collective), when every rank's have arrived.
+            start = torch.cuda.Event(enable_timing=True)
+            start.record()
+
+            def done_on_gpu(future):  # type: ignore[no-untyped-def]
+                end = torch.cuda.Event(enable_timing=True)
+                end.record()
+                clock.synced_on_gpu(start, end)
+                return future.value()
+
+            return default_hooks.allreduce_hook(state, bucket).then(done_on_gpu)
         began = time.perf_counter()
 
         def done(future):  # type: ignore[no-untyped-def]

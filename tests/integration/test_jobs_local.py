@@ -185,7 +185,7 @@ def test_ctrl_c_detaches_from_a_followed_job_which_its_controller_keeps(tmp_path
             "--script",
             str(script(tmp_path)),
             "--",
-            "16",
+            "40",  # 20 s: still running when the Ctrl-C comes, however slow this machine is
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -201,6 +201,7 @@ def test_ctrl_c_detaches_from_a_followed_job_which_its_controller_keeps(tmp_path
         time.sleep(0.2)
     assert running, "the job never ran"
     time.sleep(1.0)
+    assert jobs.find(running[0].job_id).state == "running"
     follower.send_signal(signal.SIGINT)
     out, err = follower.communicate(timeout=30)
     assert follower.returncode == 0, err[-2000:]

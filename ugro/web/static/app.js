@@ -149,7 +149,15 @@ function renderNodes(section, info) {
     : health.source === "probe" ? `the last health check (${health.checked_at})` : "no health check yet";
   const rows = info.nodes.map((node) => {
     const verdict = verdicts[node.name] || {};
-    const sample = verdict.sample || (verdict.report ? {} : {});
+    // The daemon's probe sample, else the same facts from the last health check's report.
+    const report = verdict.report || {};
+    const gpus = report.gpus || [];
+    const sample = verdict.sample || {
+      gpus: gpus.map((g) => g.name),
+      vram_gb: gpus.length ? Math.min(...gpus.map((g) => g.vram_total_mb || 0)) / 1024 : null,
+      disk_free_gb: report.disk_free_gb,
+      load1: report.load1,
+    };
     return {
       cells: [node.name, node.rank, node.role, node.address,
         el("span", { class: `status-${verdict.status || "unknown"}`, text: verdict.status || "unknown" }),
