@@ -534,8 +534,9 @@ def compare_table(comparison: Mapping[str, Any], *, show_all: bool = False) -> T
             return ", ".join(map(str, value)) or "-"
         return str(value)
 
+    # Values are the jobs' own (settings, scripts, reasons): text, never rich markup.
     for key, values in comparison["differs"].items():
-        table.add_row(key, *(fmt(values.get(job)) for job in jobs))
+        table.add_row(Text(key), *(Text(fmt(values.get(job))) for job in jobs))
     if show_all:
         for key, value in comparison["same"].items():
             table.add_row(Text(key, style="dim"), *(Text(fmt(value), style="dim") for _ in jobs))
@@ -544,5 +545,5 @@ def compare_table(comparison: Mapping[str, Any], *, show_all: bool = False) -> T
     table.add_section()
     results = comparison["results"]
     for key in next(iter(results.values())):
-        table.add_row(key, *(fmt(results[job].get(key)) for job in jobs))
+        table.add_row(Text(key), *(Text(fmt(results[job].get(key))) for job in jobs))
     return table

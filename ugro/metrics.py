@@ -120,12 +120,61 @@ def load_curves(directory: Path, *, cached: bool = False) -> Curves:
 
 def _sorted_into(curves: Curves, records: list[dict[str, Any]]) -> Curves:
     for record in records:
+        if not _checked(record):
+            continue
         if record.get("kind", "train") == "train" and "loss" in record:
             curves.train.append(record)
         if "eval_loss" in record:
             curves.evals.append(record)
-        curves.last_step = max(curves.last_step, int(record.get("step") or 0))
+        curves.last_step = max(curves.last_step, record["step"])
     return curves
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# Keys whose values the readers compute with: a line whose value is not a number loses the key
+# (a script of the user's own may write a metrics.jsonl of another shape), never the reader.
+_NUMBERS = ("loss", "eval_loss", "learning_rate", "grad_norm", "tokens_per_s", "train_s", "tokens")
+_RANK_NUMBERS = ("steps", "train_s", "step_time_s", "sync_s", "data_s", "tokens", "peak_memory_mb")
+
+
+def _checked(record: dict[str, Any]) -> bool:
+    """Whether `record` is a metrics line at a step (an int); its numbers made safe in place."""
+    step = record.get("step")
+    if not isinstance(step, int) or isinstance(step, bool):
+        return False
+    for key in _NUMBERS:
+        if key in record and not is_number(record[key]):
+            del record[key]
+    ranks = record.get("ranks")
+    if ranks is not None:
+        record["ranks"] = [
+            {
+                **{k: v for k, v in r.items() if k not in _RANK_NUMBERS or is_number(v)},
+                "node": str(r.get("node") or "?"),
+            }
+            for r in (ranks if isinstance(ranks, list) else [])
+            if isinstance(r, dict) and isinstance(r.get("rank"), int)
+        ]
+    return True
+
+
+def _clean_sample(sample: dict[str, Any]) -> bool:
+    """Whether a telemetry line has its time; values that are not numbers are dropped."""
+    if not is_number(sample.get("t")):
+        return False
+    for key in [k for k, v in sample.items() if k not in ("node", "gpus") and not is_number(v)]:
+        del sample[key]
+    gpus = sample.get("gpus")
+    if gpus is not None:
+        sample["gpus"] = [
+            {k: v for k, v in g.items() if is_number(v) or k == "throttle"}
+            for g in (gpus if isinstance(gpus, list) else [])
+            if isinstance(g, dict)
+        ]
+    return True
 
 
 _CURVES: dict[Path, tuple[Curves, int, int | None]] = {}
@@ -205,7 +254,8 @@ def load_telemetry(directory: Path, *, cached: bool = False) -> dict[str, list[d
     cached: do not change it)."""
     telemetry = {}
     for path in sorted((directory / "logs").glob(TELEMETRY_GLOB)):
-        samples = read_jsonl(path, cached=cached)  # one writer, appending: in time order
+        # One writer, appending: in time order. Cleaned in place (idempotent).
+        samples = [s for s in read_jsonl(path, cached=cached) if _clean_sample(s)]
         if samples:
             telemetry[path.name.removesuffix(".telemetry.jsonl")] = samples
     return telemetry

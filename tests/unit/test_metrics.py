@@ -174,3 +174,43 @@ def test_a_first_look_at_a_long_run_is_thinned_and_polls_get_what_is_new(tmp_pat
     assert first["total"] == 10_000 and first["last_step"] == 10_000
     assert [p["step"] for p in curves_view(tmp_path, since=9_998)["train"]] == [9_999, 10_000]
     assert curves_view(tmp_path, since=10_000)["train"] == []
+
+
+def test_lines_of_another_shape_are_skipped_or_trimmed_never_fatal(cluster) -> None:
+    """A script of the user's own may write a metrics.jsonl (or telemetry) of its own shape:
+    results, plots and the dashboard's views read what they can and never fail on it."""
+    from ugro.plots import draw, job_curves
+    from ugro.views import curves_view, telemetry_view
+
+    jobs = Jobs(cluster)
+    directory = jobs.create("odd_20260101_000000")
+    jobs.record("odd_20260101_000000", "launching")
+    lines = [
+        {"kind": "train", "step": "five", "loss": 1.0},
+        {"kind": "train", "step": 1, "loss": "high", "tokens": "many"},
+        {"kind": "train", "step": 2, "loss": 2.0, "train_s": "x", "ranks": "all"},
+        {
+            "kind": "train",
+            "step": 3,
+            "loss": 1.5,
+            "ranks": [{"rank": "0"}, {"rank": 1, "steps": "2"}],
+        },
+        {"kind": "eval", "step": True, "eval_loss": 1.0},
+        ["not", "a", "dict"],
+    ]
+    (directory / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    (directory / "logs").mkdir(exist_ok=True)
+    (directory / "logs" / "n.telemetry.jsonl").write_text(
+        json.dumps({"t": "now"})
+        + "\n"
+        + json.dumps({"t": 1.0, "cpu_percent": "busy", "job_rss_mb": 5, "gpus": [{"util": "x"}, 3]})
+        + "\n"
+    )
+    summary = job_results(jobs, jobs.find("odd_20260101_000000"))
+    assert (
+        summary["steps"] == 3 and summary["final_loss"] == 1.5 and summary["tokens_per_s"] is None
+    )
+    assert [r["rank"] for r in summary["ranks"]] == [1]
+    assert [p["step"] for p in curves_view(directory)["train"]] == [2, 3]
+    assert telemetry_view(directory) == {"n": [{"t": 1.0, "job_rss_mb": 5, "gpus": [{}]}]}
+    assert draw([job_curves("odd", directory)], directory / "odd.png")

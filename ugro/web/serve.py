@@ -2,7 +2,8 @@
 
 The token: UGRO_DASHBOARD_TOKEN when set (then required on loopback too); else, for an address
 other than loopback, one generated here, which the caller prints once. On loopback with no
-token set, none is needed: whoever can reach 127.0.0.1 here can read the project's files.
+token set, none is needed; on a machine other people log into, set UGRO_DASHBOARD_TOKEN, since
+they can reach 127.0.0.1 too.
 """
 
 from __future__ import annotations
@@ -20,9 +21,6 @@ from ugro.cluster import Cluster
 from ugro.errors import UsageError
 
 log = logging.getLogger(__name__)
-
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8265
 
 
 @dataclass(frozen=True)
@@ -61,7 +59,6 @@ def bind(host: str, port: int) -> socket.socket:
             raise UsageError(f"port {port} on {host} is in use; --port picks another") from None
         raise UsageError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
     sock.listen(128)
-    sock.set_inheritable(True)
     return sock
 
 
@@ -73,12 +70,6 @@ def server(cluster: Cluster, listener: Listener) -> Any:
     app = create_app(cluster, host=listener.host, token=listener.token)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
     return uvicorn.Server(config)
-
-
-def serve_forever(cluster: Cluster, listener: Listener) -> None:
-    sock = bind(listener.host, listener.port)
-    instance = server(cluster, listener)
-    instance.run(sockets=[sock])
 
 
 def serve_in_thread(cluster: Cluster, listener: Listener) -> Any | None:
