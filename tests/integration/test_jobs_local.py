@@ -191,6 +191,9 @@ def test_ctrl_c_detaches_from_a_followed_job_which_its_controller_keeps(tmp_path
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # As from a terminal: a test run started in the background (`cmd &` in a script)
+        # inherits SIGINT ignored, and ugro rightly keeps ignoring it then.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     jobs = Jobs(load_cluster_file(config))
     deadline = time.monotonic() + 120
