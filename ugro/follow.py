@@ -12,15 +12,14 @@ more to do for it (no retry coming).
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from ugro.cluster import Cluster
 from ugro.control import collect_logs as collect_node_logs
 from ugro.jobs import JobRecord, Jobs
+from ugro.state import JsonLines
 from ugro.watcher import DONE, Watcher
 
 # A node whose heartbeat the controller has missed this long is not asked for its logs.
@@ -28,33 +27,6 @@ _SILENT_S = 5.0
 # A dead controller is started again at most this often, and this many times.
 _REVIVE_EVERY_S = 5.0
 _REVIVE_MAX = 3
-
-
-class JsonLines:
-    """New records of a JSON-lines file since the last call (a line being written waits)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.partial = b""
-
-    def new_records(self) -> Iterator[dict[str, Any]]:
-        try:
-            with open(self.path, "rb") as handle:
-                handle.seek(self.offset)
-                chunk = handle.read()
-                self.offset = handle.tell()
-        except FileNotFoundError:
-            return
-        lines = (self.partial + chunk).split(b"\n")
-        self.partial = lines.pop()
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                yield record
 
 
 def follow(

@@ -9,13 +9,13 @@ job has the same steps, losses and learning rate in `ugro results`, `plot` and `
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ugro.state import JsonLines
 
 log = logging.getLogger(__name__)
 
@@ -59,37 +59,26 @@ def read_jsonl(path: Path, *, cached: bool = False) -> list[dict[str, Any]]:
     cached: keep what was read and read only what was appended since (a long-running reader,
     the dashboard, polling a growing file); the list returned is shared: do not change it."""
     if cached:
-        reader = _READERS.setdefault(path, _AppendedLines())
-        return reader.read(path)
-    return _AppendedLines().read(path)
+        return _READERS.setdefault(path, _AppendedLines(path)).read()
+    return list(JsonLines(path).new_records())
 
 
 class _AppendedLines:
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-        self.offset = 0
-        self.inode: int | None = None
+    """Every record of a growing file, read once: JsonLines' new records, kept."""
 
-    def read(self, path: Path) -> list[dict[str, Any]]:
-        try:
-            with open(path, "rb") as handle:
-                stat = os.fstat(handle.fileno())
-                if stat.st_ino != self.inode or stat.st_size < self.offset:
-                    self.records, self.offset, self.inode = [], 0, stat.st_ino  # rewritten
-                handle.seek(self.offset)
-                chunk = handle.read()
-        except FileNotFoundError:
-            self.records, self.offset, self.inode = [], 0, None
-            return self.records
-        complete = chunk[: chunk.rfind(b"\n") + 1]
-        self.offset += len(complete)
-        for line in complete.splitlines():
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # not JSON (a foreign line): skipped, never fatal
-            if isinstance(record, dict):
-                self.records.append(record)
+    def __init__(self, path: Path) -> None:
+        self.lines = JsonLines(path)
+        self.records: list[dict[str, Any]] = []
+
+    @property
+    def inode(self) -> int | None:
+        return self.lines.inode
+
+    def read(self) -> list[dict[str, Any]]:
+        fresh = list(self.lines.new_records())
+        if self.lines.restarted:
+            self.records = []
+        self.records.extend(fresh)
         return self.records
 
 

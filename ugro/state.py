@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,3 +74,43 @@ def read_json_dict(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
+
+
+class JsonLines:
+    """New records of a JSON-lines file since the last call (a line being written waits). A
+    file replaced or cut shorter (a new run's) is read again from its start, and `restarted`
+    says so until the next call."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+        self.inode: int | None = None
+        self.restarted = False
+
+    def new_records(self) -> Iterator[dict[str, Any]]:
+        self.restarted = False
+        try:
+            with open(self.path, "rb") as handle:
+                stat = os.fstat(handle.fileno())
+                if self.inode is not None and (
+                    stat.st_ino != self.inode or stat.st_size < self.offset
+                ):
+                    self.offset, self.partial, self.restarted = 0, b"", True
+                self.inode = stat.st_ino
+                handle.seek(self.offset)
+                chunk = handle.read()
+                self.offset = handle.tell()
+        except FileNotFoundError:
+            if self.inode is not None:
+                self.offset, self.partial, self.inode, self.restarted = 0, b"", None, True
+            return
+        lines = (self.partial + chunk).split(b"\n")
+        self.partial = lines.pop()
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # not JSON (a foreign line): skipped, never fatal
+            if isinstance(record, dict):
+                yield record
