@@ -182,10 +182,14 @@ def train(settings: Settings) -> int:
         report_to=[],
         disable_tqdm=True,
         dataloader_num_workers=0,
+        # Each rank's summed loss over the whole global batch's tokens (gathered): the exact
+        # gradient whatever the ranks' shares (trainlib.balance), and a loss weighted by tokens.
+        average_tokens_across_devices=True,
     )
     _ = args.device  # sets up the process group (torchrun's environment) before we talk to peers
 
     from trainlib.callbacks import (
+        GradientDump,
         MetricsCallback,
         ProgressCallback,
         SealCheckpoints,
@@ -220,9 +224,11 @@ def train(settings: Settings) -> int:
         log.info("settings: %s", json.dumps(resolved, sort_keys=True))
 
     clock = RankClock()
+    plan = balanced_plan(settings, model, train_set, args, out if primary else None)
 
     class MeasuredTrainer(Trainer):
-        """The Trainer, with this rank's data and gradient-sync time on its clock."""
+        """The Trainer, with this rank's data and gradient-sync time on its clock, and this rank's
+        slice of each micro-step when the batches are balanced."""
 
         sync_timed = False
 
@@ -231,6 +237,20 @@ def train(settings: Settings) -> int:
                 self.sync_timed = time_gradient_sync(self.model_wrapped, clock) or True
             timed = TimedBatches(epoch_iterator, clock)
             return super().get_batch_samples(timed, num_batches, device)
+
+        def get_train_dataloader(self):
+            if plan is None:
+                return super().get_train_dataloader()
+            from trainlib.balance import EpochDataLoader, UnevenBatchSampler
+
+            sampler = UnevenBatchSampler(
+                len(train_set),
+                plan.micro_batches,
+                rank,
+                shuffle=settings.shuffle,
+                seed=settings.seed,
+            )
+            return EpochDataLoader(train_set, sampler, self.data_collator)
 
     trainer = MeasuredTrainer(
         model=model,
@@ -242,6 +262,7 @@ def train(settings: Settings) -> int:
             MetricsCallback(metrics, clock=clock, main=primary, tensorboard=out / "tensorboard"),
             SealCheckpoints(ckpt_root, local_main=local_rank == 0),
             ProgressCallback(os.environ.get("UGRO_PROGRESS_FILE")),
+            GradientDump(os.environ.get("UGRO_GRADIENT_DUMP"), main=primary),
         ],
     )
     if not primary:
@@ -269,6 +290,66 @@ def train(settings: Settings) -> int:
     gc.collect()
     _finish()
     return code
+
+
+def balanced_plan(settings: Settings, model, train_set, args, out: Path | None):
+    """This job's balanced split (trainlib.balance), or None for equal micro-batches.
+
+    Every rank takes part: each probes (auto) or reads (manual) its own figures, all gather
+    them, and each computes the same plan. The Trainer's arguments take this rank's micro-batch
+    and the common accumulation; evaluation keeps one batch size on every rank (its gathers
+    expect as much). The primary writes balance.json for the launch and `ugro results`.
+    """
+    from trainlib import balance
+    from trainlib.callbacks import gather_object
+
+    mode = balance.mode()
+    if mode == "equal":
+        return None
+    rank, world, _, local_world = rank_info()
+    node = os.environ.get("UGRO_NODE") or os.uname().nodename
+    asked = settings.batch_size * settings.grad_accum * world
+    if mode == "manual":
+        value = os.environ.get(balance.MICRO_BATCH_ENV, "")
+        mine = int(value) if value.isdigit() else 0
+        records = gather_object(balance.probe_record(None, node, "cluster.yaml") | {"fit": mine})
+        # Checked after the gather, on every rank alike: one rank stopping alone would leave
+        # its peers waiting in the next collective.
+        missing = sorted({r["node"] for r in records if r["fit"] < 1})
+        if missing:
+            raise TrainingSetupError(
+                f"--balance manual: {', '.join(missing)} has no micro_batch_size in cluster.yaml"
+            )
+        plan = balance.Plan([int(r["fit"]) for r in records], settings.grad_accum)
+    else:
+        if args.device.type == "cuda" and not settings.load_in_4bit:
+            model.to(args.device)
+        found = balance.probe(
+            model,
+            train_set[0],
+            cap=asked,
+            cache_key={
+                "model": settings.model,
+                "max_seq_length": settings.max_seq_length,
+                "dtype": settings.dtype,
+                "load_in_4bit": settings.load_in_4bit,
+                "lora_rank": settings.lora_rank,
+                "target_modules": sorted(settings.target_modules),
+                "ranks_on_node": local_world,
+            },
+        )
+        records = gather_object(balance.probe_record(found, node, "probe"))
+        plan = balance.split(
+            asked, [r["fit"] for r in records], [r["samples_per_s"] for r in records]
+        )
+    args.per_device_train_batch_size = plan.micro_batches[rank]
+    args.gradient_accumulation_steps = plan.accumulation
+    args.per_device_eval_batch_size = min(plan.micro_batches)
+    if out is not None:
+        described = balance.describe(plan, records, mode) | {"asked_global_batch": asked}
+        (out / "balance.json").write_text(json.dumps(described, indent=2) + "\n")
+        log.info("balance: %s", json.dumps(described, sort_keys=True))
+    return plan
 
 
 def save_artifacts(model, tokenizer, eval_set, artifacts: Path) -> None:

@@ -38,6 +38,13 @@ _JOB_OPTIONS = (
         "--allow-drift", is_flag=True, help="Launch even if the nodes' environments differ."
     ),
     click.option(
+        "--balance",
+        type=click.Choice(["auto", "equal", "manual"]),
+        help="How the ranks split each batch: auto (by each node's memory and speed, probed; "
+        "the default on nodes that differ), equal (the default on alike nodes), manual (each "
+        "node's micro_batch_size in cluster.yaml).",
+    ),
+    click.option(
         "--retries",
         type=click.IntRange(min=0, max=100),
         help="Start a failed or lost job again from its last checkpoint, up to N times "
@@ -243,6 +250,7 @@ def launch_command(
     hang_timeout: float | None,
     force: bool,
     resume_job: str | None,
+    balance: str | None,
     script_args: tuple[str, ...],
 ) -> int:
     """Train across the cluster, then follow the job until it ends (Ctrl-C detaches).
@@ -261,6 +269,7 @@ def launch_command(
         min_nodes=min_nodes,
         hang_timeout=hang_timeout,
         force=force,
+        balance=balance,
         model=model,
         dataset=dataset,
         epochs=epochs,
@@ -418,6 +427,7 @@ def submit_command(
     retries: int | None,
     min_nodes: int | None,
     hang_timeout: float | None,
+    balance: str | None,
     script_args: tuple[str, ...],
 ) -> int:
     """Queue a job (or a sweep of jobs) and return at once with its id.
@@ -442,6 +452,7 @@ def submit_command(
         min_nodes=min_nodes,
         hang_timeout=hang_timeout,
         sweep=sweep,
+        balance=balance,
     )
 
 

@@ -42,6 +42,8 @@ class Node:
     python: str
     nproc_per_node: int | None
     hardware: Mapping[str, Any] = field(default_factory=dict)
+    # `--balance manual`: each of the node's ranks' samples per micro-step (cluster.yaml).
+    micro_batch_size: int | None = None
 
 
 @dataclass(frozen=True)

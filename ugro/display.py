@@ -339,18 +339,27 @@ def results_table(summary: Mapping[str, Any]) -> Table:
 
 
 def ranks_table(summary: Mapping[str, Any]) -> Table | None:
-    """Each rank's mean step: its own work, waiting for data, waiting for its peers (under DDP
-    every rank's step lasts as long as the slowest one's; the others spend the difference in
-    the all-reduce, so a straggler is the rank that waits least)."""
+    """Each rank's mean step: its own work, waiting for data, idle while it waits for its peers
+    (under DDP every rank's step lasts as long as the slowest one's; the others spend the
+    difference idle in the all-reduce, so a straggler is the rank that waits least), and its
+    micro-batch when the batches were balanced."""
     ranks = summary.get("ranks") or []
     if not ranks:
         return None
     slow = {s["rank"] for s in summary.get("stragglers") or []}
+    batches = {
+        int(r.get("rank", -1)): r.get("micro_batch")
+        for r in (summary.get("balance") or {}).get("ranks") or []
+        if isinstance(r, dict)
+    }
     table = Table(title="ranks (mean per step)", title_justify="left")
-    for column in ("rank", "node", "steps", "step s", "own s", "data s", "waiting s", "tokens"):
+    for column in ("rank", "node", "steps", "step s", "own s", "data s", "idle s", "tokens"):
         table.add_column(column, justify="left" if column == "node" else "right")
     table.add_column("peak MB", justify="right")
+    if batches:
+        table.add_column("batch", justify="right")
     for rank in ranks:
+        extra = [str(batches.get(rank["rank"], "?"))] if batches else []
         table.add_row(
             f"{rank['rank']}{' (slow)' if rank['rank'] in slow else ''}",
             str(rank.get("node") or "?"),
@@ -361,6 +370,7 @@ def ranks_table(summary: Mapping[str, Any]) -> Table | None:
             f"{rank['sync_s']:.3f}",
             f"{rank['tokens']:,}",
             f"{rank['peak_memory_mb']:,.0f}",
+            *extra,
         )
     return table
 
@@ -386,6 +396,11 @@ class TrainingProgress:
 
     def __exit__(self, *exc: Any) -> None:
         self.progress.__exit__(*exc)
+
+    def notice(self, lines: Iterable[str]) -> None:
+        """Lines printed once, above the step line (the batches' split, say)."""
+        for line in lines:
+            err_console.print(f"{line}", highlight=False, markup=False)
 
     def status(self, state: Mapping[str, Any]) -> None:
         """What the job's controller says (a stall, a retry coming): beside the step line, and

@@ -57,6 +57,8 @@ def host_vars(cluster: Cluster, node: Node) -> dict[str, Any]:
     }
     if node.nproc_per_node is not None:
         variables["ugro_nproc_per_node"] = node.nproc_per_node
+    if node.micro_batch_size is not None:
+        variables["ugro_micro_batch_size"] = node.micro_batch_size
     if node.connection == "local":
         # The controller's own interpreter. Not "{{ ansible_playbook_python }}": Ansible treats
         # inventory strings as untrusted and never templates them (nor should it: they come

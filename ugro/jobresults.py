@@ -14,6 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from ugro.balance import PLAN_FILE
 from ugro.joblayout import NODES_DIR
 from ugro.jobs import JobRecord, Jobs
 from ugro.metrics import load_curves, rank_totals, stragglers, tokens_per_s
@@ -87,6 +88,8 @@ def compute_results(directory: Path, record: JobRecord) -> dict[str, Any]:
         "metrics_source": curves.source,
         "ranks": ranks,
         "stragglers": stragglers(ranks),
+        # How the ranks split each micro-step (balance.json: auto or manual), else {}.
+        "balance": read_json_dict(directory / PLAN_FILE),
         "checkpoints": _checkpoints(directory),
         "artifacts": sorted(
             str(p.relative_to(directory / "artifacts")) for p in (directory / "artifacts").glob("*")

@@ -67,6 +67,7 @@ _OWN_VARIABLES = frozenset(
         "ugro_launch_args",
         "ugro_launch_allow_drift",
         "ugro_launch_force",
+        "ugro_launch_balance",
         "ugro_launch_attempt",
         "ugro_launch_lead",
         "ugro_health_known_reports",
@@ -87,6 +88,8 @@ class LaunchRequest:
     force: bool = False
     # Extra variables for the launch playbook (`ugro run launch JOB -e k=v`).
     extravars: Mapping[str, Any] = field(default_factory=dict)
+    # How the ranks split each micro-step's samples: equal, auto or manual (ugro/balance.py).
+    balance: str = "equal"
     # The Hugging Face token's value: it only ever becomes a 0600 file (see _staged_files).
     hf_token: str | None = field(default=None, repr=False)
 
@@ -395,6 +398,7 @@ def job_config(
         "script": request.script,
         "args": list(request.args),
         "allow_drift": request.allow_drift,
+        "balance": request.balance,
         "git_commit": git_commit(assets.project_dir()),
         "cluster": cluster.document,
         "cluster_file": str(cluster.source) if cluster.source else None,
@@ -425,6 +429,7 @@ def request_json(request: LaunchRequest) -> dict[str, Any]:
         "allow_drift": request.allow_drift,
         "force": request.force,
         "extravars": dict(request.extravars),
+        "balance": request.balance,
     }
 
 
@@ -437,6 +442,7 @@ def stored_request(data: Mapping[str, Any]) -> LaunchRequest:
         allow_drift=bool(data.get("allow_drift")),
         force=bool(data.get("force")),
         extravars=dict(data.get("extravars") or {}),
+        balance=str(data.get("balance") or "equal"),
         hf_token=os.environ.get("HF_TOKEN") or None,
     )
 
@@ -456,6 +462,7 @@ def _attempt_vars(
         "ugro_launch_args": list(args),
         "ugro_launch_allow_drift": request.allow_drift,
         "ugro_launch_force": request.force,
+        "ugro_launch_balance": request.balance,
         "ugro_launch_attempt": attempt,
         "ugro_launch_lead": lead_of(nodes),
     }

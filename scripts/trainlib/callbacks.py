@@ -184,3 +184,21 @@ class ProgressCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.beat(state.global_step)
+
+
+class GradientDump(TrainerCallback):
+    """The first optimizer step's gradients (the trainable parameters', after DDP's all-reduce,
+    before the optimizer uses them), saved by the primary to `path` when UGRO_GRADIENT_DUMP
+    names one: how a balanced split is checked against one process on the whole batch."""
+
+    def __init__(self, path: str | None, *, main: bool):
+        self.path = path if main else None
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if self.path and state.global_step == 0 and model is not None:
+            grads = {
+                name: p.grad.detach().float().cpu().clone()
+                for name, p in model.named_parameters()
+                if p.requires_grad and p.grad is not None
+            }
+            torch.save(grads, self.path)

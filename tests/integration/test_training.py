@@ -43,7 +43,9 @@ ENV = {
 }
 
 
-def torchrun(nproc: int, script: str, *args: str, timeout: float = 300, **popen):
+def torchrun(
+    nproc: int, script: str, *args: str, timeout: float = 300, env: dict | None = None, **popen
+):
     command = [
         sys.executable,
         "-m",
@@ -53,17 +55,18 @@ def torchrun(nproc: int, script: str, *args: str, timeout: float = 300, **popen)
         str(SCRIPTS / script),
         *args,
     ]
+    env = env or ENV
     if popen:
         return subprocess.Popen(
             command,
-            env=ENV,
+            env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
             start_new_session=True,
         )
     return subprocess.run(
-        command, env=ENV, capture_output=True, text=True, timeout=timeout, check=False
+        command, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -230,6 +233,77 @@ def test_one_rank_and_three_ranks_agree(tmp_path: Path) -> None:
     assert len(one) == len(three) == 5
     for a, b in zip(one, three, strict=True):
         assert abs(a - b) <= 1e-4 * max(1.0, abs(a)), (one, three)
+
+
+def test_an_uneven_split_computes_the_full_batch_gradient(tmp_path: Path) -> None:
+    """1, 2 and 5 samples per micro-step on three ranks (--balance manual's path), two micro-steps:
+    the first optimizer step's gradients equal one process's on the same 16 samples, to 1e-5
+    relative in fp32 on the CPU. Without the token weighting (each rank's mean loss averaged),
+    the rank with 1 sample would weigh as much as the rank with 5: far off."""
+    common = [
+        *TINY,
+        "--dtype",
+        "float32",
+        "--no-shuffle",
+        "--lora-dropout",
+        "0",
+        "--max-grad-norm",
+        "1e9",
+        "--max-steps",
+        "1",
+        "--grad-accum",
+        "2",
+    ]
+    single = torchrun(
+        1,
+        "train_production.py",
+        *common,
+        "--batch-size",
+        "8",
+        "--output-dir",
+        str(tmp_path / "one"),
+        env={**ENV, "UGRO_GRADIENT_DUMP": str(tmp_path / "one.pt")},
+    )
+    # Each rank's node would give it its micro-batch (UGRO_MICRO_BATCH); torchrun's --standalone
+    # gives every rank one environment, so a wrapper picks each rank's from its local rank.
+    wrapper = tmp_path / "per_rank.py"
+    wrapper.write_text(
+        "import os, runpy, sys\n"
+        "os.environ['UGRO_MICRO_BATCH'] = ['1', '2', '5'][int(os.environ['LOCAL_RANK'])]\n"
+        f"sys.argv[0] = {str(SCRIPTS / 'train_production.py')!r}\n"
+        f"sys.path.insert(0, {str(SCRIPTS)!r})\n"
+        "runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
+    uneven = torchrun(
+        3,
+        str(wrapper),
+        *common,
+        "--output-dir",
+        str(tmp_path / "three"),
+        env={
+            **ENV,
+            "UGRO_BALANCE": "manual",
+            "UGRO_GRADIENT_DUMP": str(tmp_path / "three.pt"),
+        },
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    assert uneven.returncode == 0, uneven.stderr[-3000:]
+    plan = json.loads((tmp_path / "three" / "balance.json").read_text())
+    assert [r["micro_batch"] for r in plan["ranks"]] == [1, 2, 5]
+    assert plan["accumulation"] == 2 and plan["global_batch"] == 16
+
+    import torch
+
+    one = torch.load(tmp_path / "one.pt")
+    three = torch.load(tmp_path / "three.pt")
+    assert one.keys() == three.keys()
+    # LoRA's B starts at zero, so A's first gradients are zero: compare the others, and those
+    # stay zero.
+    moving = [name for name, grad in one.items() if grad.norm().item() > 0]
+    assert len(moving) >= len(one) // 2, moving
+    for name, grad in one.items():
+        difference = (three[name] - grad).norm().item()
+        assert difference <= 1e-5 * max(grad.norm().item(), 1e-12), (name, difference)
 
 
 def test_resume_after_a_kill_skips_a_truncated_checkpoint(tmp_path: Path) -> None:

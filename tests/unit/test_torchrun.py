@@ -132,6 +132,7 @@ def render_launch_script(cluster, name: str) -> str:
         "ugro_launch_nproc": plan["nproc"],
         "ugro_launch_threads": plan["threads"],
         "ugro_launch_attempt": 1,
+        "ugro_launch_balance": "equal",
         "ugro_launch_lead": cluster.master.name,
         "ugro_launch_interface": plan["interface"],
         "ugro_launch_command": plan["command"],

@@ -40,6 +40,7 @@ def launch(
     hang_timeout: float | None = None,
     force: bool = False,
     resume_job: str | None = None,
+    balance: str | None = None,
 ) -> ExitCode:
     from ugro import launch as launcher
     from ugro.display import RunProgress
@@ -55,7 +56,8 @@ def launch(
     )
     node_count = len(nodes) or len(cluster.nodes)
     if resume_job is not None:
-        if script or script_args or any(v is not None for v in (model, dataset, epochs, lr)):
+        given = (script, *script_args, balance, model, dataset, epochs, lr)
+        if any(v not in (None, "") for v in given):
             raise UsageError("--resume continues a job as it was launched; give no script options")
         if dry_run:
             raise UsageError("--resume has no dry run; `ugro results JOB` shows its checkpoints")
@@ -76,6 +78,7 @@ def launch(
         allow_drift=allow_drift,
         force=force,
         extravars=extravars,
+        balance=balance,
     )
     with RunProgress("launch (dry run)" if dry_run else "launch", node_count) as progress:
         result = launcher.launch(
@@ -123,10 +126,12 @@ def launch_request(
     allow_drift: bool = False,
     force: bool = False,
     extravars: Mapping[str, Any] | None = None,
+    balance: str | None = None,
 ) -> LaunchRequest:
     """The job as `ugro launch` and `ugro submit` take it: train_production.py with the
     cluster's training section and the seed's options, or the user's script with its own."""
     from ugro import launch as launcher
+    from ugro.balance import choose_mode
 
     if script and any(v is not None for v in seed_options.values()):
         raise UsageError(
@@ -146,16 +151,19 @@ def launch_request(
         allow_drift=allow_drift,
         force=force,
         extravars=dict(extravars or {}),
+        balance=choose_mode(cluster, nodes, balance, own_script=bool(script)),
         hf_token=os.environ.get("HF_TOKEN") or None,
     )
 
 
 def _follow_or_detach(ctx: Context, job_id: str, *, detach: bool, verbose: bool) -> ExitCode:
+    from ugro.balance import PLAN_FILE, plan_lines
     from ugro.display import TrainingProgress, console, results_table
     from ugro.follow import follow
     from ugro.joblayout import name_of
     from ugro.jobresults import job_results
     from ugro.jobs import Jobs
+    from ugro.state import read_json_dict
 
     cluster = ctx.cluster()
     name = name_of(job_id)
@@ -165,9 +173,25 @@ def _follow_or_detach(ctx: Context, job_id: str, *, detach: bool, verbose: bool)
             f"stop it with `ugro stop {name}`."
         )
         return ExitCode.OK
+    plan_file = Jobs(cluster).experiment_dir(job_id) / PLAN_FILE
     try:
         with TrainingProgress(job_id, verbose=verbose) as progress:
-            record = follow(cluster, job_id, on_metrics=progress, on_status=progress.status)
+            shown = False
+
+            def show_plan() -> None:
+                # The ranks write the split once they have probed (the lead's, on the master).
+                nonlocal shown
+                if not shown and plan_file.is_file():
+                    shown = True
+                    progress.notice(plan_lines(read_json_dict(plan_file)))
+
+            record = follow(
+                cluster,
+                job_id,
+                on_metrics=progress,
+                on_status=progress.status,
+                on_poll=show_plan,
+            )
     except KeyboardInterrupt:
         click.echo(
             f"\nDetached from {job_id}; its controller keeps watching it. "

@@ -27,6 +27,7 @@ def submit(
     min_nodes: int | None,
     hang_timeout: float | None,
     sweep: tuple[str, ...],
+    balance: str | None = None,
 ) -> ExitCode:
     from ugro import jobqueue
     from ugro.commands.launch import controller_options, launch_request
@@ -64,6 +65,7 @@ def submit(
             script_args=(*script_args, *jobqueue.sweep_args(point)),
             nodes=nodes,
             allow_drift=allow_drift,
+            balance=balance,
         )
         sweep_detail = {"name": name, "point": point, "index": index} if point else None
         job_ids.append(jobqueue.submit(cluster, request, options, placement, sweep=sweep_detail))

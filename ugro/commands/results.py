@@ -35,6 +35,10 @@ def results(ctx: Context, *, job: str, as_json: bool = False) -> ExitCode:
     per_rank = ranks_table(summary)
     if per_rank is not None:
         console.print(per_rank)
+    from ugro.balance import plan_lines
+
+    for line in plan_lines(summary.get("balance") or {}):
+        console.print(line, highlight=False, markup=False)
     return ExitCode.OK
 
 

@@ -96,6 +96,7 @@ def build_cluster(config: ClusterConfig, *, source: Path | None, base_dir: Path)
             python=master.python,
             nproc=master.nproc_per_node,
             hardware=master.hardware,
+            micro_batch_size=master.micro_batch_size,
         )
     ]
     for worker in sorted(config.workers, key=lambda w: w.rank):
@@ -120,6 +121,7 @@ def build_cluster(config: ClusterConfig, *, source: Path | None, base_dir: Path)
                 python=worker.python,
                 nproc=worker.nproc_per_node,
                 hardware=worker.hardware,
+                micro_batch_size=worker.micro_batch_size,
             )
         )
     communication = config.cluster.communication

@@ -121,6 +121,8 @@ class Hardware(_Model):
 
     gpu_model: str | None = None
     gpu_count: Annotated[int, Field(ge=0, le=64)] | None = None
+    # Each GPU's memory. `--balance auto` holds a rank's micro-batch to it (below the card's own
+    # where the two differ); on a CPU node it is the memory budget the probe honours instead.
     vram_gb: Annotated[float, Field(ge=0)] | None = None
     cpu_cores: Annotated[int, Field(ge=1)] | None = None
     ram_gb: Annotated[float, Field(ge=0)] | None = None
@@ -143,6 +145,8 @@ class MasterSection(_Model):
     accelerator: Accelerator = "auto"
     python: PathStr | None = None
     nproc_per_node: Annotated[int, Field(ge=1, le=64)] | None = None
+    # Each of this node's ranks' samples per micro-step under `ugro launch --balance manual`.
+    micro_batch_size: Annotated[int, Field(ge=1, le=4096)] | None = None
     hardware: Hardware = Hardware()
     paths: NodePaths = NodePaths()
 
@@ -179,6 +183,8 @@ class WorkerSection(_Model):
     accelerator: Accelerator = "auto"
     python: PathStr | None = None
     nproc_per_node: Annotated[int, Field(ge=1, le=64)] | None = None
+    # Each of this node's ranks' samples per micro-step under `ugro launch --balance manual`.
+    micro_batch_size: Annotated[int, Field(ge=1, le=4096)] | None = None
     hardware: Hardware = Hardware()
     paths: NodePaths = NodePaths()
 

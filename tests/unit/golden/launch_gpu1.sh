@@ -22,6 +22,12 @@ export PYTHONUNBUFFERED=1
 export GLOO_SOCKET_IFNAME=eno1
 export NCCL_SOCKET_IFNAME=eno1
 export TORCH_NCCL_ASYNC_ERROR_HANDLING=1
+# How the ranks split each micro-step's samples (train_production.py's trainlib/balance.py):
+# equal, auto (probed), or manual (this node's micro_batch_size from cluster.yaml).
+export UGRO_BALANCE=equal
+# cluster.yaml's hardware.vram_gb: the memory a rank's micro-batch must fit (on a CPU node, the
+# declared budget that stands in for device memory).
+export UGRO_MEMORY_BUDGET_GB=8.0
 
 if [ -f .secrets/hf_token ]; then
   HF_TOKEN="$(cat .secrets/hf_token)"
