@@ -218,6 +218,8 @@ def train(settings: Settings) -> int:
             "resume_from": resume_from,
             "device": "cuda" if cuda else "cpu",
             "train_blocks": len(train_set),
+            # What each step's all-reduce carries (as fp32 gradients): `ugro netcheck` prices it.
+            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "eval_blocks": len(eval_set),
         }
         (out / "train_config.json").write_text(json.dumps(resolved, indent=2) + "\n")

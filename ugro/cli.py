@@ -142,6 +142,26 @@ def health(
 
 @cli.command()
 @_json_option
+@click.option(
+    "--nodes", metavar="A,B", help="Check these nodes (default: every node); the first leads."
+)
+@pass_context
+def netcheck(ctx: Context, as_json: bool, nodes: str | None) -> int:
+    """Measure the network a job would use. Exit 1 if a job could not run on it.
+
+    Each node's interface towards the lead (its MTU, its link speed), the rendezvous port,
+    every pair of nodes streaming to each other on a port the kernel picks (as gloo and NCCL
+    do), and an all-reduce sweep over the real backend with its bus bandwidth; what the LoRA
+    gradients' all-reduce will cost per step. Names a pair that cannot connect, a slow link or
+    an MTU that differs, with the fix. A launch runs it when its last result is missing or old.
+    """
+    from ugro.commands.netcheck import netcheck as run
+
+    return run(ctx, nodes=tuple(n for n in (nodes or "").split(",") if n), as_json=as_json)
+
+
+@cli.command()
+@_json_option
 @click.option("--recent", default=10, show_default=True, help="How many recent jobs to show.")
 @pass_context
 def status(ctx: Context, as_json: bool, recent: int) -> int:
@@ -591,17 +611,43 @@ def sandbox_status(name: str, as_json: bool) -> int:
 
 @sandbox.command(name="fault")
 @click.argument("node")
-@click.argument("action", type=click.Choice(["down", "up", "partition", "heal", "slow"]))
+@click.argument(
+    "action",
+    type=click.Choice(["down", "up", "partition", "heal", "slow", "cpu", "mtu", "block"]),
+)
 @_name_option
 @click.option("--delay-ms", type=click.IntRange(min=0), help="slow: added delay each way (netem).")
 @click.option("--rate-kbit", type=click.IntRange(min=0), help="slow: bandwidth cap (tbf).")
+@click.option(
+    "--percent", type=click.IntRange(1, 100), help="cpu: the node's share of a CPU (100: no limit)."
+)
+@click.option("--mtu", type=click.IntRange(576, 9000), help="mtu: the node's link MTU.")
+@click.option("--peer", metavar="NODE", help="block: the worker whose packets this one drops.")
 def sandbox_fault(
-    name: str, node: str, action: str, delay_ms: int | None, rate_kbit: int | None
+    name: str,
+    node: str,
+    action: str,
+    delay_ms: int | None,
+    rate_kbit: int | None,
+    percent: int | None,
+    mtu: int | None,
+    peer: str | None,
 ) -> int:
-    """Inject a fault: NODE down|up, partition|heal, slow --delay-ms N / --rate-kbit N."""
+    """Inject a fault: NODE down|up, partition|heal, slow --delay-ms N / --rate-kbit N,
+    cpu --percent N (a slower node), mtu --mtu N, block --peer NODE (the pair cannot connect).
+    heal undoes every one but down."""
     from ugro.commands import sandbox as run
 
-    return run.fault(name=name, node=node, action=action, delay_ms=delay_ms, rate_kbit=rate_kbit)
+    return run.fault(
+        name=name,
+        node=node,
+        action=action,
+        delay_ms=delay_ms,
+        rate_kbit=rate_kbit,
+        percent=percent,
+        mtu=mtu,
+        peer=peer,
+    )
 
 
 # --- entry point --------------------------------------------------------------------------------

@@ -434,6 +434,76 @@ class TrainingProgress:
             err_console.print(text, highlight=False, markup=False)
 
 
+def netcheck_tables(report: Mapping[str, Any]) -> list[Table]:
+    """`ugro netcheck`: each node's route, each pair's stream, the all-reduce sweep."""
+    nodes = Table(title=f"network of {report.get('cluster')}", title_justify="left")
+    for column in ("Node", "Interface", "MTU", "Link Mb/s", "Rendezvous"):
+        nodes.add_column(column)
+    for name, node in (report.get("nodes") or {}).items():
+        nodes.add_row(
+            name,
+            str(node.get("interface") or "-"),
+            str(node.get("mtu") or "-"),
+            str(node.get("speed_mbps") or "?"),
+            _plain_text(
+                "lead" if name == report.get("lead") else str(node.get("rendezvous") or "-")
+            ),
+        )
+    pairs = Table(title="pairs (a stream on a port the kernel picked)", title_justify="left")
+    for column in ("Pair", "Connects", "Mb/s", "Connect ms"):
+        pairs.add_column(column)
+    for pair in report.get("pairs") or []:
+        pairs.add_row(
+            " - ".join(pair["nodes"]),
+            Text("yes", style="green") if pair.get("ok") else Text("NO", style="red"),
+            f"{pair['mbps']:,.0f}" if pair.get("mbps") else "-",
+            f"{pair['connect_ms']:.1f}" if pair.get("connect_ms") else "-",
+        )
+    tables = [nodes, pairs]
+    sweep = report.get("sweep") or []
+    if sweep:
+        table = Table(
+            title=f"all-reduce ({report.get('backend')}, {len(report.get('nodes') or {})} nodes)",
+            title_justify="left",
+        )
+        for column in ("Size", "Time ms", "algbw GB/s", "busbw GB/s"):
+            table.add_column(column, justify="right")
+        for row in sweep:
+            table.add_row(
+                _bytes(int(row["bytes"])),
+                f"{row['seconds'] * 1000:.2f}",
+                f"{row['algbw_gbps']:.4f}",
+                f"{row['busbw_gbps']:.4f}",
+            )
+        sync = report.get("lora_sync") or {}
+        if sync.get("seconds_per_step") is not None:
+            table.caption = (
+                f"LoRA gradients ({sync['trainable_parameters']:,} parameters, as "
+                f"{sync['from_job']} trained): {sync['seconds_per_step']:.3f} s per step to "
+                "synchronise"
+            )
+        elif sync:
+            table.caption = (
+                f"Each 10 MB of gradients costs {sync['seconds_per_10mb']:.3f} s per step "
+                "(a job's LoRA size is known once one has run)"
+            )
+        table.caption_justify = "left"
+        tables.append(table)
+    return tables
+
+
+def _bytes(count: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if count < 1024 or unit == "GB":
+            return f"{count:g} {unit}"
+        count //= 1024
+    return f"{count} GB"
+
+
+def _plain_text(value: str) -> Text:
+    return Text(value)
+
+
 def queue_table(summary: Mapping[str, Any]) -> Table:
     """`ugro queue`: running jobs, then the queued ones in order with why each waits."""
     table = Table(

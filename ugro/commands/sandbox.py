@@ -59,10 +59,27 @@ def status(*, name: str, as_json: bool) -> ExitCode:
 
 
 def fault(
-    *, name: str, node: str, action: str, delay_ms: int | None, rate_kbit: int | None
+    *,
+    name: str,
+    node: str,
+    action: str,
+    delay_ms: int | None = None,
+    rate_kbit: int | None = None,
+    percent: int | None = None,
+    mtu: int | None = None,
+    peer: str | None = None,
 ) -> ExitCode:
     from ugro.sandbox import lifecycle
 
-    lifecycle.fault(name, node, action, delay_ms=delay_ms, rate_kbit=rate_kbit)
+    lifecycle.fault(
+        name,
+        node,
+        action,
+        delay_ms=delay_ms,
+        rate_kbit=rate_kbit,
+        percent=percent,
+        mtu=mtu,
+        peer=peer,
+    )
     click.echo(f"{node}: {action} done.")
     return ExitCode.OK

@@ -51,6 +51,11 @@ class NodePlan:
     partitioned: bool = False
     delay_ms: int = 0
     rate_kbit: int = 0
+    # The stand-ins for a slower node and a worse network (`ugro sandbox fault`).
+    cpu_percent: int = 0  # 0: the whole machine, as every node shares it
+    throttle_pid: int | None = None
+    mtu: int = 0  # 0: the default
+    blocked: list[str] = field(default_factory=list)  # peers whose packets are dropped
 
 
 @dataclass

@@ -346,6 +346,7 @@ def down(
         pids.update(system.pids_of_uid(user.pw_uid))
     if sandbox:
         pids.update(n.sshd_pid for n in sandbox.nodes if system.pid_alive(n.sshd_pid))  # type: ignore[misc]
+        pids.update(n.throttle_pid for n in sandbox.nodes if system.pid_alive(n.throttle_pid))  # type: ignore[misc]
     system.kill_all(pids)
     removed.processes = len(pids)
 
@@ -423,12 +424,19 @@ def _faults(node: NodePlan) -> str:
         faults.append(f"delay {node.delay_ms}ms")
     if node.rate_kbit:
         faults.append(f"rate {node.rate_kbit}kbit")
+    if node.cpu_percent:
+        faults.append(f"cpu {node.cpu_percent}%")
+    if node.mtu:
+        faults.append(f"mtu {node.mtu}")
+    if node.blocked:
+        faults.append(f"blocks {', '.join(node.blocked)}")
     return ", ".join(faults) or "-"
 
 
 # --- faults -------------------------------------------------------------------------------------
 
-FAULTS = ("down", "up", "partition", "heal", "slow")
+FAULTS = ("down", "up", "partition", "heal", "slow", "cpu", "mtu", "block")
+DEFAULT_MTU = 1500
 
 
 def fault(
@@ -438,6 +446,9 @@ def fault(
     *,
     delay_ms: int | None = None,
     rate_kbit: int | None = None,
+    percent: int | None = None,
+    mtu: int | None = None,
+    peer: str | None = None,
 ) -> NodePlan:
     system.check_prerequisites()
     sandbox = layout.load(name)
@@ -460,6 +471,27 @@ def fault(
         system.run(["ip", "link", "set", node.veth_host, "up"])
         _set_qdisc(node, delay_ms=0, rate_kbit=0)
         node.partitioned = False
+        _set_mtu(node, DEFAULT_MTU)
+        node.mtu = 0
+        for name in list(node.blocked):
+            _block(sandbox, node, sandbox.node(name), add=False)
+        _throttle(node, 0)
+    elif action == "cpu":
+        if percent is None or not 1 <= percent <= 100:
+            raise UsageError("cpu needs --percent N, 1 to 100 (100: no limit)")
+        _throttle(node, 0 if percent == 100 else percent)
+    elif action == "mtu":
+        if mtu is None or not 576 <= mtu <= 9000:
+            raise UsageError("mtu needs --mtu N, 576 to 9000")
+        _set_mtu(node, mtu)
+        node.mtu = 0 if mtu == DEFAULT_MTU else mtu
+    elif action == "block":
+        if peer is None:
+            raise UsageError("block needs --peer NODE: the worker whose packets it drops")
+        other = sandbox.node(peer)
+        if other.name == node.name:
+            raise UsageError(f"block --peer {peer}: a node cannot block itself")
+        _block(sandbox, node, other, add=True)
     elif action == "slow":
         if delay_ms is None and rate_kbit is None:
             raise UsageError("slow needs --delay-ms N and/or --rate-kbit N")
@@ -468,6 +500,42 @@ def fault(
         raise UsageError(f"unknown fault {action!r}; expected one of: {', '.join(FAULTS)}")
     sandbox.save()
     return node
+
+
+def _throttle(node: NodePlan, percent: int) -> None:
+    """Hold the node's processes to percent of the CPU (ugro/sandbox/throttle.py); 0 ends it."""
+    from ugro.sandbox import throttle
+
+    if node.throttle_pid and system.pid_alive(node.throttle_pid):
+        system.kill_all({node.throttle_pid})
+    throttle.continue_all(node.netns)
+    node.throttle_pid, node.cpu_percent = None, 0
+    if percent:
+        log_file = layout.sandbox_root() / "throttle.log"
+        argv = [sys.executable, "-m", "ugro.sandbox.throttle", node.netns, str(percent)]
+        node.throttle_pid = spawn_detached(argv, log_file).pid
+        node.cpu_percent = percent
+
+
+def _set_mtu(node: NodePlan, mtu: int) -> None:
+    """Both ends of the node's link: a mismatch with its peers is what netcheck should name."""
+    system.run(system.in_netns(node.netns, ["ip", "link", "set", "eth0", "mtu", str(mtu)]))
+
+
+def _block(sandbox: Sandbox, node: NodePlan, other: NodePlan, *, add: bool) -> None:
+    """Drop every packet between two workers (a blackhole route on each side, as a firewall's
+    DROP would): each still answers the master, so only the pair is cut."""
+    verb = "add" if add else "del"
+    for here, there in ((node, other), (other, node)):
+        system.run(
+            system.in_netns(here.netns, ["ip", "route", verb, "blackhole", f"{there.address}/32"]),
+            check=False,
+        )
+    if add and other.name not in node.blocked:
+        node.blocked.append(other.name)
+    elif not add and other.name in node.blocked:
+        node.blocked.remove(other.name)
+    sandbox.save()
 
 
 def _set_qdisc(node: NodePlan, *, delay_ms: int, rate_kbit: int) -> None:

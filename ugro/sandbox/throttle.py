@@ -1,0 +1,87 @@
+"""A sandbox node held to a share of the CPU: `ugro sandbox fault NODE cpu --percent N`.
+
+The stand-in for a slower machine. These hosts mount cgroup2 without the cpu controller, and
+Debian's cpulimit limits each process on its own (with --monitor-forks it did not catch the
+processes a node starts later over SSH), so this does what cpulimit does, for the node's
+processes as one group: in every period of PERIOD_S they run for N% of it and are stopped
+(SIGSTOP) for the rest. The group is every process in the node's network namespace, read
+afresh each period. On SIGTERM every one of them is continued before it exits.
+
+Run as `python -m ugro.sandbox.throttle NETNS PERCENT` (detached, by the sandbox).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+
+PERIOD_S = 0.1
+
+
+def namespace_inode(netns: str) -> int:
+    return os.stat(f"/run/netns/{netns}").st_ino
+
+
+def members(inode: int, *, every: bool = False) -> list[int]:
+    """The processes whose network namespace is the node's, but for its sshd: stopped, sshd's
+    sessions close as they open (its monitor sees the child stop). What the node computes runs
+    under it, and is throttled."""
+    found = []
+    own = os.getpid()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == own:
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino != inode:
+                continue
+            with open(f"/proc/{entry}/comm", encoding="utf-8", errors="replace") as comm:
+                if comm.read().startswith("sshd") and not every:
+                    continue
+            found.append(int(entry))
+        except OSError:
+            continue  # it ended, or is not ours to read
+    return found
+
+
+def signal_all(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signum)
+        except OSError:
+            continue
+
+
+def run(netns: str, percent: float) -> None:
+    inode = namespace_inode(netns)
+    share = min(max(percent / 100.0, 0.01), 1.0)
+    stopping = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while not stopping:
+            signal_all(members(inode), signal.SIGCONT)
+            time.sleep(PERIOD_S * share)
+            if stopping:
+                break
+            signal_all(members(inode), signal.SIGSTOP)
+            time.sleep(PERIOD_S * (1 - share))
+    finally:
+        signal_all(members(inode, every=True), signal.SIGCONT)
+
+
+def continue_all(netns: str) -> None:
+    """Every process of the node running again (after its throttle ended, however it ended)."""
+    with contextlib.suppress(OSError):
+        signal_all(members(namespace_inode(netns), every=True), signal.SIGCONT)
+
+
+if __name__ == "__main__":
+    run(sys.argv[1], float(sys.argv[2]))
