@@ -339,6 +339,7 @@ def balanced_plan(settings: Settings, model, train_set, args, out: Path | None):
                 "target_modules": sorted(settings.target_modules),
                 "ranks_on_node": local_world,
             },
+            together=_barrier,
         )
         records = gather_object(balance.probe_record(found, node, "probe"))
         plan = balance.split(
@@ -352,6 +353,13 @@ def balanced_plan(settings: Settings, model, train_set, args, out: Path | None):
         (out / "balance.json").write_text(json.dumps(described, indent=2) + "\n")
         log.info("balance: %s", json.dumps(described, sort_keys=True))
     return plan
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def save_artifacts(model, tokenizer, eval_set, artifacts: Path) -> None:

@@ -67,6 +67,10 @@ def main() -> int:
             wait_for_workers=False,
         )
     except Exception as exc:  # any failure to join is the finding
+        if args.rank == 0:  # the lead could not listen: a job (or anything) holds the port
+            report["port_in_use"] = True
+            report["problems"].append(f"port {args.port} is taken here: {_first_line(exc)}")
+            return emit(report)
         report["rendezvous"] = f"failed: {_first_line(exc)}"
         report["problems"].append(
             f"cannot reach the lead's rendezvous port {args.lead_address}:{args.port}"

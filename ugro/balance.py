@@ -47,20 +47,23 @@ def choose_mode(
 
 
 def mixed(cluster: Cluster, names: Sequence[str]) -> bool:
-    """Nodes that differ in what cluster.yaml says they have: accelerator, GPU model, count or
-    memory."""
+    """Nodes that differ in what cluster.yaml says they have: on GPU nodes the model, count
+    and memory; on CPU nodes their declared memory budget (vram_gb) alone."""
     kinds = set()
     for name in names:
         node = cluster.node(name)
         hardware = node.hardware
-        kinds.add(
-            (
-                node.accelerator,
-                hardware.get("gpu_model"),
-                hardware.get("gpu_count"),
-                hardware.get("vram_gb"),
+        if node.accelerator == "cpu":
+            kinds.add(("cpu", hardware.get("vram_gb")))
+        else:
+            kinds.add(
+                (
+                    node.accelerator,
+                    hardware.get("gpu_model"),
+                    hardware.get("gpu_count"),
+                    hardware.get("vram_gb"),
+                )
             )
-        )
     return len(kinds) > 1
 
 

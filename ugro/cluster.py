@@ -105,6 +105,7 @@ class LaunchOptions:
     max_restarts: int = 0
     retries: int = 0
     telemetry_interval_s: float = 1.0  # each node's telemetry while a job runs; 0: none
+    netcheck_max_age_s: float = 24 * 3600.0  # a launch's network check is kept this long
     # The training section's keys that cluster.yaml sets, in its own terms ("default_model",
     # "lora.rank"); ugro.launch maps them to train_production.py's options.
     training: tuple[tuple[str, Any], ...] = ()

@@ -25,7 +25,7 @@ from typing import Any
 from ugro import assets
 from ugro.cluster import Cluster
 from ugro.control import stop_quietly
-from ugro.errors import RunError, UsageError
+from ugro.errors import RunError, UgroError, UsageError
 from ugro.joblayout import CODE_DIR, new_job_id
 from ugro.jobs import Jobs, git_commit, now_iso
 from ugro.nodelink import JOBCTL
@@ -68,6 +68,7 @@ _OWN_VARIABLES = frozenset(
         "ugro_launch_allow_drift",
         "ugro_launch_force",
         "ugro_launch_balance",
+        "ugro_launch_interfaces",
         "ugro_launch_attempt",
         "ugro_launch_lead",
         "ugro_health_known_reports",
@@ -512,6 +513,14 @@ def start_attempt(
     )
     with launch_lock(cluster), _staged_files(code, request.hf_token) as staged:
         from ugro.freshhealth import known_reports
+        from ugro.netcheck import preflight as network_preflight
+
+        # Under the lock: a check beside another launch's would contend for its ports.
+        extravars["ugro_launch_interfaces"], refusal = network_preflight(cluster, nodes)
+        if refusal is not None:
+            reason = f"the network: {refusal}"
+            jobs.record(job_id, "failed", attempt=attempt, reason=reason, ended_at=now_iso())
+            raise UgroError(f"launch of {job_id} refused: {reason}")
 
         # With the daemon running, nodes it saw healthy within two probe intervals need no
         # probe (under the lock: the lead's free port and the jobs on each node are read now).

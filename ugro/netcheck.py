@@ -4,8 +4,8 @@ Each node runs scripts/ugro_netcheck.py (read from stdin by its training interpr
 as every other command reaches it): its route to the lead, the lead's rendezvous port, a stream
 between every pair of nodes on ports the kernel picks (as gloo's and NCCL's are), and an
 all-reduce sweep over the real backend. Here: starting them, reading what they found, naming
-what is wrong with the fix, and keeping the result (data/netcheck/, keyed by the nodes'
-addresses) so that a launch runs the check only when it has none recent.
+what is wrong with the fix, and keeping the result (~/.cache/ugro/netcheck/, keyed by the
+nodes' addresses) so that a launch runs the check only when it has none recent.
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ TIMEOUT_S = 60.0
 SLOW_RATIO = 1 / 3
 # DDP all-reduces gradients in buckets of about this size (its bucket_cap_mb).
 DDP_BUCKET_BYTES = 25 * 2**20
+# A remote lead's rendezvous port may be taken (by a running job's): the next ones are tried.
+PORT_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -50,8 +52,19 @@ class Finding:
 def check(cluster: Cluster, names: Sequence[str]) -> dict[str, Any]:
     """Run the check on these nodes (the first leads) and keep its report."""
     nodes = [cluster.node(n) for n in names]
-    lead = nodes[0]
-    port = _rendezvous_port(cluster, lead)
+    port = _rendezvous_port(cluster, nodes[0])
+    for _ in range(PORT_TRIES):
+        report = _check_once(cluster, nodes, port)
+        if not report["nodes"][names[0]].get("port_in_use"):
+            break
+        port += 1  # the lead's port is taken (a job's rendezvous): the next one, as a launch
+    if all(node["reached"] for node in report["nodes"].values()):
+        # A node that did not answer says nothing about the network: not worth keeping.
+        write_json_atomic(cache_path(cluster, names), report)
+    return report
+
+
+def _check_once(cluster: Cluster, nodes: list[Node], port: int) -> dict[str, Any]:
     script = assets.project_dir().joinpath(*AGENT).read_bytes()
     began = time.monotonic()
     running = []
@@ -78,11 +91,7 @@ def check(cluster: Cluster, names: Sequence[str]) -> dict[str, Any]:
     reports: dict[str, dict[str, Any]] = {}
     for node, process in zip(nodes, running, strict=True):
         reports[node.name] = _read_agent(node, process, began)
-    report = _assemble(cluster, nodes, port, reports, time.monotonic() - began)
-    if all(node["reached"] for node in report["nodes"].values()):
-        # A node that did not answer says nothing about the network: not worth keeping.
-        write_json_atomic(cache_path(cluster, names), report)
-    return report
+    return _assemble(cluster, nodes, port, reports, time.monotonic() - began)
 
 
 def _rendezvous_port(cluster: Cluster, lead: Node) -> int:
@@ -184,6 +193,7 @@ def _assemble(
             "mtu": seen.get("mtu"),
             "speed_mbps": seen.get("speed_mbps"),
             "rendezvous": seen.get("rendezvous"),
+            "port_in_use": bool(seen.get("port_in_use")),
             "problems": list(seen.get("problems") or []),
         }
     pairs = []
@@ -378,7 +388,11 @@ def cache_key(cluster: Cluster, names: Sequence[str]) -> str:
 
 
 def cache_path(cluster: Cluster, names: Sequence[str]) -> Path:
-    return cluster.paths.data / "netcheck" / f"{cache_key(cluster, names)}.json"
+    """In the user's cache (~/.cache/ugro/netcheck/): the network is the same whichever project
+    directory a launch comes from."""
+    from ugro.config.cache import cache_dir
+
+    return cache_dir().parent / "netcheck" / f"{cache_key(cluster, names)}.json"
 
 
 def cached(cluster: Cluster, names: Sequence[str], max_age_s: float) -> dict[str, Any] | None:
@@ -400,3 +414,24 @@ def interfaces(report: Mapping[str, Any]) -> dict[str, str]:
 
 def errors(report: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [f for f in report.get("findings") or [] if f.get("severity") == "error"]
+
+
+def preflight(cluster: Cluster, names: Sequence[str]) -> tuple[dict[str, str], str | None]:
+    """A launch's network check: each node's interface, and why the job cannot run on this
+    network (None when it can). The last result serves while it is recent enough; a node SSH
+    does not reach is left to the launch's own preflight, which names it."""
+    if len(names) < 2:
+        return {}, None
+    report = cached(cluster, names, cluster.launch.netcheck_max_age_s)
+    if report is None:
+        log.info("checking the network of %s", ", ".join(names))
+        report = check(cluster, names)
+        log.info("network check took %.1f s: %s", report["took_s"], report.get("findings"))
+    if any(not node.get("reached") for node in report["nodes"].values()):
+        return interfaces(report), None
+    refusals = errors(report)
+    if refusals:
+        first = refusals[0]
+        more = f" (and {len(refusals) - 1} more: `ugro netcheck`)" if len(refusals) > 1 else ""
+        return interfaces(report), f"{first['message']}; fix: {first['fix']}{more}"
+    return interfaces(report), None

@@ -100,7 +100,13 @@ def node_plan(report: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str
     else:
         nproc = 1
     # CPU ranks sharing a node share its cores; oversubscribed, they run several times slower.
-    threads = max(int(report.get("cpus_usable") or 1) // max(nproc, 1), 1)
+    # cluster.yaml's hardware.cpu_cores, when it says fewer (physical cores beside SMT threads;
+    # the sandbox's nodes, which share one machine), is what they share.
+    cores = int(report.get("cpus_usable") or 1)
+    declared = request.get("cpu_cores")
+    if declared not in (None, ""):
+        cores = min(cores, int(declared))
+    threads = max(cores // max(nproc, 1), 1)
     port = int(request["port"])
     return {
         "port": port,

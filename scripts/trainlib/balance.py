@@ -207,6 +207,7 @@ def probe(
     *,
     cap: int,
     cache_key: dict[str, Any],
+    together: Any = None,
 ) -> Probe:
     """The largest micro-batch (1, 2, 4, ... up to cap) whose training step fits this rank's
     memory, cached on the node by cache_key; then its samples per second over SPEED_SECONDS.
@@ -215,7 +216,10 @@ def probe(
     if one is set. On the CPU (no device memory to run out of) the step's memory is counted:
     the model's parameters, the trainable ones' gradients and Adam's two moments, and every
     tensor saved for the backward pass; it must stay within the declared budget (the stand-in),
-    else 80% of the machine's available memory."""
+    else 80% of the machine's available memory.
+
+    `together` (a barrier) starts every rank's speed measurement at once: ranks that share a
+    machine's cores (or a switch) then measure what training will see, not an idle machine."""
     import torch
 
     cuda = next(model.parameters()).is_cuda
@@ -236,6 +240,8 @@ def probe(
             torch.cuda.empty_cache()
         if fit:
             _write_cache(key, {"fit": fit, "memory_gb": memory})
+    if together is not None:
+        together()
     speed = _samples_per_second(model, sample, fit) if fit else 0.0
     return Probe(fit, speed, round(memory, 4), round(budget_gb, 3), source, cached is not None)
 

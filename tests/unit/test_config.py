@@ -283,6 +283,7 @@ def test_every_key_of_the_schema_changes_the_resolved_cluster(tmp_path: Path) ->
         ("cluster", "master", "python"): "/opt/py/bin/python",
         ("cluster", "master", "nproc_per_node"): 2,
         ("cluster", "master", "micro_batch_size"): 6,
+        ("cluster", "communication", "netcheck_max_age_hours"): 1,
         ("cluster", "master", "hardware", "gpu_model"): "RTX 5070 Ti",
         ("cluster", "master", "hardware", "gpu_count"): 1,
         ("cluster", "master", "hardware", "vram_gb"): 12,

@@ -117,6 +117,17 @@ def test_an_override_of_ranks_per_node_wins(cluster) -> None:
     assert node_plan(REPORTS["gpu-master"], request)["nproc"] == 2
 
 
+def test_declared_cores_cap_the_ranks_threads(cluster) -> None:
+    """hardware.cpu_cores below what the node's affinity allows (SMT, or sandbox nodes sharing
+    a machine) is what its ranks' threads share; above it, the node's own count wins."""
+    report = {**REPORTS["gpu-master"], "cpus_usable": 8, "effective_accelerator": "cpu"}
+    request = request_for(cluster, "gpu-master", "c10d")
+    assert node_plan(report, request)["threads"] == 8
+    assert node_plan(report, {**request, "cpu_cores": "2"})["threads"] == 2
+    assert node_plan(report, {**request, "cpu_cores": "32"})["threads"] == 8
+    assert node_plan(report, {**request, "cpu_cores": "4", "nproc_per_node": "2"})["threads"] == 2
+
+
 def render_launch_script(cluster, name: str) -> str:
     """templates/launch.sh.j2 rendered by Ansible's own templar, with what the role sets."""
     from ansible.parsing.dataloader import DataLoader
