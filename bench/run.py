@@ -475,7 +475,18 @@ def machine() -> dict:
     }
 
 
-SECTIONS = ("fanout", "settings", "launch", "cli", "memory", "recovery", "daemon", "dashboard")
+SECTIONS = (
+    "fanout",
+    "settings",
+    "launch",
+    "cli",
+    "memory",
+    "recovery",
+    "daemon",
+    "dashboard",
+    "balance",
+    "network",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -563,6 +574,16 @@ def main(argv: list[str] | None = None) -> int:
             from bench.dashboard import bench_dashboard
 
             report["dashboard"] = bench_dashboard(workdir, smoke=args.smoke)
+            save()
+        if "balance" in only:
+            from bench.balance import bench_balance
+
+            report["balance"] = bench_balance(box, files[small], reps, smoke=args.smoke)
+            save()
+        if "network" in only:
+            from bench.balance import bench_network
+
+            report["network"] = bench_network(box, files[small])
             save()
     finally:
         if not args.keep:

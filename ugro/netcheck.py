@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shlex
 import socket
 import subprocess
@@ -390,9 +391,8 @@ def cache_key(cluster: Cluster, names: Sequence[str]) -> str:
 def cache_path(cluster: Cluster, names: Sequence[str]) -> Path:
     """In the user's cache (~/.cache/ugro/netcheck/): the network is the same whichever project
     directory a launch comes from."""
-    from ugro.config.cache import cache_dir
-
-    return cache_dir().parent / "netcheck" / f"{cache_key(cluster, names)}.json"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "ugro" / "netcheck" / f"{cache_key(cluster, names)}.json"
 
 
 def cached(cluster: Cluster, names: Sequence[str], max_age_s: float) -> dict[str, Any] | None:

@@ -135,3 +135,121 @@ class _TinyLM:
                 return type("Out", (), {"loss": loss})()
 
         return Model()
+
+
+# --- The launch's side (ugro/balance.py) ----------------------------------------------------------
+
+
+def _cluster(tmp_path, workers: list[dict]):
+    import yaml
+
+    from ugro.config import load_cluster_file
+
+    path = tmp_path / "cluster.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "cluster": {
+                    "name": "t",
+                    "master": {
+                        "hostname": "m",
+                        "ip": "10.0.0.1",
+                        "user": "u",
+                        "accelerator": "cpu",
+                    },
+                },
+                "workers": [
+                    {
+                        "name": f"w{i}",
+                        "hostname": f"w{i}",
+                        "ip": f"10.0.0.{i + 2}",
+                        "user": "u",
+                        "rank": i + 1,
+                        **extra,
+                    }
+                    for i, extra in enumerate(workers)
+                ],
+                "paths": {"project_root": str(tmp_path / "p")},
+            }
+        )
+    )
+    return load_cluster_file(path)
+
+
+def test_alike_nodes_are_equal_and_mixed_gpus_auto(tmp_path) -> None:
+    from ugro.balance import choose_mode
+
+    alike = _cluster(tmp_path, [{"accelerator": "cpu"}, {"accelerator": "cpu"}])
+    assert choose_mode(alike, (), None, own_script=False) == "equal"
+    assert choose_mode(alike, (), "auto", own_script=False) == "auto"
+    budget = _cluster(tmp_path, [{"accelerator": "cpu", "hardware": {"vram_gb": 0.5}}])
+    assert choose_mode(budget, (), None, own_script=False) == "auto"
+    gpus = _cluster(
+        tmp_path,
+        [
+            {"accelerator": "cuda", "hardware": {"gpu_model": "RTX 4070", "vram_gb": 8}},
+            {"accelerator": "cuda", "hardware": {"gpu_model": "RTX 3070 Ti", "vram_gb": 8}},
+        ],
+    )
+    assert choose_mode(gpus, ("w0", "w1"), None, own_script=False) == "auto"
+    assert choose_mode(gpus, ("w0",), None, own_script=False) == "equal"
+    # A user's script splits its own batches.
+    assert choose_mode(gpus, (), None, own_script=True) == "equal"
+
+
+def test_bad_balance_requests_are_one_line(tmp_path) -> None:
+    from ugro.balance import choose_mode
+    from ugro.errors import UsageError
+
+    cluster = _cluster(tmp_path, [{"accelerator": "cpu", "micro_batch_size": 4}])
+    with pytest.raises(UsageError, match=r"--balance manual: m has no micro_batch_size in "):
+        choose_mode(cluster, (), "manual", own_script=False)
+    assert choose_mode(cluster, ("w0",), "manual", own_script=False) == "manual"
+    with pytest.raises(UsageError, match="a --script splits its own"):
+        choose_mode(cluster, (), "auto", own_script=True)
+    with pytest.raises(UsageError, match="expected one of auto, equal, manual"):
+        choose_mode(cluster, (), "fast", own_script=False)
+
+
+def test_the_plan_says_each_share_and_why() -> None:
+    from ugro.balance import plan_lines
+
+    plan = {
+        "mode": "auto",
+        "global_batch": 24,
+        "accumulation": 2,
+        "ranks": [
+            {
+                "rank": 0,
+                "node": "m",
+                "micro_batch": 4,
+                "fit": 4,
+                "samples_per_s": 400.0,
+                "budget_source": "declared",
+                "budget_gb": 0.5,
+            },
+            {
+                "rank": 1,
+                "node": "w0",
+                "micro_batch": 6,
+                "fit": 16,
+                "samples_per_s": 300.0,
+                "budget_source": "device",
+            },
+            {
+                "rank": 2,
+                "node": "w1",
+                "micro_batch": 2,
+                "fit": 16,
+                "samples_per_s": 100.0,
+                "budget_source": "ram",
+            },
+        ],
+    }
+    lines = plan_lines(plan)
+    assert lines[0] == "Batches (auto): a global batch of 24 = 2 micro-steps of 12 samples"
+    assert lines[1].startswith("  m rank 0: 4 (33%): held to what fits: 4 fit 0.5 GB declared")
+    assert "300.0 samples/s (38% of the cluster's)" in lines[2]
+    assert "16 fit its free GPU memory" in lines[2]
+    assert lines[3].startswith("  w1 rank 2: 2 (17%): 100.0 samples/s")
+    assert plan_lines({}) == [] and plan_lines({"ranks": "junk"}) == []

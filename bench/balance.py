@@ -1,0 +1,135 @@
+"""Unequal nodes and the network: what balanced batches and netcheck measure.
+
+balance    on 3 nodes, the last held to a quarter of a CPU (`ugro sandbox fault NODE cpu
+           --percent 25`; the others have one each), the same job and global batch, interleaved:
+             equal   every rank the same micro-batch
+             auto    each rank's share from its probed speed (--balance auto)
+           and (full run only) each node training alone (`--nodes X`): their summed tokens/s is
+           what the cluster could do at best. Tokens/s is every rank's counted tokens over the
+           training seconds (`ugro results --json`), start-up left out.
+network    `ugro netcheck --json` on the same nodes: each pair's stream and the all-reduce's bus
+           bandwidth with every link free, then with the slow node's link rate-limited by tbf
+           (`fault NODE slow --rate-kbit`), against what the limit allows.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+UGRO = [sys.executable, "-m", "ugro"]
+sys.path.insert(0, str(REPO))
+from ugro.sandbox import layout, lifecycle  # noqa: E402
+
+SLOW_PERCENT = 25
+RATE_KBIT = 50_000
+
+
+def ugro(config: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [*UGRO, "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
+    if check and done.returncode != 0:
+        raise RuntimeError(f"ugro {' '.join(args[:3])} failed: {done.stderr[-1500:]}")
+    return done
+
+
+def train(config: Path, name: str, steps: int, *extra: str) -> dict[str, Any]:
+    """One job to its end; its tokens/s, and each rank's micro-batch."""
+    ugro(
+        config,
+        "launch",
+        "--name",
+        name,
+        *extra,
+        "--",
+        "--max-steps",
+        str(steps),
+        "--logging-steps",
+        str(max(steps // 6, 1)),
+        "--eval-strategy",
+        "no",
+        "--save-strategy",
+        "no",
+    )
+    results = json.loads(ugro(config, "results", name, "--json").stdout)
+    plan = results.get("balance") or {}
+    return {
+        "tokens_per_s": results["tokens_per_s"],
+        "train_s": results["train_s"],
+        "micro_batches": {
+            f"{r['node']}": r["micro_batch"] for r in plan.get("ranks") or [] if "node" in r
+        },
+    }
+
+
+def bench_balance(box: layout.Sandbox, config: Path, reps: int, *, smoke: bool) -> dict:
+    slow = box.nodes[1].name  # the 3-node cluster's last worker
+    steps = 12 if smoke else 60
+    lifecycle.fault(box.name, slow, "cpu", percent=SLOW_PERCENT)
+    try:
+        runs: dict[str, list[dict[str, Any]]] = {"equal": [], "auto": []}
+        for rep in range(reps):
+            for mode in runs:
+                runs[mode].append(train(config, f"bal-{mode}-{rep}", steps, "--balance", mode))
+        result: dict[str, Any] = {"slow_node": slow, "slow_percent": SLOW_PERCENT, "steps": steps}
+        for mode, samples in runs.items():
+            rates = sorted(s["tokens_per_s"] for s in samples)
+            result[mode] = {
+                "tokens_per_s": rates[len(rates) // 2],
+                "samples": rates,
+                "micro_batches": samples[-1]["micro_batches"],
+            }
+        result["auto_over_equal"] = round(
+            result["auto"]["tokens_per_s"] / result["equal"]["tokens_per_s"], 3
+        )
+        if not smoke:
+            names = [layout.MASTER_NAME, *(n.name for n in box.nodes[:2])]
+            solo = {
+                name: train(config, f"solo-{name}", steps, "--nodes", name)["tokens_per_s"]
+                for name in names
+            }
+            result["solo_tokens_per_s"] = solo
+            best = sum(solo.values())
+            result["auto_over_solo_sum"] = round(result["auto"]["tokens_per_s"] / best, 3)
+        return result
+    finally:
+        lifecycle.fault(box.name, slow, "cpu", percent=100)
+
+
+def bench_network(box: layout.Sandbox, config: Path) -> dict:
+    slow = box.nodes[1].name
+    free = json.loads(ugro(config, "netcheck", "--json").stdout)
+    lifecycle.fault(box.name, slow, "slow", rate_kbit=RATE_KBIT)
+    try:
+        limited = json.loads(ugro(config, "netcheck", "--json", check=False).stdout)
+    finally:
+        lifecycle.fault(box.name, slow, "heal")
+
+    def figures(report: dict) -> dict[str, Any]:
+        pairs = {" - ".join(p["nodes"]): p.get("mbps") for p in report["pairs"]}
+        slow_pairs = [p.get("mbps") or 0 for p in report["pairs"] if slow in p["nodes"]]
+        return {
+            "took_s": report["took_s"],
+            "pairs_mbps": pairs,
+            "slow_node_best_mbps": max(slow_pairs) if slow_pairs else None,
+            "busbw_gbps": report.get("busbw_gbps"),
+            "latency_ms": report.get("latency_ms"),
+            "findings": [f["message"] for f in report.get("findings") or []],
+        }
+
+    limit_mbps = RATE_KBIT / 1000
+    result = {"limit_mbps": limit_mbps, "free": figures(free), "limited": figures(limited)}
+    best = result["limited"]["slow_node_best_mbps"] or 0
+    result["limited_pair_over_limit"] = round(best / limit_mbps, 3)
+    busbw = result["limited"]["busbw_gbps"] or 0
+    result["limited_busbw_over_limit"] = round(busbw * 8000 / limit_mbps, 3)
+    return result
