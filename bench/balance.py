@@ -59,6 +59,12 @@ def train(config: Path, name: str, steps: int, *extra: str) -> dict[str, Any]:
         "no",
         "--save-strategy",
         "no",
+        # Blocks long enough that a step's compute outweighs its fixed costs (the optimizer,
+        # the all-reduce's latency), as on real models: a split can only move compute.
+        "--max-seq-length",
+        "256",
+        "--batch-size",
+        "8",
     )
     results = json.loads(ugro(config, "results", name, "--json").stdout)
     plan = results.get("balance") or {}

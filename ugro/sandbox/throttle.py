@@ -4,8 +4,8 @@ The stand-in for a slower machine. These hosts mount cgroup2 without the cpu con
 Debian's cpulimit limits each process on its own (with --monitor-forks it did not catch the
 processes a node starts later over SSH), so this does what cpulimit does, for the node's
 processes as one group: in every period of PERIOD_S they run for N% of it and are stopped
-(SIGSTOP) for the rest. The group is every process in the node's network namespace, read
-afresh each period. On SIGTERM every one of them is continued before it exits.
+(SIGSTOP) for the rest. The group is every process in the node's network namespace but its
+sshd, read afresh every MEMBERS_EVERY_S. On SIGTERM every one of them is continued before it exits.
 
 Run as `python -m ugro.sandbox.throttle NETNS PERCENT` (detached, by the sandbox).
 """
@@ -18,7 +18,14 @@ import signal
 import sys
 import time
 
-PERIOD_S = 0.1
+# Short periods keep the share proportional: with 100 ms, a step needing 20 ms of CPU took a
+# whole period whatever its size (its 25 ms ran it, then it waited), so a smaller batch on the
+# slow node did not make it faster, and balancing could not help. At 20 ms the share holds for
+# steps of a few milliseconds too.
+PERIOD_S = 0.02
+# Who is in the node is read this often (a /proc scan costs a few milliseconds); a process it
+# starts meanwhile runs unthrottled until then.
+MEMBERS_EVERY_S = 0.25
 
 
 def namespace_inode(netns: str) -> int:
@@ -65,13 +72,17 @@ def run(netns: str, percent: float) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    group: list[int] = []
+    read_at = 0.0
     try:
         while not stopping:
-            signal_all(members(inode), signal.SIGCONT)
+            if time.monotonic() - read_at >= MEMBERS_EVERY_S:
+                group, read_at = members(inode), time.monotonic()
+            signal_all(group, signal.SIGCONT)
             time.sleep(PERIOD_S * share)
             if stopping:
                 break
-            signal_all(members(inode), signal.SIGSTOP)
+            signal_all(group, signal.SIGSTOP)
             time.sleep(PERIOD_S * (1 - share))
     finally:
         signal_all(members(inode, every=True), signal.SIGCONT)
