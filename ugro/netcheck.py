@@ -268,7 +268,14 @@ def findings(report: Mapping[str, Any]) -> list[Finding]:
             )
         for problem in node.get("problems") or []:
             if "rendezvous" not in problem:
-                found.append(Finding("error", name, f"{name}: {problem}", "see the message"))
+                found.append(
+                    Finding(
+                        "error",
+                        name,
+                        f"{name}: {problem}",
+                        f"`ugro health --node {name}` checks its environment and interfaces",
+                    )
+                )
     for pair in [] if unreached else report.get("pairs") or []:
         a, b = pair["nodes"]
         if not (nodes.get(a, {}).get("reached") and nodes.get(b, {}).get("reached")):
