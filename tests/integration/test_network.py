@@ -181,7 +181,14 @@ def test_manual_balance_and_a_declared_memory_budget(sandbox, tmp_path: Path) ->
     config.write_text(yaml.safe_dump(data))
 
     manual = run_ugro(
-        "--config", str(config), "launch", "--name", "manual", "--balance", "manual", *SHORT,
+        "--config",
+        str(config),
+        "launch",
+        "--name",
+        "manual",
+        "--balance",
+        "manual",
+        *SHORT,
         timeout=600,
     )
     assert manual.returncode == 0, manual.stdout[-3000:] + manual.stderr[-3000:]
