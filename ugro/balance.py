@@ -49,7 +49,7 @@ def choose_mode(
 def mixed(cluster: Cluster, names: Sequence[str]) -> bool:
     """Nodes that differ in what cluster.yaml says they have: on GPU nodes the model, count
     and memory; on CPU nodes their declared memory budget (vram_gb) alone."""
-    kinds = set()
+    kinds: set[tuple[Any, ...]] = set()
     for name in names:
         node = cluster.node(name)
         hardware = node.hardware
