@@ -475,11 +475,11 @@ def fault(
         node.mtu = 0
         for name in list(node.blocked):
             _block(sandbox, node, sandbox.node(name), add=False)
-        _throttle(node, 0)
+        _throttle(sandbox, node, 0)
     elif action == "cpu":
         if percent is None or not 1 <= percent <= 100:
             raise UsageError("cpu needs --percent N, 1 to 100 (100: no limit)")
-        _throttle(node, 0 if percent == 100 else percent)
+        _throttle(sandbox, node, 0 if percent == 100 else percent)
     elif action == "mtu":
         if mtu is None or not 576 <= mtu <= 9000:
             raise UsageError("mtu needs --mtu N, 576 to 9000")
@@ -502,7 +502,7 @@ def fault(
     return node
 
 
-def _throttle(node: NodePlan, percent: int) -> None:
+def _throttle(sandbox: Sandbox, node: NodePlan, percent: int) -> None:
     """Hold the node's processes to percent of the CPU (ugro/sandbox/throttle.py); 0 ends it."""
     from ugro.sandbox import throttle
 
@@ -511,7 +511,7 @@ def _throttle(node: NodePlan, percent: int) -> None:
     throttle.continue_all(node.netns)
     node.throttle_pid, node.cpu_percent = None, 0
     if percent:
-        log_file = layout.sandbox_root() / "throttle.log"
+        log_file = sandbox.node_dir(node) / "throttle.log"
         argv = [sys.executable, "-m", "ugro.sandbox.throttle", node.netns, str(percent)]
         node.throttle_pid = spawn_detached(argv, log_file).pid
         node.cpu_percent = percent
