@@ -80,6 +80,8 @@ def train(config: Path, name: str, steps: int, *extra: str) -> dict[str, Any]:
 def bench_balance(box: layout.Sandbox, config: Path, reps: int, *, smoke: bool) -> dict:
     slow = box.nodes[1].name  # the 3-node cluster's last worker
     steps = 12 if smoke else 60
+    # The launches' network preflight from the cache: checked once, before the node slows down.
+    ugro(config, "netcheck", check=False)
     lifecycle.fault(box.name, slow, "cpu", percent=SLOW_PERCENT)
     try:
         runs: dict[str, list[dict[str, Any]]] = {"equal": [], "auto": []}

@@ -243,7 +243,7 @@ def train(settings: Settings) -> int:
         def get_train_dataloader(self):
             if plan is None:
                 return super().get_train_dataloader()
-            from trainlib.balance import EpochDataLoader, UnevenBatchSampler
+            from trainlib.balance import UnevenBatchSampler, epoch_loader
 
             sampler = UnevenBatchSampler(
                 len(train_set),
@@ -252,7 +252,7 @@ def train(settings: Settings) -> int:
                 shuffle=settings.shuffle,
                 seed=settings.seed,
             )
-            return EpochDataLoader(train_set, sampler, self.data_collator)
+            return epoch_loader(train_set, sampler, self.data_collator)
 
     trainer = MeasuredTrainer(
         model=model,
@@ -350,7 +350,10 @@ def balanced_plan(settings: Settings, model, train_set, args, out: Path | None):
     args.per_device_eval_batch_size = min(plan.micro_batches)
     if out is not None:
         described = balance.describe(plan, records, mode) | {"asked_global_batch": asked}
-        (out / "balance.json").write_text(json.dumps(described, indent=2) + "\n")
+        # Whole or not at all: the launch reads it as soon as it appears.
+        partial = out / "balance.json.tmp"
+        partial.write_text(json.dumps(described, indent=2) + "\n")
+        os.replace(partial, out / "balance.json")
         log.info("balance: %s", json.dumps(described, sort_keys=True))
     return plan
 

@@ -25,6 +25,9 @@ import time
 from datetime import timedelta
 from typing import Any
 
+# Until every node has joined: a slow node (a loaded one, or one held to a share of its CPU)
+# may take many seconds to import torch. After that, each wait is short.
+JOIN_TIMEOUT_S = 45.0
 STORE_TIMEOUT_S = 10.0
 CONNECT_TIMEOUT_S = 3.0
 # The sweep ends at the first size whose operation takes this long, or at MAX_BYTES, or when it
@@ -37,16 +40,28 @@ BANDWIDTH_S = 0.4
 MAX_BYTES = 64 * 1024 * 1024
 
 
+STARTED = time.monotonic()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rank", type=int, required=True)
     parser.add_argument("--world", type=int, required=True)
     parser.add_argument("--address", required=True, help="this node's cluster address")
     parser.add_argument("--lead-address", required=True)
-    parser.add_argument("--port", type=int, required=True, help="the rendezvous port")
+    parser.add_argument(
+        "--port",
+        type=int,
+        required=True,
+        help="the rendezvous port; the lead takes the first free one from it, as a launch does, "
+        "and announces it on its first line",
+    )
     parser.add_argument("--addresses", required=True, help="every node's address, in rank order")
     args = parser.parse_args()
     report: dict[str, Any] = {"rank": args.rank, "problems": []}
+    if args.rank == 0:
+        args.port = free_port(args.lead_address, args.port)
+        print(json.dumps({"port": args.port}), flush=True)  # the others are started with it
     report.update(route(args.address, args.lead_address))
     if report.get("interface"):
         os.environ["GLOO_SOCKET_IFNAME"] = report["interface"]
@@ -63,13 +78,12 @@ def main() -> int:
             args.port,
             args.world,
             is_master=args.rank == 0,
-            timeout=timedelta(seconds=STORE_TIMEOUT_S),
+            timeout=timedelta(seconds=JOIN_TIMEOUT_S),
             wait_for_workers=False,
         )
     except Exception as exc:  # any failure to join is the finding
-        if args.rank == 0:  # the lead could not listen: a job (or anything) holds the port
-            report["port_in_use"] = True
-            report["problems"].append(f"port {args.port} is taken here: {_first_line(exc)}")
+        if args.rank == 0:  # taken since it was found free: the others give up after a while
+            report["problems"].append(f"could not listen on port {args.port}: {_first_line(exc)}")
             return emit(report)
         report["rendezvous"] = f"failed: {_first_line(exc)}"
         report["problems"].append(
@@ -77,6 +91,13 @@ def main() -> int:
         )
         return emit(report)
     report["rendezvous"] = "ok"
+    store.add("joined", 1)
+    deadline = STARTED + JOIN_TIMEOUT_S
+    while int(store.add("joined", 0)) < args.world and time.monotonic() < deadline:
+        time.sleep(0.02)
+    if int(store.add("joined", 0)) < args.world:
+        report["problems"].append(f"not every node joined the check within {JOIN_TIMEOUT_S:.0f} s")
+        return leave(store, args.rank, args.world, report)
     addresses = args.addresses.split(",")
     report["peers"] = pairs(store, args.rank, addresses)
     cuda = torch.cuda.is_available()
@@ -108,6 +129,20 @@ def leave(store: Any, rank: int, world: int, report: dict[str, Any]) -> int:
         while int(store.add("finished", 0)) < world and time.monotonic() < deadline:
             time.sleep(0.02)
     return emit(report)
+
+
+def free_port(address: str, first: int) -> int:
+    """The first port from `first` that this node can listen on (a running job's rendezvous
+    holds its own), as the launch's preflight picks the job's."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    for port in range(first, min(first + 100, 65536)):
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((address, port))
+                return port
+            except OSError:
+                continue
+    return first
 
 
 def emit(report: dict[str, Any]) -> int:

@@ -15,8 +15,8 @@ import json
 import logging
 import math
 import os
+import selectors
 import shlex
-import socket
 import subprocess
 import time
 from collections.abc import Mapping, Sequence
@@ -32,14 +32,13 @@ from ugro.state import read_json_dict, write_json_atomic
 log = logging.getLogger(__name__)
 
 AGENT = ("scripts", "ugro_netcheck.py")
-# Every agent is done well within this (its own waits are 10 s at most, its sweep 4 s).
-TIMEOUT_S = 60.0
+# Every agent is done well within this: 45 s for every node to join (a slow one imports torch
+# slowly), then waits of 10 s at most and a sweep of 4 s.
+TIMEOUT_S = 100.0
 # A node's best pair this far below the median node's is a slow link.
 SLOW_RATIO = 1 / 3
 # DDP all-reduces gradients in buckets of about this size (its bucket_cap_mb).
 DDP_BUCKET_BYTES = 25 * 2**20
-# A remote lead's rendezvous port may be taken (by a running job's): the next ones are tried.
-PORT_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -53,62 +52,70 @@ class Finding:
 def check(cluster: Cluster, names: Sequence[str]) -> dict[str, Any]:
     """Run the check on these nodes (the first leads) and keep its report."""
     nodes = [cluster.node(n) for n in names]
-    port = _rendezvous_port(cluster, nodes[0])
-    for _ in range(PORT_TRIES):
-        report = _check_once(cluster, nodes, port)
-        if not report["nodes"][names[0]].get("port_in_use"):
-            break
-        port += 1  # the lead's port is taken (a job's rendezvous): the next one, as a launch
+    script = assets.project_dir().joinpath(*AGENT).read_bytes()
+    began = time.monotonic()
+    # The lead first: it picks the rendezvous port (the first free one from the cluster's, as a
+    # launch does) and says which on its first line; the others are started with it.
+    lead = _start(cluster, nodes[0], 0, nodes, cluster.launch.master_port, script)
+    port = _announced_port(lead, began)
+    if port is None:
+        running = [lead]
+        reports = {nodes[0].name: _read_agent(nodes[0], lead, began)}
+        reports |= {
+            n.name: {"reached": True, "problems": ["not checked: the lead failed"]}
+            for n in nodes[1:]
+        }
+        port = cluster.launch.master_port
+    else:
+        running = [lead] + [
+            _start(cluster, node, rank, nodes, port, script)
+            for rank, node in enumerate(nodes)
+            if rank
+        ]
+        _wait_for_agents(nodes, running, began)
+        reports = {
+            node.name: _read_agent(node, process, began)
+            for node, process in zip(nodes, running, strict=True)
+        }
+    report = _assemble(cluster, nodes, port, reports, time.monotonic() - began)
     if all(node["reached"] for node in report["nodes"].values()):
         # A node that did not answer says nothing about the network: not worth keeping.
         write_json_atomic(cache_path(cluster, names), report)
     return report
 
 
-def _check_once(cluster: Cluster, nodes: list[Node], port: int) -> dict[str, Any]:
-    script = assets.project_dir().joinpath(*AGENT).read_bytes()
-    began = time.monotonic()
-    running = []
-    for rank, node in enumerate(nodes):
-        argv = _agent_argv(cluster, node, rank, nodes, port)
-        running.append(
-            subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-        )
-    # Every agent gets its script before any is waited for: they wait for each other.
-    for process in running:
-        assert process.stdin is not None
-        try:
-            process.stdin.write(script)
-            process.stdin.close()
-        except OSError:
-            pass  # it ended at once (ssh could not connect): its stderr says why
-        process.stdin = None  # given: communicate() below only reads
-    _wait_for_agents(nodes, running, began)
-    reports: dict[str, dict[str, Any]] = {}
-    for node, process in zip(nodes, running, strict=True):
-        reports[node.name] = _read_agent(node, process, began)
-    return _assemble(cluster, nodes, port, reports, time.monotonic() - began)
+def _start(
+    cluster: Cluster, node: Node, rank: int, nodes: list[Node], port: int, script: bytes
+) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        _agent_argv(cluster, node, rank, nodes, port),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdin is not None
+    try:
+        process.stdin.write(script)
+        process.stdin.close()
+    except OSError:
+        pass  # it ended at once (ssh could not connect): its stderr says why
+    process.stdin = None  # given: communicate() later only reads
+    return process
 
 
-def _rendezvous_port(cluster: Cluster, lead: Node) -> int:
-    """The rendezvous port a job would use: the cluster's, or the next free one when the lead
-    is this machine and it is taken (as the launch's preflight picks it)."""
-    port = cluster.launch.master_port
-    if lead.connection != "local":
-        return port
-    for candidate in range(port, port + 100):
-        with socket.socket(socket.AF_INET6 if ":" in lead.address else socket.AF_INET) as probe:
-            try:
-                probe.bind((lead.address, candidate))
-                return candidate
-            except OSError:
-                continue
-    return port
+def _announced_port(lead: subprocess.Popen[bytes], began: float) -> int | None:
+    """The port on the lead agent's first line; None when it ended (or hung) without one."""
+    assert lead.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(lead.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout=max(TIMEOUT_S - (time.monotonic() - began), 1.0)):
+            return None
+    line = lead.stdout.readline()
+    try:
+        port = json.loads(line).get("port")
+    except (ValueError, AttributeError):
+        return None
+    return int(port) if isinstance(port, int) else None
 
 
 def _agent_argv(cluster: Cluster, node: Node, rank: int, nodes: list[Node], port: int) -> list[str]:
@@ -194,7 +201,6 @@ def _assemble(
             "mtu": seen.get("mtu"),
             "speed_mbps": seen.get("speed_mbps"),
             "rendezvous": seen.get("rendezvous"),
-            "port_in_use": bool(seen.get("port_in_use")),
             "problems": list(seen.get("problems") or []),
         }
     pairs = []
@@ -410,6 +416,38 @@ def cached(cluster: Cluster, names: Sequence[str], max_age_s: float) -> dict[str
     return report if 0 <= age <= max_age_s else None
 
 
+def covering(cluster: Cluster, names: Sequence[str], max_age_s: float) -> dict[str, Any] | None:
+    """A recent check of more nodes with the same lead, narrowed to these: its pairs among
+    them were tested, and each one's route to that lead found. (A job on a subset of the nodes
+    needs no check of its own.)"""
+    wanted = set(names)
+    best: dict[str, Any] | None = None
+    for path in cache_path(cluster, names).parent.glob("*.json"):
+        report = read_json_dict(path)
+        nodes = report.get("nodes")
+        if not isinstance(nodes, dict) or report.get("lead") != names[0]:
+            continue
+        if not wanted <= set(nodes) or not set(nodes) <= set(cluster.node_names):
+            continue
+        # Its key is that of its nodes as the cluster has them now: same addresses, users, ports.
+        if report.get("key") != cache_key(cluster, [n for n in cluster.node_names if n in nodes]):
+            continue
+        age = time.time() - float(report.get("checked_at") or 0)
+        if 0 <= age <= max_age_s and (best is None or report["checked_at"] > best["checked_at"]):
+            best = report
+    if best is None:
+        return None
+
+    def ours(subject: str) -> bool:
+        return set(subject.split("-")) <= wanted if "-" in subject else subject in wanted
+
+    return best | {
+        "nodes": {n: v for n, v in best["nodes"].items() if n in wanted},
+        "pairs": [p for p in best.get("pairs") or [] if set(p.get("nodes") or []) <= wanted],
+        "findings": [f for f in best.get("findings") or [] if ours(str(f.get("subject")))],
+    }
+
+
 def interfaces(report: Mapping[str, Any]) -> dict[str, str]:
     """Each node's interface towards the lead, for GLOO_SOCKET_IFNAME and NCCL_SOCKET_IFNAME."""
     return {
@@ -429,7 +467,8 @@ def preflight(cluster: Cluster, names: Sequence[str]) -> tuple[dict[str, str], s
     does not reach is left to the launch's own preflight, which names it."""
     if len(names) < 2:
         return {}, None
-    report = cached(cluster, names, cluster.launch.netcheck_max_age_s)
+    max_age = cluster.launch.netcheck_max_age_s
+    report = cached(cluster, names, max_age) or covering(cluster, names, max_age)
     if report is None:
         log.info("checking the network of %s", ", ".join(names))
         report = check(cluster, names)

@@ -175,17 +175,16 @@ class UnevenBatchSampler:
             yield order[start : start + mine]
 
 
-class EpochDataLoader:
-    """A DataLoader over an UnevenBatchSampler that passes set_epoch on (the Trainer calls it)."""
+def epoch_loader(dataset: Any, sampler: UnevenBatchSampler, collate_fn: Any) -> Any:
+    """A DataLoader over an UnevenBatchSampler that passes set_epoch on (the Trainer calls it
+    on the loader; accelerate's wrappers, which would, are not in the way here)."""
+    from torch.utils.data import DataLoader
 
-    def __new__(cls, dataset: Any, sampler: UnevenBatchSampler, collate_fn: Any) -> Any:
-        from torch.utils.data import DataLoader
+    class EpochLoader(DataLoader):  # type: ignore[misc]
+        def set_epoch(self, epoch: int) -> None:
+            sampler.set_epoch(epoch)
 
-        class _Loader(DataLoader):  # type: ignore[misc]
-            def set_epoch(self, epoch: int) -> None:
-                sampler.set_epoch(epoch)
-
-        return _Loader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=0)
+    return EpochLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=0)
 
 
 # --- The probe: what fits, and how fast ----------------------------------------------------------

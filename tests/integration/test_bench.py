@@ -55,3 +55,10 @@ def test_bench_smoke(tmp_path) -> None:
     for page in dashboard["render"].values():
         assert page["median_s"] > 0
     assert dashboard["telemetry"]["samples"] >= 4 and dashboard["telemetry"]["cpu_s"] >= 0
+    balance = report["balance"]
+    for mode in ("equal", "auto"):
+        assert balance[mode]["tokens_per_s"] > 0
+    assert len(balance["auto"]["micro_batches"]) == 3 and balance["auto_over_equal"] > 0
+    network = report["network"]
+    assert network["free"]["busbw_gbps"] > 0 and network["limited"]["busbw_gbps"] > 0
+    assert 0 < network["limited_pair_over_limit"] < 2

@@ -149,7 +149,7 @@ def test_a_launch_takes_a_recent_result_and_refuses_a_cut_pair(three) -> None:
         checked_at=time.time(),
     )
     cut["findings"] = [f.__dict__ for f in netcheck.findings(cut)]
-    path.parent.mkdir(parents=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(cut))
     interfaces, refusal = netcheck.preflight(three, names)
     assert interfaces == {"m": "br0", "w0": "eth0", "w1": "enp3s0"}
@@ -162,3 +162,36 @@ def test_a_launch_takes_a_recent_result_and_refuses_a_cut_pair(three) -> None:
     assert netcheck.cached(three, names, 3600) is None
     # One node: no network to check.
     assert netcheck.preflight(three, names[:1]) == ({}, None)
+
+
+def test_a_check_of_more_nodes_serves_a_job_on_some_of_them(three) -> None:
+    """Same lead, a superset, recent: its pairs among the job's nodes were tested."""
+    names = three.node_names
+    every = report(
+        {"m": node("br0"), "w0": node(), "w1": node("enp3s0")},
+        [pair("m", "w0"), pair("m", "w1"), pair("w0", "w1", None, ok=False, error="timed out")],
+        key=netcheck.cache_key(three, names),
+        checked_at=time.time(),
+    )
+    every["findings"] = [f.__dict__ for f in netcheck.findings(every)]
+    path = netcheck.cache_path(three, names)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(every))
+    narrowed = netcheck.covering(three, ["m", "w1"], 3600)
+    assert narrowed is not None and set(narrowed["nodes"]) == {"m", "w1"}
+    assert narrowed["findings"] == []  # the cut pair is not this job's
+    assert netcheck.preflight(three, ["m", "w1"]) == ({"m": "br0", "w1": "enp3s0"}, None)
+    # Another lead, or nodes it did not check, are not served by it.
+    assert netcheck.covering(three, ["w0", "w1"], 3600) is None
+    # A node whose address changed since: not the same network.
+    moved = load_cluster_file(
+        _moved(three.source, "10.0.0.2", "10.0.0.9"),
+    )
+    assert netcheck.covering(moved, ["m", "w0"], 3600) is None
+
+
+def _moved(source, old: str, new: str) -> Path:
+    text = Path(source).read_text().replace(old, new)
+    path = Path(source).with_name("moved.yaml")
+    path.write_text(text)
+    return path

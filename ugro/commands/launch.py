@@ -182,8 +182,9 @@ def _follow_or_detach(ctx: Context, job_id: str, *, detach: bool, verbose: bool)
                 # The ranks write the split once they have probed (the lead's, on the master).
                 nonlocal shown
                 if not shown and plan_file.is_file():
-                    shown = True
-                    progress.notice(plan_lines(read_json_dict(plan_file)))
+                    lines = plan_lines(read_json_dict(plan_file))
+                    shown = bool(lines)
+                    progress.notice(lines)
 
             record = follow(
                 cluster,
