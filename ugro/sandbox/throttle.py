@@ -53,6 +53,13 @@ def members(inode: int, *, every: bool = False) -> list[int]:
     return found
 
 
+def _same_namespace(netns: str, inode: int) -> bool:
+    try:
+        return namespace_inode(netns) == inode
+    except OSError:
+        return False
+
+
 def signal_all(pids: list[int], signum: int) -> None:
     for pid in pids:
         try:
@@ -77,6 +84,10 @@ def run(netns: str, percent: float) -> None:
     try:
         while not stopping:
             if time.monotonic() - read_at >= MEMBERS_EVERY_S:
+                if not _same_namespace(netns, inode):
+                    # The node is gone (`sandbox down`, however its throttle was missed): a new
+                    # namespace may reuse the inode, and its processes are not this node's.
+                    return
                 group, read_at = members(inode), time.monotonic()
             signal_all(group, signal.SIGCONT)
             time.sleep(PERIOD_S * share)
@@ -85,7 +96,10 @@ def run(netns: str, percent: float) -> None:
             signal_all(group, signal.SIGSTOP)
             time.sleep(PERIOD_S * (1 - share))
     finally:
-        signal_all(members(inode, every=True), signal.SIGCONT)
+        # What it stopped runs again; when the node is gone, only that (the inode may be
+        # another namespace's by now, whose stopped processes are not ours to continue).
+        alive = _same_namespace(netns, inode)
+        signal_all(members(inode, every=True) if alive else group, signal.SIGCONT)
 
 
 def continue_all(netns: str) -> None:
