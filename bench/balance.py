@@ -42,7 +42,12 @@ def ugro(config: Path, *args: str, check: bool = True) -> subprocess.CompletedPr
     return done
 
 
-def train(config: Path, name: str, steps: int, *extra: str) -> dict[str, Any]:
+# Blocks long enough that a step's compute outweighs its fixed costs (the optimizer, the
+# all-reduce's latency), as on real models: a split can only move compute.
+LONG_BLOCKS = ("--max-seq-length", "256", "--batch-size", "8")
+
+
+def train(config: Path, name: str, steps: int, *extra: str, job: tuple[str, ...] = ()) -> dict:
     """One job to its end; its tokens/s, and each rank's micro-batch."""
     ugro(
         config,
@@ -59,12 +64,7 @@ def train(config: Path, name: str, steps: int, *extra: str) -> dict[str, Any]:
         "no",
         "--save-strategy",
         "no",
-        # Blocks long enough that a step's compute outweighs its fixed costs (the optimizer,
-        # the all-reduce's latency), as on real models: a split can only move compute.
-        "--max-seq-length",
-        "256",
-        "--batch-size",
-        "8",
+        *job,
     )
     results = json.loads(ugro(config, "results", name, "--json").stdout)
     plan = results.get("balance") or {}
@@ -79,7 +79,8 @@ def train(config: Path, name: str, steps: int, *extra: str) -> dict[str, Any]:
 
 def bench_balance(box: layout.Sandbox, config: Path, reps: int, *, smoke: bool) -> dict:
     slow = box.nodes[1].name  # the 3-node cluster's last worker
-    steps = 12 if smoke else 60
+    # The smoke run only shows that the section works: short steps, few of them.
+    steps, job = (8, ()) if smoke else (60, LONG_BLOCKS)
     # The launches' network preflight from the cache: checked once, before the node slows down.
     ugro(config, "netcheck", check=False)
     lifecycle.fault(box.name, slow, "cpu", percent=SLOW_PERCENT)
@@ -87,7 +88,9 @@ def bench_balance(box: layout.Sandbox, config: Path, reps: int, *, smoke: bool) 
         runs: dict[str, list[dict[str, Any]]] = {"equal": [], "auto": []}
         for rep in range(reps):
             for mode in runs:
-                runs[mode].append(train(config, f"bal-{mode}-{rep}", steps, "--balance", mode))
+                runs[mode].append(
+                    train(config, f"bal-{mode}-{rep}", steps, "--balance", mode, job=job)
+                )
         result: dict[str, Any] = {"slow_node": slow, "slow_percent": SLOW_PERCENT, "steps": steps}
         for mode, samples in runs.items():
             rates = sorted(s["tokens_per_s"] for s in samples)
@@ -102,7 +105,7 @@ def bench_balance(box: layout.Sandbox, config: Path, reps: int, *, smoke: bool) 
         if not smoke:
             names = [layout.MASTER_NAME, *(n.name for n in box.nodes[:2])]
             solo = {
-                name: train(config, f"solo-{name}", steps, "--nodes", name)["tokens_per_s"]
+                name: train(config, f"solo-{name}", steps, "--nodes", name, job=job)["tokens_per_s"]
                 for name in names
             }
             result["solo_tokens_per_s"] = solo
