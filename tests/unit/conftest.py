@@ -31,3 +31,32 @@ def cluster(tmp_path: Path):
         )
     )
     return load_cluster_file(path)
+
+
+def master_and_workers(tmp_path: Path, workers: list[dict], **master: object):
+    """A cluster of a master (m, 10.0.0.1) and one worker per entry (w0 at 10.0.0.2, ...), each
+    with the entry's own keys; nothing here is ever contacted."""
+    path = tmp_path / "cluster.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "cluster": {
+                    "name": "t",
+                    "master": {"hostname": "m", "ip": "10.0.0.1", "user": "u", **master},
+                },
+                "workers": [
+                    {
+                        "name": f"w{i}",
+                        "hostname": f"w{i}",
+                        "ip": f"10.0.0.{i + 2}",
+                        "user": "u",
+                        "rank": i + 1,
+                        **extra,
+                    }
+                    for i, extra in enumerate(workers)
+                ],
+                "paths": {"project_root": str(tmp_path / "p")},
+            }
+        )
+    )
+    return load_cluster_file(path)

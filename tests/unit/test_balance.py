@@ -141,39 +141,9 @@ class _TinyLM:
 
 
 def _cluster(tmp_path, workers: list[dict]):
-    import yaml
+    from tests.unit.conftest import master_and_workers
 
-    from ugro.config import load_cluster_file
-
-    path = tmp_path / "cluster.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "cluster": {
-                    "name": "t",
-                    "master": {
-                        "hostname": "m",
-                        "ip": "10.0.0.1",
-                        "user": "u",
-                        "accelerator": "cpu",
-                    },
-                },
-                "workers": [
-                    {
-                        "name": f"w{i}",
-                        "hostname": f"w{i}",
-                        "ip": f"10.0.0.{i + 2}",
-                        "user": "u",
-                        "rank": i + 1,
-                        **extra,
-                    }
-                    for i, extra in enumerate(workers)
-                ],
-                "paths": {"project_root": str(tmp_path / "p")},
-            }
-        )
-    )
-    return load_cluster_file(path)
+    return master_and_workers(tmp_path, workers, accelerator="cpu")
 
 
 def test_alike_nodes_are_equal_and_mixed_gpus_auto(tmp_path) -> None:

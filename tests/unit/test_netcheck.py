@@ -9,37 +9,15 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
+from tests.unit.conftest import master_and_workers
 from ugro import netcheck
 from ugro.config import load_cluster_file
 
 
 @pytest.fixture
 def three(tmp_path: Path):
-    path = tmp_path / "cluster.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "cluster": {
-                    "name": "t",
-                    "master": {"hostname": "m", "ip": "10.0.0.1", "user": "u"},
-                },
-                "workers": [
-                    {
-                        "name": f"w{i}",
-                        "hostname": f"w{i}",
-                        "ip": f"10.0.0.{i + 2}",
-                        "user": "u",
-                        "rank": i + 1,
-                    }
-                    for i in range(2)
-                ],
-                "paths": {"project_root": str(tmp_path / "p")},
-            }
-        )
-    )
-    return load_cluster_file(path)
+    return master_and_workers(tmp_path, [{}, {}])
 
 
 def node(interface: str = "eth0", mtu: int = 1500, **extra) -> dict:
