@@ -117,14 +117,27 @@ def test_netcheck_of_a_node_that_is_down(sandbox) -> None:
         lifecycle.fault(sandbox.name, "gpu2", "up")
 
 
-def test_auto_balance_gives_a_slow_node_less(sandbox) -> None:
-    cluster = load_cluster_file(sandbox.cluster_file)
+def one_core_each(sandbox, tmp_path: Path) -> Path:
+    """The sandbox's cluster with each node declaring one core: three nodes' ranks then share
+    this machine's cores one thread each, instead of contending (an oversubscribed node's
+    threads spin against each other, and a throttled node looked faster than its peers)."""
+    data = yaml.safe_load(sandbox.cluster_file.read_text())
+    for node in [data["cluster"]["master"], *data["workers"]]:
+        node["hardware"] = {**(node.get("hardware") or {}), "cpu_cores": 1}
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_auto_balance_gives_a_slow_node_less(sandbox, tmp_path: Path) -> None:
+    config = one_core_each(sandbox, tmp_path)
+    cluster = load_cluster_file(config)
     netcheck.cache_path(cluster, cluster.node_names).unlink(missing_ok=True)
     try:
         lifecycle.fault(sandbox.name, "gpu2", "cpu", percent=25)
         done = run_ugro(
             "--config",
-            str(sandbox.cluster_file),
+            str(config),
             "launch",
             "--name",
             "balanced",
@@ -141,9 +154,7 @@ def test_auto_balance_gives_a_slow_node_less(sandbox) -> None:
     assert "Batches (auto): a global batch of 12" in done.stderr
     for node in ("gpu-master", "gpu1", "gpu2"):
         assert f"  {node} rank " in done.stderr
-    results = json.loads(
-        run_ugro("--config", str(sandbox.cluster_file), "results", "balanced", "--json").stdout
-    )
+    results = json.loads(run_ugro("--config", str(config), "results", "balanced", "--json").stdout)
     plan = {r["node"]: r for r in results["balance"]["ranks"]}
     shares = {node: r["micro_batch"] for node, r in plan.items()}
     assert results["balance"]["global_batch"] == 12
@@ -154,7 +165,7 @@ def test_auto_balance_gives_a_slow_node_less(sandbox) -> None:
     ranks = {r["node"]: r for r in results["ranks"]}
     assert ranks["gpu2"]["tokens"] < ranks["gpu1"]["tokens"]
     assert all("sync_s" in r for r in ranks.values())
-    table = run_ugro("--config", str(sandbox.cluster_file), "results", "balanced").stdout
+    table = run_ugro("--config", str(config), "results", "balanced").stdout
     assert "idle s" in table and "batch" in table
     # The workers' collectives use the interface the check found towards the lead.
     job_dir = f"{sandbox.node('gpu1').home}/projects/UGRO/data/experiments/{results['job_id']}"

@@ -231,12 +231,6 @@ def load(name: str) -> Sandbox | None:
         ) from None
 
 
-def node_cores(sandbox: Sandbox) -> int:
-    """Each node's share of this machine's cores: its ranks' threads (more, and the nodes'
-    threads would contend for the same cores, each slowing all)."""
-    return max((len(os.sched_getaffinity(0)) or 1) // (len(sandbox.nodes) + 1), 1)
-
-
 def cluster_yaml(sandbox: Sandbox) -> dict[str, Any]:
     """The sandbox as a cluster.yaml in the seed's schema."""
     workers = [
@@ -248,11 +242,7 @@ def cluster_yaml(sandbox: Sandbox) -> dict[str, Any]:
             "ssh_port": 22,
             "rank": node.rank,
             "accelerator": "cpu",
-            "hardware": {
-                "gpu_model": "none (sandbox CPU node)",
-                "gpu_count": 0,
-                "cpu_cores": node_cores(sandbox),
-            },
+            "hardware": {"gpu_model": "none (sandbox CPU node)", "gpu_count": 0},
             "paths": {
                 "home": node.home,
                 "project": f"{node.home}/projects/UGRO",
@@ -273,7 +263,6 @@ def cluster_yaml(sandbox: Sandbox) -> dict[str, Any]:
                 "user": sandbox.master_user,
                 "connection": "local",
                 "accelerator": "cpu",
-                "hardware": {"cpu_cores": node_cores(sandbox)},
             },
             "communication": {"backend": "c10d", "master_port": 29500, "timeout_seconds": 300},
         },
