@@ -59,7 +59,6 @@ def check(cluster: Cluster, names: Sequence[str]) -> dict[str, Any]:
     lead = _start(cluster, nodes[0], 0, nodes, cluster.launch.master_port, script)
     port = _announced_port(lead, began)
     if port is None:
-        running = [lead]
         reports = {nodes[0].name: _read_agent(nodes[0], lead, began)}
         reports |= {
             n.name: {"reached": True, "problems": ["not checked: the lead failed"]}
