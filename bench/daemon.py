@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 UGRO = [sys.executable, "-m", "ugro"]
 sys.path.insert(0, str(REPO))
 from bench.run import interleaved, launch_by_hand, launch_once, medians, timed  # noqa: E402
-from ugro.daemonfiles import DaemonFiles  # noqa: E402
+from ugro.records.daemon_files import DaemonFiles  # noqa: E402
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -53,9 +53,8 @@ def start_daemon(config: Path, nodes: int, timeout: float = 300) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         state = files.state()
-        probes = state.get("probes") or {}
-        if probes.get("last_light") and len(state.get("reports") or {}) >= nodes:
-            return int(state["pid"])
+        if state.probes.last_light and len(state.reports) >= nodes and state.pid:
+            return state.pid
         time.sleep(0.5)
     raise RuntimeError(f"the daemon's first probes did not come within {timeout:.0f}s")
 
@@ -80,7 +79,7 @@ def bench_daemon_cpu(base: Path, workdir: Path, nodes: int, interval: float, win
         before, started = cpu_seconds(pid), time.monotonic()
         time.sleep(window)
         used, elapsed = cpu_seconds(pid) - before, time.monotonic() - started
-        probes = daemon_files(config).state().get("probes") or {}
+        probes = daemon_files(config).state().probes
     finally:
         stop_daemon(config)
     result = {
@@ -89,7 +88,7 @@ def bench_daemon_cpu(base: Path, workdir: Path, nodes: int, interval: float, win
         "window_s": round(elapsed, 1),
         "cpu_s": round(used, 3),
         "share_of_one_core_pct": round(100 * used / elapsed, 2),
-        "last_light": probes.get("last_light"),
+        "last_light": probes.last_light,
     }
     print(f"  daemon cpu: {result}", flush=True)
     return result

@@ -152,8 +152,8 @@ def build_project(root: Path, *, experiments: int, records: int, samples: int) -
     # summary.json, as each job's controller writes it when the job ends
     sys.path.insert(0, str(REPO))
     from ugro.config import load_cluster_file
-    from ugro.jobresults import write_summary
-    from ugro.jobs import Jobs
+    from ugro.records.history import Jobs
+    from ugro.results.summary import write_summary
 
     jobs = Jobs(load_cluster_file(config))
     for record in jobs.records().values():

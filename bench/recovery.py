@@ -29,9 +29,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 UGRO = [sys.executable, "-m", "ugro"]
 sys.path.insert(0, str(REPO))
-from ugro.jobs import Jobs  # noqa: E402
+from ugro.records.controller_files import ControllerHandle  # noqa: E402
+from ugro.records.history import Jobs  # noqa: E402
 from ugro.sandbox import layout, lifecycle  # noqa: E402
-from ugro.watcher import Watcher  # noqa: E402
 
 CAP_S = 120.0
 TORCHRUN_RESTARTS = 3
@@ -147,12 +147,12 @@ def ugro_timeline(box: layout.Sandbox, config: Path, fault: str, name: str) -> d
     from ugro.config import load_cluster_file
 
     jobs = Jobs(load_cluster_file(config))
-    watcher = Watcher(jobs.experiment_dir(job_id))
+    controller = ControllerHandle(jobs.experiment_dir(job_id))
 
     def steps(attempt: int) -> dict[str, int] | None:
-        state = watcher.state()
-        found = state.get("steps") or {}
-        return found if state.get("attempt") == attempt and len(found) == 3 else None
+        state = controller.state()
+        found = dict(state.steps)
+        return found if state.attempt == attempt and len(found) == 3 else None
 
     directory = jobs.experiment_dir(job_id)
     try:
@@ -163,7 +163,7 @@ def ugro_timeline(box: layout.Sandbox, config: Path, fault: str, name: str) -> d
             lambda: next(
                 (
                     e
-                    for e in jobs.history()
+                    for e in (line.to_json() for line in jobs.history())
                     if e["job_id"] == job_id and e.get("attempt") == 1 and "timeline" in e
                 ),
                 None,

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from ugro.records.history import Jobs
 
 REPO = Path(__file__).resolve().parent.parent
 SEED_CLUSTER = REPO / "tests" / "fixtures" / "seed_cluster.yaml"
@@ -35,6 +39,14 @@ def needs_torch() -> None:
         import torch  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"torch is not importable here ({exc}): bash scripts/setup.sh installs it")
+
+
+def history_lines(jobs: Jobs) -> list[dict[str, Any]]:
+    """data/job_history.jsonl's lines as written, read as a user's script would read them."""
+    path = jobs.paths.job_history
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def run_ugro(

@@ -14,9 +14,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ugro.cluster import Cluster
-from ugro.jobs import JobRecord, Jobs
-from ugro.state import read_json_dict
+from ugro.core.cluster import Cluster
+from ugro.core.files import read_json_dict
+from ugro.health import monitor
+from ugro.queue.schedule import Placement
+from ugro.queue.submit import dispatched, queue_order
+from ugro.records.daemon_files import DaemonFiles, DaemonState
+from ugro.records.history import JobRecord, Jobs
+from ugro.records.job_status import job_status
+from ugro.results.logview import LogView
+from ugro.results.metrics import load_curves, load_telemetry
 
 # The daemon's probe verdicts in the health playbook's words.
 _HEALTH_STATUS = {"up": "healthy", "unhealthy": "unhealthy", "down": "unreachable"}
@@ -33,8 +40,9 @@ def job_row(record: JobRecord, jobs: Jobs) -> dict[str, Any]:
         "updated_at": record.updated_at,
         "ended_at": record.ended_at,
         "nodes": jobs.nodes(record),
-        "sweep": (record.detail.get("sweep") or {}).get("name"),
-        "reason": record.detail.get("reason"),
+        "sweep": record.sweep.get("name"),
+        "reason": record.reason,
+        **job_status(jobs, record).to_json(),
     }
 
 
@@ -44,30 +52,28 @@ def jobs_view(cluster: Cluster, *, recent: int | None = None) -> list[dict[str, 
     return [job_row(r, jobs) for r in records[:recent]]
 
 
-def daemon_health(cluster: Cluster) -> tuple[dict[str, Any], float] | None:
+def daemon_health(cluster: Cluster) -> tuple[DaemonState, float] | None:
     """The daemon's last verdicts and their age in seconds, if a daemon runs and has probed
     within two of its probe intervals (else None: ask the nodes)."""
-    from ugro.daemonfiles import DaemonFiles
-
     files = DaemonFiles(cluster.paths.data)
     state = files.state()
-    probed = (state.get("probes") or {}).get("last_light")
-    if not probed or not state.get("nodes") or not files.alive():
+    probed = state.probes.last_light
+    if not probed or not state.nodes or not files.alive():
         return None
-    age = time.time() - float(probed)
+    age = time.time() - probed
     if age > 2 * cluster.daemon.probe_interval_s + 30:
         return None
     return state, age
 
 
 def health_from_daemon(
-    cluster: Cluster, state: dict[str, Any], age: float, names: list[str]
+    cluster: Cluster, state: DaemonState, age: float, names: list[str]
 ) -> dict[str, Any]:
     """The daemon's verdicts in the health playbook's shape (`ugro health --json`), plus its
     own probe sample under each node's "sample"."""
     nodes = {}
     for name in names:
-        sample = (state.get("nodes") or {}).get(name) or {}
+        sample = state.nodes.get(name) or {}
         status = _HEALTH_STATUS.get(str(sample.get("status")), "unreachable")
         problems = list(sample.get("problems") or [])
         nodes[name] = {
@@ -75,9 +81,9 @@ def health_from_daemon(
             "rank": cluster.node(name).rank,
             "status": status,
             "message": "; ".join(problems) or ("ok" if status == "healthy" else "no probe yet"),
-            "sample": sample,
+            "sample": dict(sample),
         }
-    probed = float((state.get("probes") or {}).get("last_light") or time.time())
+    probed = state.probes.last_light or time.time()
     return {
         "cluster": cluster.name,
         "checked_at": datetime.fromtimestamp(probed, timezone.utc).isoformat(timespec="seconds"),
@@ -105,8 +111,6 @@ def health_view(cluster: Cluster) -> dict[str, Any]:
 
 
 def health_history_view(cluster: Cluster, node: str | None = None) -> list[dict[str, Any]]:
-    from ugro import monitor
-
     path = cluster.paths.data / monitor.HISTORY
     changes = monitor.transitions(monitor.read_history(path, node))
     return [{**sample.to_json(), "change": text} for sample, text in changes]
@@ -114,19 +118,16 @@ def health_history_view(cluster: Cluster, node: str | None = None) -> list[dict[
 
 def queue_view(cluster: Cluster) -> dict[str, Any]:
     """The queued and running jobs, each waiting job's position and why it waits."""
-    from ugro.daemonfiles import DaemonFiles
-    from ugro.jobqueue import Placement, dispatched, queue_order
-
     files = DaemonFiles(cluster.paths.data)
     jobs = Jobs(cluster)
     records = jobs.records()
-    state = files.state() if files.alive() else {}
-    reasons = {entry["job_id"]: entry.get("reason", "") for entry in state.get("queue") or []}
+    state = files.live_state()
+    reasons = {entry.job_id: entry.reason for entry in state.queue} if state else {}
     waiting = []
     for position, record in enumerate(queue_order(records), start=1):
         if dispatched(jobs, record):
             reason = "starting"
-        elif not state:
+        elif state is None:
             reason = "no daemon runs (`ugro daemon start`)"
         else:
             reason = reasons.get(record.job_id) or "waiting for the daemon's next look"
@@ -134,14 +135,14 @@ def queue_view(cluster: Cluster) -> dict[str, Any]:
             {
                 "job_id": record.job_id,
                 "position": position,
-                "wants": Placement.from_json(record.detail.get("placement") or {}).describe(),
+                "wants": Placement.from_json(record.placement).describe(),
                 "reason": reason,
                 "queued_at": record.created_at,
             }
         )
     return {
         "paused": files.paused(),
-        "daemon": bool(state),
+        "daemon": state is not None,
         "queued": waiting,
         "running": [
             {"job_id": r.job_id, "state": r.state, "nodes": jobs.nodes(r), "attempt": r.attempt}
@@ -155,8 +156,6 @@ def curves_view(directory: Path, *, since: int = 0, max_points: int = 1000) -> d
     """The job's train and eval points after step `since` (a page polling for new points asks
     from its last step), and where they came from. A first look at a long run gets at most
     `max_points` train points, evenly thinned, the last one kept."""
-    from ugro.metrics import load_curves
-
     curves = load_curves(directory, cached=True)
     train = curves.train[_first_after(curves.train, since) :]
     total = len(train)
@@ -218,8 +217,6 @@ def _point(record: dict[str, Any]) -> dict[str, Any]:
 
 def telemetry_view(directory: Path, *, limit: int = 1000) -> dict[str, list[dict[str, Any]]]:
     """Each node's telemetry, thinned to at most `limit` samples a node."""
-    from ugro.metrics import load_telemetry
-
     thinned = {}
     for node, samples in load_telemetry(directory, cached=True).items():
         step = max(1, len(samples) // limit)
@@ -229,8 +226,6 @@ def telemetry_view(directory: Path, *, limit: int = 1000) -> dict[str, list[dict
 
 def logs_view(directory: Path, *, lines: int = LOG_TAIL_LINES) -> list[dict[str, Any]]:
     """The last lines of each rank's log."""
-    from ugro.logview import LogView
-
     tails = []
     for node, rank, path in LogView(directory / "logs").files():
         tails.append({"node": node, "rank": rank, "lines": _tail(path, lines)})

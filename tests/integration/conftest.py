@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ugro.errors import PrerequisiteError
+from ugro.core.errors import PrerequisiteError
 from ugro.sandbox import layout, lifecycle, system
 from ugro.sandbox.layout import Sandbox
 

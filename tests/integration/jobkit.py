@@ -15,12 +15,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import run_ugro
+from tests.conftest import history_lines, run_ugro
 from tests.integration.conftest import ssh_as
 from ugro.config import load_cluster_file
-from ugro.jobs import Jobs
-from ugro.jobstates import FINAL_STATES
-from ugro.watcher import Watcher
+from ugro.records.controller_files import ControllerHandle
+from ugro.records.history import Jobs
+from ugro.records.states import FINAL_STATES
 
 # A job of ugro_rank.py-wrapped ranks that tick once a second and beat their progress.
 BEATING = """\
@@ -137,10 +137,10 @@ def launch(env, name: str, script: Path, *args: str) -> str:
 
 def wait_running(sandbox, job_id: str, steps: int = 2) -> None:
     """Until every rank has beaten `steps` times (the controller's own view)."""
-    watcher = Watcher(jobs_of(sandbox).experiment_dir(job_id))
+    watcher = ControllerHandle(jobs_of(sandbox).experiment_dir(job_id))
 
     def beating() -> bool:
-        seen = watcher.state().get("steps") or {}
+        seen = dict(watcher.state().steps)
         return len(seen) == 3 and min(seen.values()) >= steps
 
     wait_for(beating, 120, f"{job_id} running on 3 nodes")
@@ -148,11 +148,11 @@ def wait_running(sandbox, job_id: str, steps: int = 2) -> None:
 
 def final(sandbox, job_id: str, timeout: float = 120) -> Any:
     jobs = jobs_of(sandbox)
-    watcher = Watcher(jobs.experiment_dir(job_id))
+    watcher = ControllerHandle(jobs.experiment_dir(job_id))
 
     def ended() -> Any:
         record = jobs.find(job_id)
-        done = not record.active and watcher.state().get("phase") in ("done", "cleanup")
+        done = not record.active and watcher.state().past_retries
         return record if done else None
 
     return wait_for(ended, timeout, f"{job_id} ending")
@@ -161,7 +161,7 @@ def final(sandbox, job_id: str, timeout: float = 120) -> Any:
 def finals_of(sandbox, job_id: str) -> list[tuple[int, str]]:
     return [
         (e.get("attempt", 1), e["state"])
-        for e in jobs_of(sandbox).history()
+        for e in history_lines(jobs_of(sandbox))
         if e["job_id"] == job_id and e.get("state") in FINAL_STATES
     ]
 

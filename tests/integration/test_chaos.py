@@ -15,7 +15,7 @@ import signal
 
 import pytest
 
-from tests.conftest import run_ugro
+from tests.conftest import history_lines, run_ugro
 from tests.integration.jobkit import (
     assert_nothing_left,
     final,
@@ -24,8 +24,8 @@ from tests.integration.jobkit import (
     signal_one,
     wait_for,
 )
+from ugro.records.controller_files import ControllerHandle
 from ugro.sandbox import lifecycle
-from ugro.watcher import Watcher
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -53,15 +53,15 @@ def env(sandbox) -> dict[str, str]:
 def reached(sandbox, job_id: str, attempt: int, step: int) -> None:
     """Until `attempt` runs and every rank has completed `step`."""
     jobs = jobs_of(sandbox)
-    watcher = Watcher(jobs.experiment_dir(job_id))
+    watcher = ControllerHandle(jobs.experiment_dir(job_id))
 
     def there() -> bool:
         record = jobs.find(job_id)
-        steps = watcher.state().get("steps") or {}
+        steps = dict(watcher.state().steps)
         return (
             record.attempt == attempt
             and record.state == "running"
-            and watcher.state().get("attempt") == attempt
+            and watcher.state().attempt == attempt
             and len(steps) == 3
             and min(steps.values()) >= step
         )
@@ -75,7 +75,7 @@ def ended_attempt(sandbox, job_id: str, attempt: int) -> dict:
         lambda: next(
             (
                 e
-                for e in jobs.history()
+                for e in history_lines(jobs)
                 if e["job_id"] == job_id
                 and e.get("attempt") == attempt
                 and e.get("state") in ("failed", "lost")
@@ -138,7 +138,7 @@ def test_three_faults_in_one_night_still_end_succeeded_with_the_same_loss(sandbo
     assert results["final_loss"] == pytest.approx(calm_loss, abs=1e-3)
 
     # Each attempt resumed from a checkpoint at most one interval behind its predecessor.
-    history = [e for e in jobs_of(sandbox).history() if e["job_id"] == job_id]
+    history = [e for e in history_lines(jobs_of(sandbox)) if e["job_id"] == job_id]
     reached_steps = {e["attempt"]: e["last_step"] for e in history if "last_step" in e}
     log = (jobs_of(sandbox).experiment_dir(job_id) / "logs" / "gpu-master.rank0.log").read_text()
     resumed = [

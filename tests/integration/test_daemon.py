@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_ugro
+from tests.conftest import history_lines, run_ugro
 from tests.integration.jobkit import wait_for
 from ugro.config import load_cluster_file
-from ugro.jobs import Jobs
-from ugro.jobstates import FINAL_STATES
+from ugro.records.history import Jobs
+from ugro.records.states import FINAL_STATES
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -103,7 +103,7 @@ def project(sandbox, tmp_path: Path):
 
 
 def history_of(project: Project, job_id: str) -> list[dict]:
-    return [e for e in project.jobs.history() if e["job_id"] == job_id and "state" in e]
+    return [e for e in history_lines(project.jobs) if e["job_id"] == job_id and "state" in e]
 
 
 def at(entry: dict) -> float:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_ugro
+from tests.conftest import history_lines, run_ugro
 from tests.integration.conftest import ssh_as
 from tests.integration.jobkit import (
     BEATING,
@@ -36,8 +36,8 @@ from tests.integration.jobkit import (
     wait_for,
     wait_running,
 )
+from ugro.records.controller_files import ControllerHandle
 from ugro.sandbox import lifecycle
-from ugro.watcher import Watcher
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -243,8 +243,8 @@ def test_a_second_launch_on_busy_nodes_is_refused_then_forced_on_its_own_port(
 def test_the_controller_survives_its_own_crash_and_ends_the_job_once(sandbox, env, beating) -> None:
     job_id = launch(env, "crash", beating)
     wait_running(sandbox, job_id)
-    watcher = Watcher(jobs_of(sandbox).experiment_dir(job_id))
-    os.kill(int(watcher.state()["pid"]), signal.SIGKILL)
+    watcher = ControllerHandle(jobs_of(sandbox).experiment_dir(job_id))
+    os.kill(int(watcher.state().pid), signal.SIGKILL)
     wait_for(lambda: not watcher.alive(), 10, "the controller gone")
     # While nobody watches, a rank dies; the next look at the job starts a controller again,
     # which finds the failure on the nodes.
@@ -263,17 +263,21 @@ def test_a_controller_killed_between_attempts_or_mid_launch_never_starts_one_twi
     job_id = launch(env, "crashy", beating, "--retries", "2")
     wait_running(sandbox, job_id)
     jobs = jobs_of(sandbox)
-    watcher = Watcher(jobs.experiment_dir(job_id))
+    watcher = ControllerHandle(jobs.experiment_dir(job_id))
 
     def kill_controller() -> None:
-        os.kill(int(watcher.state()["pid"]), signal.SIGKILL)
+        os.kill(int(watcher.state().pid), signal.SIGKILL)
         wait_for(lambda: not watcher.alive(), 10, "the controller gone")
         status = run_ugro("status", env=env)
         assert status.returncode == 0 and f"{job_id}: its controller had stopped" in status.stderr
 
     # Between attempts: attempt 1 failed, the retry waits out its backoff.
     signal_one(sandbox, "gpu1", job_id, "rank", signal.SIGKILL)
-    wait_for(lambda: watcher.state().get("phase") == "waiting to retry", 60, "a retry pending")
+    wait_for(
+        lambda: watcher.state().phase == "waiting to retry" and jobs.find(job_id).state == "failed",
+        60,
+        "a retry pending",
+    )
     kill_controller()
     wait_for(
         lambda: (r := jobs.find(job_id)).attempt == 2 and r.state == "running",
@@ -284,7 +288,7 @@ def test_a_controller_killed_between_attempts_or_mid_launch_never_starts_one_twi
     # In the middle of a launch: the controller itself runs attempt 3's launch playbook.
     signal_one(sandbox, "gpu2", job_id, "rank", signal.SIGKILL)
     wait_for(
-        lambda: watcher.state().get("phase") == "launching" and jobs.find(job_id).attempt == 3,
+        lambda: watcher.state().phase == "launching" and jobs.find(job_id).attempt == 3,
         120,
         "attempt 3 launching",
     )
@@ -294,7 +298,7 @@ def test_a_controller_killed_between_attempts_or_mid_launch_never_starts_one_twi
     assert "interrupted" in record.detail["reason"]
     starts = [
         e["attempt"]
-        for e in jobs.history()
+        for e in history_lines(jobs)
         if e["job_id"] == job_id and e.get("state") == "launching"
     ]
     assert starts == [1, 2, 3]

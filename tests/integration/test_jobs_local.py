@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_ugro
+from tests.conftest import history_lines, run_ugro
 from ugro.config import load_cluster_file
-from ugro.jobs import Jobs
+from ugro.records.history import Jobs
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +62,7 @@ def job_id_from(output: str) -> str:
 def states(config: Path, job_id: str) -> list[str]:
     return [
         e["state"]
-        for e in Jobs(load_cluster_file(config)).history()
+        for e in history_lines(Jobs(load_cluster_file(config)))
         if e["job_id"] == job_id and "state" in e
     ]
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_ugro
+from tests.conftest import history_lines, run_ugro
 from tests.integration.conftest import ssh_as
 from ugro.config import load_cluster_file
-from ugro.jobs import Jobs
+from ugro.records.history import Jobs
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -59,7 +59,7 @@ def tagged(job_id: str) -> list[int]:
 
 def history(sandbox, job_id: str) -> list[str]:
     jobs = Jobs(load_cluster_file(sandbox.cluster_file))
-    return [e["state"] for e in jobs.history() if e["job_id"] == job_id and "state" in e]
+    return [e["state"] for e in history_lines(jobs) if e["job_id"] == job_id and "state" in e]
 
 
 def job_id_from(output: str) -> str:

@@ -17,9 +17,9 @@ import yaml
 
 from tests.conftest import run_ugro
 from tests.integration.conftest import ssh_as
-from ugro import netcheck
 from ugro.config import load_cluster_file
-from ugro.jobs import Jobs
+from ugro.network import check as netcheck
+from ugro.records.history import Jobs
 from ugro.sandbox import lifecycle
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import ssh_as
-from ugro.errors import SandboxError
+from ugro.core.errors import SandboxError
 from ugro.sandbox import lifecycle, system
 
 pytestmark = pytest.mark.sandbox

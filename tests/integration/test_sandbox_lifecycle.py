@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import run_ugro
 from tests.integration.conftest import sandbox_unavailable
-from ugro.errors import SandboxError
+from ugro.core.errors import SandboxError
 from ugro.sandbox import layout, lifecycle, system
 
 pytestmark = pytest.mark.sandbox

@@ -147,7 +147,7 @@ def _cluster(tmp_path, workers: list[dict]):
 
 
 def test_alike_nodes_are_equal_and_mixed_gpus_auto(tmp_path) -> None:
-    from ugro.balance import choose_mode
+    from ugro.launch.balance import choose_mode
 
     alike = _cluster(tmp_path, [{"accelerator": "cpu"}, {"accelerator": "cpu"}])
     assert choose_mode(alike, (), None, own_script=False) == "equal"
@@ -168,8 +168,8 @@ def test_alike_nodes_are_equal_and_mixed_gpus_auto(tmp_path) -> None:
 
 
 def test_bad_balance_requests_are_one_line(tmp_path) -> None:
-    from ugro.balance import choose_mode
-    from ugro.errors import UsageError
+    from ugro.core.errors import UsageError
+    from ugro.launch.balance import choose_mode
 
     cluster = _cluster(tmp_path, [{"accelerator": "cpu", "micro_batch_size": 4}])
     with pytest.raises(UsageError, match=r"--balance manual: m has no micro_batch_size in "):
@@ -182,7 +182,7 @@ def test_bad_balance_requests_are_one_line(tmp_path) -> None:
 
 
 def test_the_plan_says_each_share_and_why() -> None:
-    from ugro.balance import plan_lines
+    from ugro.launch.balance import plan_lines
 
     plan = {
         "mode": "auto",

@@ -95,7 +95,7 @@ def test_launch_refuses_a_bad_name_before_writing_anything(tmp_path: Path, name:
 
 def test_sandbox_needs_root_and_tools(monkeypatch: pytest.MonkeyPatch) -> None:
     """A non-root session cannot exist in this root-only workplace: euid is the stand-in here."""
-    from ugro.errors import ExitCode, PrerequisiteError
+    from ugro.core.errors import ExitCode, PrerequisiteError
     from ugro.sandbox import system
 
     monkeypatch.setattr(system.os, "geteuid", lambda: 1000)
@@ -111,7 +111,7 @@ def test_sandbox_needs_root_and_tools(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_progress_off_a_terminal_is_a_line_per_task_in_words() -> None:
     from rich.console import Console
 
-    from ugro import display
+    from ugro.display import progress as display
 
     assert display.task_title({"task": "Launch | Start the job"}) == "Start the job"
     assert display.task_title({"task": "Validating arguments against arg spec 'main'"}) is None
@@ -168,7 +168,7 @@ def test_bad_queue_input_is_one_line_exit_2(cluster, args: list[str], expected: 
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     # Nothing was queued by a refused submit.
-    from ugro.jobs import Jobs
+    from ugro.records.history import Jobs
 
     assert Jobs(cluster).records() == {}
 
@@ -181,7 +181,7 @@ def test_daemon_status_without_a_daemon_says_so(cluster) -> None:
 
 
 def test_plot_and_compare_refuse_what_they_cannot_do(cluster, tmp_path: Path) -> None:
-    from ugro.jobs import Jobs
+    from ugro.records.history import Jobs
 
     jobs = Jobs(cluster)
     jobs.create("only_20260101_000000")

@@ -10,7 +10,7 @@ import pytest
 
 from tests.conftest import REPO, SEED_CLUSTER
 from ugro.config import load_cluster, load_cluster_file, local_cluster
-from ugro.errors import ConfigError
+from ugro.core.errors import ConfigError
 
 MINIMAL = """\
 cluster:

@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SEED_CLUSTER, run_ugro
-from ugro.cluster import Cluster
 from ugro.config import cache, load_cluster, load_cluster_file, local_cluster
-from ugro.errors import ConfigError
+from ugro.core.cluster import Cluster
+from ugro.core.errors import ConfigError
 
 # Loads the cluster in a fresh interpreter, works out what a launch takes from it, and says
 # whether pydantic had to be imported.
 _PROBE = """
 import json, sys
-from ugro import launch
+from ugro.launch import definition as launch
 from ugro.config import load_cluster
 cluster = load_cluster(sys.argv[1] if len(sys.argv) > 1 else None)
 args = launch.training_args(cluster, overrides={"--lr": 0.5}, extra=("--max-steps", "3"))

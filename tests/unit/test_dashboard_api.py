@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from ugro.jobs import Jobs
+from ugro.records.history import Jobs
 from ugro.web.app import is_loopback
 from ugro.web.serve import Listener, choose_token, serve_in_thread
 

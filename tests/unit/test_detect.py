@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ugro.detect import (
+from ugro.controller.detect import (
     HANG_FLOOR_S,
     AttemptTracker,
     Problem,

@@ -8,9 +8,9 @@ import json
 import os
 import time
 
-from ugro.daemonfiles import DaemonFiles
-from ugro.freshhealth import known_reports
-from ugro.jobs import Jobs
+from ugro.health.fresh_reports import known_reports
+from ugro.records.daemon_files import DaemonFiles
+from ugro.records.history import Jobs
 
 REPORT = {"interface": "lo", "env": {"torch_version": "2.13.0"}, "ugro_jobs": {}}
 
@@ -64,7 +64,7 @@ def test_a_worker_report_that_saw_an_ended_job_is_not_used(cluster) -> None:
     old = {**REPORT, "ugro_jobs": {"gone_20200101_000000": [7]}}
     from dataclasses import replace
 
-    from ugro.cluster import Node
+    from ugro.core.cluster import Node
 
     worker = Node(**{**cluster.master.__dict__, "name": "w", "rank": 1, "role": "worker"})
     two = replace(cluster, nodes=(cluster.master, worker))

@@ -8,9 +8,9 @@ import pytest
 
 from tests.conftest import SEED_CLUSTER
 from ugro.config import load_cluster_file
-from ugro.health import assess, find_drift, save
-from ugro.runner import HostOutcome, RunResult
-from ugro.state import read_json
+from ugro.core.files import read_json
+from ugro.health.verdicts import assess, find_drift, save
+from ugro.nodes.runner import HostOutcome, RunResult
 
 
 def report(
@@ -81,8 +81,8 @@ def test_assess_and_save(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_the_table_says_when_torch_facts_were_cached() -> None:
-    from ugro.display import health_table
-    from ugro.health import HealthSummary, NodeHealth
+    from ugro.display.nodes import health_table
+    from ugro.health.verdicts import HealthSummary, NodeHealth
 
     fresh = report()
     cached = report()

@@ -16,7 +16,7 @@ import yaml
 
 from tests.conftest import SEED_CLUSTER
 from ugro.config import load_cluster_file
-from ugro.inventory import build_inventory, inventory_list
+from ugro.nodes.inventory import build_inventory, inventory_list
 from ugro.sandbox import layout
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -3,9 +3,9 @@ this machine: two ranks through scripts/ugro_rank.py, tagged as a launch tags th
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,14 +15,12 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-JOBCTL = REPO / "roles" / "ugro_job" / "files" / "jobctl.py"
+from tests.conftest import REPO
+from ugro.nodes import scripts
+
 PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}_[0-9]{8}_[0-9]{6}$"
 
-spec = importlib.util.spec_from_file_location("jobctl", JOBCTL)
-assert spec and spec.loader
-jobctl = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(jobctl)
+jobctl = scripts.load(scripts.JOBCTL, "jobctl")
 
 BEATING = """\
 import json, os, sys, time
@@ -126,12 +124,18 @@ def test_stop_ends_every_tagged_process_and_checks(job) -> None:
     assert jobctl.state(job_id, str(job_dir), 5)["running"] is False
 
 
-def test_watch_beats_until_the_master_hangs_up(job) -> None:
+def test_watch_beats_until_the_master_hangs_up(job, tmp_path: Path) -> None:
     job_id, job_dir, _agent = job
+    # As a job carries it: code/ugro_jobctl.py beside the process reader it imports.
+    code = tmp_path / "code"
+    code.mkdir()
+    shutil.copy(scripts.JOBCTL.file, code / "ugro_jobctl.py")
+    for helper in scripts.JOBCTL.helper_files():
+        shutil.copy(helper, code / helper.name)
     watcher = subprocess.Popen(
         [
             sys.executable,
-            str(JOBCTL),
+            str(code / "ugro_jobctl.py"),
             "watch",
             "--job-id",
             job_id,

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ugro.errors import UsageError
-from ugro.jobqueue import (
-    NodeView,
-    Placement,
-    Waiting,
-    schedule,
-    sweep_args,
-    sweep_job_name,
-    sweep_points,
-)
+from ugro.core.errors import UsageError
+from ugro.queue.schedule import NodeView, Placement, Waiting, schedule
+from ugro.queue.sweeps import sweep_args, sweep_job_name, sweep_points
 
 NODES = ("gpu-master", "gpu1", "gpu2")
 

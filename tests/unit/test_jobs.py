@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from ugro.config import load_cluster_file
-from ugro.errors import UsageError
-from ugro.joblayout import check_job_ref, check_name, new_job_id
-from ugro.jobresults import job_results
-from ugro.jobs import Jobs
-from ugro.launch import TRAINING_FLAGS, training_args
+from ugro.core.errors import UsageError
+from ugro.core.layout import check_job_ref, check_name, new_job_id
+from ugro.launch.definition import TRAINING_FLAGS, training_args
+from ugro.records.history import Jobs
+from ugro.results.summary import job_results
 
 
 @pytest.mark.parametrize(
@@ -138,8 +138,8 @@ def test_every_training_key_has_an_option() -> None:
 def test_the_jobs_table_keeps_ids_whole_and_times_short(monkeypatch: pytest.MonkeyPatch) -> None:
     from rich.console import Console
 
-    from ugro.display import jobs_table
-    from ugro.jobs import JobRecord
+    from ugro.display.jobs import jobs_table
+    from ugro.records.history import JobRecord
 
     monkeypatch.setenv("TZ", "UTC")
     record = JobRecord(
@@ -164,7 +164,7 @@ def test_a_jobs_script_is_ugros_by_name_or_path_else_shipped_with_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from tests.conftest import REPO
-    from ugro.launch import JobScript
+    from ugro.launch.definition import JobScript
 
     ours = JobScript("scripts/train_single_test.py", REPO / "scripts" / "train_single_test.py")
     assert JobScript.choose("train_single_test.py") == ours
@@ -182,18 +182,14 @@ def test_a_jobs_script_is_ugros_by_name_or_path_else_shipped_with_it(
         JobScript.choose(str(odd))
 
 
-def test_a_retry_on_fewer_ranks_keeps_the_global_batch(tmp_path: Path) -> None:
-    from ugro.launch import default_grad_accum, keep_global_batch, ranks_per_node
+def test_a_job_records_its_ranks_and_its_default_accumulation(tmp_path: Path) -> None:
+    from ugro.launch.definition import default_grad_accum, ranks_per_node
 
     commands = {
         "m": ["python", "-m", "torch.distributed.run", "--nproc-per-node", "2", "x.py"],
         "w": ["python", "-m", "torch.distributed.run", "--nproc-per-node", "1", "x.py"],
     }
     assert ranks_per_node(commands) == {"m": 2, "w": 1}
-    # 3 ranks x accumulation 2 -> 1 rank x 6; the last --grad-accum wins, as argparse reads it.
-    assert keep_global_batch(("--grad-accum", "2"), 8, 3, 1)[-2:] == ("--grad-accum", "6")
-    assert keep_global_batch((), 4, 4, 2) == ("--grad-accum", "8")
-    assert keep_global_batch(("--grad-accum", "1"), 8, 3, 2) is None  # 1.5 is not a step count
     code = tmp_path / "code" / "config"
     code.mkdir(parents=True)
     (code / "training_defaults.yaml").write_text("training:\n  gradient_accumulation_steps: 8\n")

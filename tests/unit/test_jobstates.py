@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from ugro.config import load_cluster_file
-from ugro.jobresults import job_results
-from ugro.jobs import Jobs
-from ugro.jobstates import ACTIVE_STATES, FINAL_STATES, STATES, TRANSITIONS, refusal
+from ugro.records.history import Jobs
+from ugro.records.states import ACTIVE_STATES, FINAL_STATES, STATES, TRANSITIONS, refusal
+from ugro.results.summary import job_results
 
 
 def test_the_table_covers_every_state_and_finals_lead_nowhere() -> None:
@@ -58,7 +58,7 @@ def test_the_history_writes_only_allowed_transitions(cluster) -> None:
     assert jobs.record(job_id, "running")
     assert jobs.record(job_id, "failed", failure={"node": "m", "reason": "boom"})
     assert not jobs.record(job_id, "stopped")  # attempt 1 already ended
-    assert [e["state"] for e in jobs.history()] == ["launching", "running", "failed"]
+    assert [e.state for e in jobs.history()] == ["launching", "running", "failed"]
     record = jobs.find(job_id)
     assert (record.state, record.attempt, record.detail["failure"]["reason"]) == (
         "failed",
@@ -103,5 +103,5 @@ def test_racing_writers_give_an_attempt_exactly_one_final_state(cluster) -> None
     racers = [(str(cluster.source.parent), s) for s in ("failed", "stopped", "lost") * 4]
     with multiprocessing.get_context("spawn").Pool(6) as pool:
         pool.map(_race, racers)
-    finals = [e["state"] for e in jobs.history() if e["state"] in FINAL_STATES]
+    finals = [e.state for e in jobs.history() if e.state in FINAL_STATES]
     assert len(finals) == 1

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SEED_CLUSTER
-from ugro import logsetup
 from ugro.config import load_cluster_file
+from ugro.core import logs as logsetup
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_files_roll_over_daily_and_keep_the_days_asked(tmp_path: Path) -> None:
     logsetup.attach_cluster_logs(cluster)
     handlers = {
         Path(h.baseFilename).name: h
-        for name in ("", "ugro.health", "ugro.launch", "ugro.control")
+        for name in ("", "ugro.health.verdicts", "ugro.launch", "ugro.controller")
         for h in logging.getLogger(name).handlers
         if isinstance(h, logging.handlers.TimedRotatingFileHandler)
         and Path(h.baseFilename).parent == tmp_path
@@ -48,4 +48,4 @@ def test_files_roll_over_daily_and_keep_the_days_asked(tmp_path: Path) -> None:
     assert handlers["ugro.log"].level == logging.WARNING
     # The topic logs follow logging.level (never below INFO); one handler serves both loggers.
     assert handlers["launcher.log"].level == logging.WARNING
-    assert handlers["launcher.log"] in logging.getLogger("ugro.control").handlers
+    assert handlers["launcher.log"] in logging.getLogger("ugro.controller").handlers

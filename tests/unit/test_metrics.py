@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ugro.jobresults import SUMMARY_FILE, job_results, write_summary
-from ugro.jobs import Jobs
-from ugro.metrics import load_curves, rank_totals, stragglers, tokens_per_s
+from ugro.records.history import Jobs
+from ugro.results.metrics import load_curves, rank_totals, stragglers, tokens_per_s
+from ugro.results.summary import SUMMARY_FILE, job_results, write_summary
 
 
 def rank(r: int, node: str, *, step: float, sync: float, tokens: int = 1000, steps: int = 10):
@@ -179,7 +179,7 @@ def test_a_first_look_at_a_long_run_is_thinned_and_polls_get_what_is_new(tmp_pat
 def test_lines_of_another_shape_are_skipped_or_trimmed_never_fatal(cluster) -> None:
     """A script of the user's own may write a metrics.jsonl (or telemetry) of its own shape:
     results, plots and the dashboard's views read what they can and never fail on it."""
-    from ugro.plots import draw, job_curves
+    from ugro.results.plots import draw, job_curves
     from ugro.views import curves_view, telemetry_view
 
     jobs = Jobs(cluster)

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from ugro.monitor import Sample, judge, light_probe, read_history, record, transitions
+from ugro.health.monitor import Sample, judge, light_probe, read_history, record, transitions
 
 GPU = {"index": 0, "name": "RTX 4070", "vram_total_mb": 8188, "vram_free_mb": 8000}
 
@@ -90,7 +90,7 @@ def test_the_light_probe_runs_as_it_would_on_a_node(cluster) -> None:
 
 
 def test_the_history_rotates_and_reads_back_whole(tmp_path: Path, monkeypatch) -> None:
-    import ugro.monitor as monitor
+    from ugro.health import monitor
 
     monkeypatch.setattr(monitor, "ROTATE_BYTES", 300)
     history = tmp_path / "health_history.jsonl"

@@ -1,4 +1,4 @@
-"""What `ugro netcheck` concludes from its agents' reports (ugro/netcheck.py): findings with
+"""What `ugro netcheck` concludes from its agents' reports (ugro/network/): findings with
 their fixes, the LoRA sync estimate, the cache a launch uses. The agents themselves run on the
 sandbox (tests/integration/test_network.py)."""
 
@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.unit.conftest import master_and_workers
-from ugro import netcheck
 from ugro.config import load_cluster_file
+from ugro.network import check as netcheck
+from ugro.network import findings as netfindings
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def test_a_healthy_network_has_no_findings() -> None:
         {"m": node("br0"), "w0": node(), "w1": node()},
         [pair("m", "w0"), pair("m", "w1"), pair("w0", "w1")],
     )
-    assert netcheck.findings(healthy) == []
+    assert netfindings.findings(healthy) == []
 
 
 def test_a_slow_link_is_the_node_in_every_slow_pair() -> None:
@@ -52,13 +53,13 @@ def test_a_slow_link_is_the_node_in_every_slow_pair() -> None:
         {"m": node("br0"), "w0": node(), "w1": node("wlan0")},
         [pair("m", "w0", 940.0), pair("m", "w1", 20.0), pair("w0", "w1", 22.0)],
     )
-    [finding] = netcheck.findings(slow)
+    [finding] = netfindings.findings(slow)
     assert finding.subject == "w1" and finding.severity == "warning"
     assert "22 Mb/s at best, against 940 Mb/s" in finding.message
     assert "w1's wlan0" in finding.fix
     # Two nodes share one link: neither is the odd one out.
     two = report({"m": node("br0"), "w0": node()}, [pair("m", "w0", 5.0)])
-    assert netcheck.findings(two) == []
+    assert netfindings.findings(two) == []
 
 
 def test_an_mtu_that_differs_is_named_with_the_command_that_fixes_it() -> None:
@@ -66,7 +67,7 @@ def test_an_mtu_that_differs_is_named_with_the_command_that_fixes_it() -> None:
         {"m": node("br0"), "w0": node(mtu=9000), "w1": node()},
         [pair("m", "w0"), pair("m", "w1"), pair("w0", "w1")],
     )
-    [finding] = netcheck.findings(odd)
+    [finding] = netfindings.findings(odd)
     assert finding.subject == "w0" and "MTU of 9000, the others' 1500" in finding.message
     assert "sudo ip link set dev eth0 mtu 1500" in finding.fix
 
@@ -76,7 +77,7 @@ def test_a_pair_that_cannot_connect_and_a_closed_rendezvous_port_are_errors() ->
         {"m": node("br0"), "w0": node(), "w1": node(rendezvous="failed: timed out")},
         [pair("m", "w0"), pair("m", "w1"), pair("w0", "w1", None, ok=False, error="refused")],
     )
-    found = {f.subject: f for f in netcheck.findings(cut)}
+    found = {f.subject: f for f in netfindings.findings(cut)}
     assert found["w0-w1"].severity == "error"
     assert (
         "w0 and w1 cannot connect to each other on port 40000 (refused)" in found["w0-w1"].message
@@ -96,7 +97,7 @@ def test_an_unreached_node_is_the_only_finding() -> None:
         },
         [pair("m", "w0"), pair("m", "w1", None, ok=False)],
     )
-    [finding] = netcheck.findings(down)
+    [finding] = netfindings.findings(down)
     assert finding.subject == "w1" and "could not be reached over SSH: ssh: connect" in (
         finding.message
     )
@@ -106,15 +107,15 @@ def test_the_lora_sync_costs_what_the_sweep_measured(three, tmp_path: Path) -> N
     sweep = [{"bytes": 4096, "seconds": 0.001, "algbw_gbps": 0.004, "busbw_gbps": 0.005}]
     measured = report({}, [], sweep=sweep, busbw_gbps=0.1)
     # No job yet: the price of 10 MB. 3 ranks: 2(n-1)/n of the bytes at the bus bandwidth.
-    estimate = netcheck.lora_sync(three, measured, 3)
+    estimate = netfindings.lora_sync(three, measured, 3)
     assert estimate == {"seconds_per_10mb": pytest.approx(0.001 + 10e6 * 4 / 3 / 0.1e9, rel=1e-3)}
     job = three.paths.experiments / "j_20260101_000000"
     job.mkdir(parents=True)
     (job / "train_config.json").write_text(json.dumps({"trainable_parameters": 2_000_000}))
-    estimate = netcheck.lora_sync(three, measured, 3)
+    estimate = netfindings.lora_sync(three, measured, 3)
     assert estimate["trainable_parameters"] == 2_000_000 and estimate["from_job"] == job.name
     assert estimate["seconds_per_step"] == pytest.approx(0.001 + 8e6 * 4 / 3 / 0.1e9, rel=1e-3)
-    assert netcheck.lora_sync(three, report({}, []), 3) is None  # no sweep: no estimate
+    assert netfindings.lora_sync(three, report({}, []), 3) is None  # no sweep: no estimate
 
 
 def test_a_launch_takes_a_recent_result_and_refuses_a_cut_pair(three) -> None:
@@ -126,7 +127,7 @@ def test_a_launch_takes_a_recent_result_and_refuses_a_cut_pair(three) -> None:
         key=netcheck.cache_key(three, names),
         checked_at=time.time(),
     )
-    cut["findings"] = [f.__dict__ for f in netcheck.findings(cut)]
+    cut["findings"] = [f.__dict__ for f in netfindings.findings(cut)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(cut))
     interfaces, refusal = netcheck.preflight(three, names)
@@ -151,7 +152,7 @@ def test_a_check_of_more_nodes_serves_a_job_on_some_of_them(three) -> None:
         key=netcheck.cache_key(three, names),
         checked_at=time.time(),
     )
-    every["findings"] = [f.__dict__ for f in netcheck.findings(every)]
+    every["findings"] = [f.__dict__ for f in netfindings.findings(every)]
     path = netcheck.cache_path(three, names)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(every))

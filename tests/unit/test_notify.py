@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ugro.notify import notify
+from ugro.daemon.notify import notify
 
 RECORD = """\
 import json, os, sys

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from ugro.compare import compare
-from ugro.errors import UsageError
-from ugro.jobs import Jobs
-from ugro.plots import MAX_POINTS, draw, job_curves, thin
+from ugro.core.errors import UsageError
+from ugro.records.history import Jobs
+from ugro.results.compare import compare
+from ugro.results.plots import MAX_POINTS, draw, job_curves, thin
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ugro.joblayout import JOB_ID_PATTERN
-from ugro.preflight import launch_refusals
+from ugro.core.layout import JOB_ID_PATTERN
+from ugro.launch.refusals import launch_refusals
 
 HOSTS = ["gpu-master", "gpu1", "gpu2"]
 

@@ -6,7 +6,6 @@ real one prints on the reference cluster's RTX 5070 Ti; it is named as a stand-i
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -15,12 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from ugro.nodes import scripts
 
-PROBE = REPO / "roles" / "ugro_health" / "module_utils" / "ugro_probe.py"
-spec = importlib.util.spec_from_file_location("ugro_probe", PROBE)
-probe = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(probe)
+PROBE = scripts.PROBE.file
+probe = scripts.load(scripts.PROBE, "ugro_probe")
 
 GPU_CSV = "0, NVIDIA GeForce RTX 5070 Ti, 12227, 11800, 575.57.08, 12.0, 3, 41\n"
 
@@ -246,9 +243,9 @@ mount --bind "$1" /etc/hosts
 exec "$2" "$3"
 """
 _ASK = """
-import importlib.util, json, sys
-spec = importlib.util.spec_from_file_location("probe", sys.argv[1])
-probe = importlib.util.module_from_spec(spec); spec.loader.exec_module(probe)
+import json, sys
+sys.path.insert(0, sys.argv[1])  # the probe's module_utils: it imports its sibling
+import ugro_probe as probe
 names = ["10.77.0.5", "fd00:77::5", "gpu-v6", "gpu-v4", "::1", "localhost", "10.77.0.9", "nohost"]
 print(json.dumps({"interfaces": {n: probe.interface_for(n) for n in names},
                   "v6_port": probe.free_port("fd00:77::5", 29500),
@@ -267,7 +264,7 @@ def test_the_interface_is_found_for_ipv6_and_host_names(tmp_path: Path) -> None:
         "fd00:77::5 gpu-v6\n"
     )
     ask = tmp_path / "ask.py"
-    ask.write_text(_ASK.replace("sys.argv[1]", repr(str(PROBE))))
+    ask.write_text(_ASK.replace("sys.argv[1]", repr(str(PROBE.parent))))
     done = subprocess.run(
         [
             "unshare",

@@ -10,18 +10,12 @@ from pathlib import Path
 import pytest
 
 from ugro.commands.context import Context
-from ugro.jobqueue import (
-    SUBMISSION,
-    Placement,
-    cancel,
-    dispatched,
-    queue_order,
-    submission,
-    submit,
-)
-from ugro.jobs import Jobs
-from ugro.launch import LaunchRequest
-from ugro.watcher import ControllerOptions, Watcher
+from ugro.launch.definition import LaunchRequest
+from ugro.queue.cancel import cancel
+from ugro.queue.schedule import Placement
+from ugro.queue.submit import SUBMISSION, dispatched, queue_order, submission, submit
+from ugro.records.controller_files import ControllerHandle, ControllerOptions
+from ugro.records.history import Jobs
 
 
 def request(name: str) -> LaunchRequest:
@@ -44,7 +38,7 @@ def test_a_submitted_job_waits_queued_with_what_its_launch_needs(cluster) -> Non
     assert options.retries == 2 and options.request["args"] == ["--max-steps", "3"]
     assert placement == Placement(count=1)
     # Nothing gives it a controller but the daemon: `ugro status`'s revival leaves it alone.
-    assert not Watcher(jobs.experiment_dir(first)).exists()
+    assert not ControllerHandle(jobs.experiment_dir(first)).exists()
     assert not dispatched(jobs, record)
 
 
@@ -63,8 +57,8 @@ def test_a_cancel_before_the_start_wins_and_only_once(cluster) -> None:
 
 
 def test_a_queued_job_cannot_be_resumed(cluster) -> None:
-    from ugro.errors import UsageError
-    from ugro.launch import resume
+    from ugro.core.errors import UsageError
+    from ugro.launch.start import resume
 
     job_id = submit(cluster, request("d"), ControllerOptions(), Placement())
     with pytest.raises(UsageError, match="is queued, not ended"):

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SEED_CLUSTER
-from ugro import assets
 from ugro.config import load_cluster_file
-from ugro.errors import RunError, UsageError
-from ugro.runner import (
+from ugro.core.errors import RunError, UsageError
+from ugro.nodes import assets
+from ugro.nodes.runner import (
     RunResult,
     _EventCollector,
     ansible_environment,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from ugro.syncplan import scripts_preview
+from ugro.nodes.sync_preview import scripts_preview
 
 
 def preview(source: Path, target: Path, manifest: list[str]) -> dict:

@@ -17,8 +17,8 @@ import pytest
 
 from tests.conftest import REPO, SEED_CLUSTER
 from ugro.config import load_cluster_file
-from ugro.inventory import host_vars
-from ugro.torchrun import node_plan, torchrun_command
+from ugro.launch.torchrun import node_plan, torchrun_command
+from ugro.nodes.inventory import host_vars
 
 GOLDEN = Path(__file__).parent / "golden"
 JOB_ID = "exp1_20261129_101010"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
-if TYPE_CHECKING:
-    from ugro.cluster import Cluster
-    from ugro.runner import RunResult
+from ugro.config import load_cluster
+from ugro.core.cluster import Cluster
+from ugro.core.logs import attach_cluster_logs
+from ugro.nodes.runner import RunResult, run_playbook
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +25,6 @@ class Context:
         """The resolved cluster (from the cache while cluster.yaml is unchanged), and the log
         files its `logging` section names."""
         if self._cluster is None:
-            from ugro.config import load_cluster
-            from ugro.logsetup import attach_cluster_logs
-
             self._cluster = load_cluster(self.config_path)
             attach_cluster_logs(self._cluster)
             log.debug("cluster %s from %s", self._cluster.name, self._cluster.describe())
@@ -40,10 +39,8 @@ class Context:
         check: bool = False,
     ) -> RunResult:
         """A playbook on the cluster (its named nodes, else all), its progress on stderr."""
-        from pathlib import Path
-
-        from ugro.display import RunProgress
-        from ugro.runner import run_playbook
+        # rich, loaded by the commands that run a playbook only (the CLI imports this module).
+        from ugro.display.progress import RunProgress
 
         cluster = self.cluster()
         names = [cluster.node(name).name for name in nodes]

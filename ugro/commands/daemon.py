@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from ugro.commands.context import Context
-from ugro.errors import ExitCode, UsageError
-
-if TYPE_CHECKING:
-    from ugro.daemonfiles import DaemonFiles
+from ugro.core.errors import ExitCode, UsageError
+from ugro.daemon import service
+from ugro.records.daemon_files import DaemonFiles, already_running
 
 
 def _files(ctx: Context) -> DaemonFiles:
-    from ugro.daemonfiles import DaemonFiles
-
     return DaemonFiles(ctx.cluster().paths.data)
 
 
@@ -33,9 +31,8 @@ def config_argument(ctx: Context) -> str | None:
 
 
 def run(ctx: Context) -> ExitCode:
-    import logging
-
-    from ugro.daemon import Daemon
+    # Only `daemon run` imports the daemon's loop (and with it the dashboard's web stack).
+    from ugro.daemon.loop import Daemon
 
     logging.getLogger("ugro").setLevel(logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
@@ -46,22 +43,17 @@ def run(ctx: Context) -> ExitCode:
 
 
 def start(ctx: Context) -> ExitCode:
-    from ugro.daemon import spawn
-    from ugro.daemonfiles import already_running
-
     files = _files(ctx)
     if files.alive():
         click.echo(already_running(files))
         return ExitCode.OK
-    pid = spawn(files, config_argument(ctx))
+    pid = service.spawn(files, config_argument(ctx))
     click.echo(f"The daemon runs (pid {pid}); its log: {files.log_path}")
     return ExitCode.OK
 
 
 def stop(ctx: Context) -> ExitCode:
-    from ugro.daemon import stop as stop_daemon
-
-    pid = stop_daemon(_files(ctx))
+    pid = service.stop(_files(ctx))
     if pid is None:
         click.echo("No daemon runs for this cluster.")
     else:
@@ -71,23 +63,23 @@ def stop(ctx: Context) -> ExitCode:
 
 def status(ctx: Context, *, as_json: bool) -> ExitCode:
     files = _files(ctx)
-    alive = files.alive()
-    state = files.state() if alive else {}
+    state = files.live_state()
+    alive = state is not None
     now = time.time()
-    uptime = round(now - float(state["started_at"]), 1) if state.get("started_at") else 0.0
-    age = round(now - float(state["updated_at"]), 1) if state.get("updated_at") else None
+    started = state.started_at if state else None
+    updated = state.updated_at if state else None
+    uptime = round(now - started, 1) if started else 0.0
+    age = round(now - updated, 1) if updated else None
     summary = {
         "running": alive,
-        "pid": state.get("pid"),
+        "pid": state.pid if state else None,
         "uptime_s": uptime,
-        "activity": state.get("activity"),
-        "paused": state.get("paused"),
-        "queued": sum(1 for entry in state.get("queue") or [] if not entry.get("nodes")),
-        "state_age_s": round(now - float(state["updated_at"]), 1)
-        if state.get("updated_at")
-        else None,
-        "last_probe_at": (state.get("probes") or {}).get("last_light"),
-        "dashboard": state.get("dashboard"),
+        "activity": state.activity if state else None,
+        "paused": state.paused if state else None,
+        "queued": state.waiting if state else 0,
+        "state_age_s": age,
+        "last_probe_at": state.probes.last_light if state else None,
+        "dashboard": state.dashboard if state else None,
         "log": str(files.log_path),
         "data": str(files.dir.parent),
     }
@@ -102,7 +94,7 @@ def status(ctx: Context, *, as_json: bool) -> ExitCode:
             f"its state is {age or 0:.0f}s old; log: {summary['log']}"
         )
         if summary["dashboard"]:
-            token = files.dir / "dashboard_token"
+            token = files.token_path
             click.echo(
                 f"Its dashboard: {summary['dashboard']}"
                 + (f" (token in {token})" if token.exists() else "")
@@ -121,8 +113,6 @@ def _duration(seconds: float) -> str:
 
 def unit_name(ctx: Context) -> str:
     """ugro-<cluster>.service, with a short hash of the data directory: one per project."""
-    import hashlib
-
     cluster = ctx.cluster()
     slug = re.sub(r"[^a-z0-9]+", "-", cluster.name.lower()).strip("-") or "cluster"
     digest = hashlib.sha256(str(cluster.paths.data).encode()).hexdigest()[:8]

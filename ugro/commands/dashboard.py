@@ -7,14 +7,12 @@ import os
 import click
 
 from ugro.commands.context import Context
-from ugro.errors import ExitCode
+from ugro.core.errors import ExitCode, UsageError
+from ugro.records.daemon_files import DaemonFiles
+from ugro.web.serve import Listener, bind, choose_token, server
 
 
 def dashboard(ctx: Context, *, host: str | None, port: int | None) -> ExitCode:
-    from ugro.daemonfiles import DaemonFiles
-    from ugro.errors import UsageError
-    from ugro.web.serve import Listener, bind, choose_token, server
-
     cluster = ctx.cluster()
     host = host or cluster.daemon.dashboard_host
     port = port or cluster.daemon.dashboard_port
@@ -22,8 +20,8 @@ def dashboard(ctx: Context, *, host: str | None, port: int | None) -> ExitCode:
     try:
         sock = bind(host, port)
     except UsageError:
-        files = DaemonFiles(cluster.paths.data)
-        served = files.state().get("dashboard") if files.alive() else None
+        state = DaemonFiles(cluster.paths.data).live_state()
+        served = state.dashboard if state else None
         if served and served == listener.url.split("?")[0]:
             raise UsageError(f"the daemon serves this dashboard already: {served}") from None
         raise

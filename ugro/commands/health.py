@@ -9,7 +9,12 @@ from typing import Any
 import click
 
 from ugro.commands.context import Context
-from ugro.errors import ExitCode
+from ugro.core.errors import ExitCode
+from ugro.health import monitor, verdicts
+from ugro.records.daemon_files import DaemonState
+from ugro.records.history import Jobs
+from ugro.views import daemon_health as fresh_verdicts
+from ugro.views import health_from_daemon, health_history_view
 
 
 def health(
@@ -22,8 +27,8 @@ def health(
     extravars: Mapping[str, Any] | None = None,
     now: bool = False,
 ) -> ExitCode:
-    from ugro import health as verdicts
-    from ugro.display import console, err_console, health_table
+    from ugro.display.console import console, err_console
+    from ugro.display.nodes import health_table
 
     cluster = ctx.cluster()
     if not (now or deep or check or extravars):
@@ -37,7 +42,6 @@ def health(
         result.raise_for_status()
     summary = verdicts.assess(cluster, result, names)
     verdicts.save(cluster, summary)
-    from ugro.jobs import Jobs
 
     active = {r.job_id: r.state for r in Jobs(cluster).records().values() if r.active}
     leftovers = verdicts.leftovers(summary, active)
@@ -51,9 +55,7 @@ def health(
     return ExitCode.OK if summary.healthy else ExitCode.FAILED
 
 
-def daemon_health(ctx: Context) -> tuple[dict[str, Any], float] | None:
-    from ugro.views import daemon_health as fresh_verdicts
-
+def daemon_health(ctx: Context) -> tuple[DaemonState, float] | None:
     return fresh_verdicts(ctx.cluster())
 
 
@@ -64,38 +66,35 @@ def from_daemon(ctx: Context, *, nodes: tuple[str, ...], as_json: bool) -> ExitC
     state, age = found
     cluster = ctx.cluster()
     names = [cluster.node(name).name for name in nodes] or cluster.node_names
-    samples = {name: (state.get("nodes") or {}).get(name) or {} for name in names}
-    healthy = all(sample.get("status") == "up" for sample in samples.values())
+    healthy = all((state.nodes.get(name) or {}).get("status") == "up" for name in names)
     if as_json:
-        from ugro.views import health_from_daemon
-
         click.echo(
             json.dumps(health_from_daemon(cluster, state, age, names), indent=2, sort_keys=True)
         )
     else:
-        from ugro.display import console, node_samples_table
+        # rich, for a person only: `health --json` answers without it.
+        from ugro.display.console import console
+        from ugro.display.nodes import node_samples_table
 
-        console.print(node_samples_table({**state, "nodes": samples}, cluster, age))
+        console.print(node_samples_table(state, cluster, age, names))
     return ExitCode.OK if healthy else ExitCode.FAILED
 
 
 def history(ctx: Context, *, node: str | None, as_json: bool) -> ExitCode:
     """What changed on each node, from data/health_history.jsonl (the daemon's probes)."""
-    from ugro import monitor
 
     cluster = ctx.cluster()
     name = cluster.node(node).name if node else None
     path = cluster.paths.data / monitor.HISTORY
     changes = monitor.transitions(monitor.read_history(path, name))
     if as_json:
-        from ugro.views import health_history_view
-
         click.echo(json.dumps(health_history_view(cluster, name), indent=2, sort_keys=True))
         return ExitCode.OK
     if not changes:
         click.echo(f"No health history in {path}: the daemon (`ugro daemon start`) keeps it.")
         return ExitCode.OK
-    from ugro.display import console, health_history_table
+    from ugro.display.console import console
+    from ugro.display.nodes import health_history_table
 
     console.print(health_history_table(changes, f"health of {name or cluster.name}: changes"))
     return ExitCode.OK

@@ -7,17 +7,17 @@ import json
 import click
 
 from ugro.commands.context import Context
-from ugro.errors import ExitCode
+from ugro.core.errors import ExitCode
+from ugro.nodes.inventory import inventory_list
 
 
 def inventory(ctx: Context, *, as_json: bool = False) -> ExitCode:
-    from ugro.inventory import inventory_list
-
     cluster = ctx.cluster()
     if as_json:
         click.echo(json.dumps(inventory_list(cluster), indent=2, sort_keys=True))
         return ExitCode.OK
-    from ugro.display import console, inventory_table
+    from ugro.display.console import console
+    from ugro.display.nodes import inventory_table
 
     console.print(inventory_table(cluster))
     return ExitCode.OK

@@ -5,18 +5,22 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
 from ugro.commands.context import Context
-from ugro.errors import ExitCode, UsageError
-from ugro.jobs import JobRecord
-
-if TYPE_CHECKING:
-    from ugro.cluster import Cluster
-    from ugro.launch import LaunchRequest
-    from ugro.watcher import ControllerOptions
+from ugro.controller.follow import follow
+from ugro.core.cluster import Cluster
+from ugro.core.errors import ExitCode, UsageError
+from ugro.core.files import read_json_dict
+from ugro.core.layout import PLAN_FILE, check_job_ref, check_name, name_of
+from ugro.launch import definition, start
+from ugro.launch.balance import choose_mode, plan_lines
+from ugro.launch.definition import LaunchRequest
+from ugro.records.controller_files import ControllerHandle, ControllerOptions
+from ugro.records.history import JobRecord, Jobs
+from ugro.results.summary import job_results
 
 
 def launch(
@@ -42,9 +46,7 @@ def launch(
     resume_job: str | None = None,
     balance: str | None = None,
 ) -> ExitCode:
-    from ugro import launch as launcher
-    from ugro.display import RunProgress
-    from ugro.joblayout import check_job_ref, check_name
+    from ugro.display.progress import RunProgress
 
     if (name is None) == (resume_job is None):
         raise UsageError("give --name NAME for a new job, or --resume JOB to continue one")
@@ -62,7 +64,7 @@ def launch(
         if dry_run:
             raise UsageError("--resume has no dry run; `ugro results JOB` shows its checkpoints")
         with RunProgress("resume", node_count) as progress:
-            result = launcher.resume(
+            result = start.resume(
                 cluster, resume_job, options=options, nodes=nodes, on_event=progress
             )
         click.echo(f"Resumed {result.job_id} on {', '.join(result.nodes)}.")
@@ -81,9 +83,7 @@ def launch(
         balance=balance,
     )
     with RunProgress("launch (dry run)" if dry_run else "launch", node_count) as progress:
-        result = launcher.launch(
-            cluster, request, dry_run=dry_run, on_event=progress, options=options
-        )
+        result = start.launch(cluster, request, dry_run=dry_run, on_event=progress, options=options)
     if dry_run:
         click.echo(f"Dry run of {result.job_id}: nothing was started. Each node would run:")
         for node in result.nodes:
@@ -103,7 +103,6 @@ def controller_options(
     node_count: int | None = None,
 ) -> ControllerOptions:
     """What the job's controller is asked to do (the launch's and the submit's options)."""
-    from ugro.watcher import ControllerOptions
 
     count = node_count or len(nodes) or len(cluster.nodes)
     if min_nodes is not None and min_nodes > count:
@@ -130,8 +129,6 @@ def launch_request(
 ) -> LaunchRequest:
     """The job as `ugro launch` and `ugro submit` take it: train_production.py with the
     cluster's training section and the seed's options, or the user's script with its own."""
-    from ugro import launch as launcher
-    from ugro.balance import choose_mode
 
     if script and any(v is not None for v in seed_options.values()):
         raise UsageError(
@@ -141,11 +138,11 @@ def launch_request(
     args = (
         tuple(script_args)
         if script
-        else launcher.training_args(cluster, overrides=seed_options, extra=tuple(script_args))
+        else definition.training_args(cluster, overrides=seed_options, extra=tuple(script_args))
     )
-    return launcher.LaunchRequest(
+    return definition.LaunchRequest(
         name=name,
-        script=script or launcher.DEFAULT_SCRIPT,
+        script=script or definition.DEFAULT_SCRIPT,
         args=args,
         nodes=nodes,
         allow_drift=allow_drift,
@@ -157,13 +154,9 @@ def launch_request(
 
 
 def _follow_or_detach(ctx: Context, job_id: str, *, detach: bool, verbose: bool) -> ExitCode:
-    from ugro.balance import PLAN_FILE, plan_lines
-    from ugro.display import TrainingProgress, console, results_table
-    from ugro.follow import follow
-    from ugro.joblayout import name_of
-    from ugro.jobresults import job_results
-    from ugro.jobs import Jobs
-    from ugro.state import read_json_dict
+    from ugro.display.console import console
+    from ugro.display.jobs import results_table
+    from ugro.display.progress import TrainingProgress
 
     cluster = ctx.cluster()
     name = name_of(job_id)
@@ -201,9 +194,7 @@ def _follow_or_detach(ctx: Context, job_id: str, *, detach: bool, verbose: bool)
         return ExitCode.OK
     jobs = Jobs(cluster)
     if record.active:
-        from ugro.watcher import Watcher
-
-        log_path = Watcher(jobs.experiment_dir(job_id)).log_path
+        log_path = ControllerHandle(jobs.experiment_dir(job_id)).log_path
         click.echo(
             f"{job_id} is {record.state}, but its controller keeps dying; see {log_path}",
             err=True,

@@ -5,7 +5,11 @@ from __future__ import annotations
 import click
 
 from ugro.commands.context import Context
-from ugro.errors import ExitCode, UsageError
+from ugro.controller.follow import follow
+from ugro.core.errors import ExitCode, UsageError
+from ugro.records.controller_files import ControllerHandle
+from ugro.records.history import Jobs
+from ugro.results.logview import LogView
 
 # How often `logs --follow` asks the nodes (one status run, which brings their logs too).
 FOLLOW_CHECK_S = 10.0
@@ -14,10 +18,6 @@ SILENT_S = 5.0
 
 
 def logs(ctx: Context, *, job: str, rank: int | None = None, follow_: bool = False) -> ExitCode:
-    from ugro.jobs import Jobs
-    from ugro.logview import LogView
-    from ugro.watcher import Watcher
-
     cluster = ctx.cluster()
     jobs = Jobs(cluster)
     record = jobs.find(job)
@@ -29,8 +29,6 @@ def logs(ctx: Context, *, job: str, rank: int | None = None, follow_: bool = Fal
         )
         return ExitCode.OK
     if follow_ and record.active:
-        from ugro.follow import follow
-
         view = LogView(directory, rank=rank)
 
         def show() -> None:
@@ -45,17 +43,17 @@ def logs(ctx: Context, *, job: str, rank: int | None = None, follow_: bool = Fal
     if record.active:
         # The other nodes' logs as they are now, from the nodes the controller hears; a node
         # it does not is named, not waited for.
-        from ugro.control import collect_logs
+        from ugro.launch.job_playbooks import collect_logs
 
-        watcher = Watcher(jobs.experiment_dir(record.job_id))
-        heard = watcher.state().get("nodes") or {}
+        controller = ControllerHandle(jobs.experiment_dir(record.job_id))
+        heard = controller.state().silent_s
         workers = [n for n in jobs.nodes(record) if n != cluster.master.name]
-        silent = [n for n in workers if float(heard.get(n, {}).get("silent_s", 0)) >= SILENT_S]
+        silent = [n for n in workers if heard.get(n, 0.0) >= SILENT_S]
         collect_logs(cluster, record.job_id, [n for n in workers if n not in silent])
         for name in silent:
             click.echo(
                 f"{name}: not asked for its logs (no heartbeat for "
-                f"{float(heard[name]['silent_s']):.0f}s); showing what was collected before",
+                f"{heard[name]:.0f}s); showing what was collected before",
                 err=True,
             )
     view = LogView(directory, rank=rank)

@@ -7,12 +7,14 @@ import json
 import click
 
 from ugro.commands.context import Context
-from ugro.errors import ExitCode, UsageError
+from ugro.core.errors import ExitCode, UsageError
+from ugro.network import check as checker
+from ugro.network.findings import errors
 
 
 def netcheck(ctx: Context, *, nodes: tuple[str, ...] = (), as_json: bool = False) -> ExitCode:
-    from ugro import netcheck as checker
-    from ugro.display import console, err_console, netcheck_tables
+    from ugro.display.console import console, err_console
+    from ugro.display.nodes import netcheck_tables
 
     cluster = ctx.cluster()
     names = [cluster.node(name).name for name in nodes] or cluster.node_names
@@ -29,4 +31,4 @@ def netcheck(ctx: Context, *, nodes: tuple[str, ...] = (), as_json: bool = False
             colour = "red" if finding["severity"] == "error" else "yellow"
             severity, message, fix = finding["severity"], finding["message"], finding["fix"]
             err_console.print(f"[{colour}]{severity}:[/] {message}\n  fix: {fix}", highlight=False)
-    return ExitCode.FAILED if checker.errors(report) else ExitCode.OK
+    return ExitCode.FAILED if errors(report) else ExitCode.OK

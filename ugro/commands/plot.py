@@ -7,7 +7,9 @@ from pathlib import Path
 import click
 
 from ugro.commands.context import Context
-from ugro.errors import ExitCode, UsageError
+from ugro.core.errors import ExitCode, UsageError
+from ugro.records.history import Jobs
+from ugro.results.summary import find_jobs
 
 FORMATS = (".png", ".svg", ".pdf")
 
@@ -22,9 +24,7 @@ def checked_target(path: Path) -> Path:
 
 
 def plot(ctx: Context, *, names: list[str], out: str | None, metrics: list[str]) -> ExitCode:
-    from ugro.jobresults import find_jobs
-    from ugro.jobs import Jobs
-    from ugro.plots import METRICS, draw, job_curves
+    from ugro.results.plots import METRICS, draw, job_curves
 
     jobs = Jobs(ctx.cluster())
     records = find_jobs(jobs, names)

@@ -9,7 +9,15 @@ from typing import Any
 import click
 
 from ugro.commands.context import Context
-from ugro.errors import ExitCode, UsageError
+from ugro.commands.launch import controller_options, launch_request
+from ugro.core.errors import ExitCode, UsageError
+from ugro.core.layout import check_job_ref, check_name
+from ugro.queue import schedule, sweeps
+from ugro.queue import submit as queue_submit
+from ugro.queue.cancel import stop_job
+from ugro.records.daemon_files import DaemonFiles
+from ugro.records.history import Jobs
+from ugro.views import queue_view
 
 
 def submit(
@@ -29,24 +37,19 @@ def submit(
     sweep: tuple[str, ...],
     balance: str | None = None,
 ) -> ExitCode:
-    from ugro import jobqueue
-    from ugro.commands.launch import controller_options, launch_request
-    from ugro.daemonfiles import DaemonFiles
-    from ugro.joblayout import check_name
-
     check_name(name)
     if nodes and node_count is not None:
         raise UsageError("give --nodes A,B or --node-count N, not both")
     if min_vram_gb is not None and node_count is None:
         raise UsageError("--min-vram goes with --node-count N (any N nodes with that much)")
-    points = jobqueue.sweep_points(sweep) if sweep else [{}]
-    names = [jobqueue.sweep_job_name(name, p) if p else name for p in points]
+    points = sweeps.sweep_points(sweep) if sweep else [{}]
+    names = [sweeps.sweep_job_name(name, p) if p else name for p in points]
     for job_name in names:
         check_name(job_name)
     cluster = ctx.cluster()
     for node in nodes:
         cluster.node(node)
-    placement = jobqueue.Placement(nodes=nodes, count=node_count, min_vram_gb=min_vram_gb)
+    placement = schedule.Placement(nodes=nodes, count=node_count, min_vram_gb=min_vram_gb)
     options = controller_options(
         cluster,
         retries=retries,
@@ -62,13 +65,15 @@ def submit(
             name=job_name,
             seed_options=seed_options,
             script=script,
-            script_args=(*script_args, *jobqueue.sweep_args(point)),
+            script_args=(*script_args, *sweeps.sweep_args(point)),
             nodes=nodes,
             allow_drift=allow_drift,
             balance=balance,
         )
         sweep_detail = {"name": name, "point": point, "index": index} if point else None
-        job_ids.append(jobqueue.submit(cluster, request, options, placement, sweep=sweep_detail))
+        job_ids.append(
+            queue_submit.submit(cluster, request, options, placement, sweep=sweep_detail)
+        )
     for job_id in job_ids:
         click.echo(f"{job_id} queued")
     if not DaemonFiles(cluster.paths.data).alive():
@@ -80,7 +85,6 @@ def submit(
 
 def queue(ctx: Context, *, as_json: bool, pause: bool, resume: bool) -> ExitCode:
     """The queued and running jobs, each waiting job's position and why it waits."""
-    from ugro.daemonfiles import DaemonFiles
 
     cluster = ctx.cluster()
     files = DaemonFiles(cluster.paths.data)
@@ -92,13 +96,13 @@ def queue(ctx: Context, *, as_json: bool, pause: bool, resume: bool) -> ExitCode
             else "The queue runs again."
         )
         return ExitCode.OK
-    from ugro.views import queue_view
 
     summary = queue_view(cluster)
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
         return ExitCode.OK
-    from ugro.display import console, queue_table
+    from ugro.display.console import console
+    from ugro.display.jobs import queue_table
 
     console.print(queue_table(summary))
     if summary["paused"]:
@@ -108,9 +112,6 @@ def queue(ctx: Context, *, as_json: bool, pause: bool, resume: bool) -> ExitCode
 
 def cancel(ctx: Context, *, refs: tuple[str, ...]) -> ExitCode:
     """Remove queued jobs; stop running ones. A sweep's name cancels every job of the sweep."""
-    from ugro.control import stop_job
-    from ugro.joblayout import check_job_ref
-    from ugro.jobs import Jobs
 
     for ref in refs:
         check_job_ref(ref)

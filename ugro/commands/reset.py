@@ -9,21 +9,16 @@ daemon does not start the next one on the nodes being cleaned.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
 
 import click
 
 from ugro.commands.context import Context
-from ugro.errors import ExitCode, UgroError
-
-if TYPE_CHECKING:
-    from ugro.jobs import Jobs
+from ugro.core.errors import ExitCode, UgroError
+from ugro.records.controller_files import ControllerHandle
+from ugro.records.history import Jobs
 
 
 def reset(ctx: Context, *, yes: bool = False, nodes: tuple[str, ...] = ()) -> ExitCode:
-    from ugro.jobs import Jobs
-    from ugro.watcher import Watcher
-
     cluster = ctx.cluster()
     jobs = Jobs(cluster)
     active = [r for r in jobs.records().values() if r.active]
@@ -36,7 +31,7 @@ def reset(ctx: Context, *, yes: bool = False, nodes: tuple[str, ...] = ()) -> Ex
             f"End every UGRO job's processes on {', '.join(targets)}{running}?", abort=True
         )
     # A queue that ran on would start the next job on the nodes being cleaned.
-    from ugro.daemonfiles import DaemonFiles
+    from ugro.records.daemon_files import DaemonFiles
 
     files = DaemonFiles(cluster.paths.data)
     queued = [r for r in jobs.records().values() if r.queued]
@@ -46,10 +41,10 @@ def reset(ctx: Context, *, yes: bool = False, nodes: tuple[str, ...] = ()) -> Ex
             f"The queue is paused ({len(queued)} queued): `ugro queue --resume` lets it run again."
         )
     for record in active:
-        watcher = Watcher(jobs.experiment_dir(record.job_id))
-        if watcher.exists():
-            watcher.request_stop("ugro reset")
-            watcher.ensure()
+        controller = ControllerHandle(jobs.experiment_dir(record.job_id))
+        if controller.exists():
+            controller.request_stop("ugro reset")
+            controller.ensure()
     _wait_for_stops(jobs, [r.job_id for r in active])
     for record in active:
         click.echo(f"{record.job_id}: {jobs.find(record.job_id).state}")

@@ -14,8 +14,17 @@ from typing import Any
 
 import click
 
+from ugro.commands import stop as job_verbs
 from ugro.commands.context import Context
-from ugro.errors import ExitCode, UsageError
+from ugro.commands.health import health
+from ugro.commands.launch import launch
+from ugro.commands.reset import reset
+from ugro.commands.sync import sync
+from ugro.core.errors import ExitCode, UsageError
+from ugro.core.layout import check_job_ref
+from ugro.launch.job_playbooks import job_extravars
+from ugro.nodes import assets
+from ugro.records.history import Jobs
 
 _EXTRA_VAR = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.DOTALL)
 # ugro's playbooks that work on one job, and so need a JOB.
@@ -41,9 +50,6 @@ def run(
     nodes: tuple[str, ...] = (),
     check: bool = False,
 ) -> ExitCode:
-    from ugro import assets
-    from ugro.joblayout import check_job_ref
-
     extravars = parse_extra_vars(extra)
     if job is not None:
         check_job_ref(job)
@@ -54,25 +60,15 @@ def run(
     if verb in _JOB_PLAYBOOKS and job is None:
         raise UsageError(f"ugro run {verb} needs a JOB (a job's name or id)")
     if verb == "launch":
-        from ugro.commands.launch import launch
-
         assert job is not None
         return launch(ctx, name=job, nodes=nodes, dry_run=check, extravars=extravars)
     if verb == "health":
-        from ugro.commands.health import health
-
         return health(ctx, nodes=nodes, check=check, extravars=extravars)
     if verb == "sync":
-        from ugro.commands.sync import sync
-
         return sync(ctx, nodes=nodes, check=check, extravars=extravars)
     if verb == "reset" and not check:
-        from ugro.commands.reset import reset
-
         return reset(ctx, nodes=nodes)
     if verb in ("stop", "collect") and not check and not nodes:
-        from ugro.commands import stop as job_verbs
-
         assert job is not None
         return (job_verbs.stop if verb == "stop" else job_verbs.collect)(
             ctx, job=job, extravars=extravars
@@ -91,9 +87,6 @@ def _run_playbook(
 ) -> ExitCode:
     cluster = ctx.cluster()
     if job is not None:
-        from ugro.control import job_extravars
-        from ugro.jobs import Jobs
-
         jobs = Jobs(cluster)
         record = jobs.find(job)
         extravars = {**job_extravars(cluster, record.job_id), **extravars}

@@ -8,14 +8,13 @@ from dataclasses import asdict
 
 import click
 
-from ugro.errors import ExitCode
+from ugro.core.errors import ExitCode
+from ugro.sandbox import lifecycle
 
 
 def up(
     *, name: str, nodes: int, subnet: str, wheelhouse: str | None, packages: tuple[str, ...]
 ) -> ExitCode:
-    from ugro.sandbox import lifecycle
-
     started = time.monotonic()
     box = lifecycle.up(
         name,
@@ -35,23 +34,20 @@ def up(
 
 
 def down(*, name: str, purge_env: bool) -> ExitCode:
-    from ugro.sandbox import lifecycle
-
     removed = lifecycle.down(name, purge_env=purge_env)
     click.echo(f"Sandbox {name} is down: removed {removed.describe()}.")
     return ExitCode.OK
 
 
 def status(*, name: str, as_json: bool) -> ExitCode:
-    from ugro.sandbox import lifecycle
-
     box, rows = lifecycle.status(name)
     if as_json:
         click.echo(
             json.dumps({"sandbox": asdict(box), "nodes": [asdict(r) for r in rows]}, indent=2)
         )
     else:
-        from ugro.display import console, sandbox_table
+        from ugro.display.console import console
+        from ugro.display.nodes import sandbox_table
 
         console.print(sandbox_table(box, rows))
         click.echo(f"Cluster file: {box.cluster_file}")
@@ -69,8 +65,6 @@ def fault(
     mtu: int | None = None,
     peer: str | None = None,
 ) -> ExitCode:
-    from ugro.sandbox import lifecycle
-
     lifecycle.fault(
         name,
         node,

@@ -7,21 +7,23 @@ import json
 import click
 
 from ugro.commands.context import Context
-from ugro.errors import ExitCode
-from ugro.jobs import JobRecord, Jobs
+from ugro.commands.health import daemon_health
+from ugro.core.errors import ExitCode
+from ugro.core.files import read_json
+from ugro.records.controller_files import ControllerHandle
+from ugro.records.history import JobRecord, Jobs
+from ugro.records.job_status import job_status
 
 
 def controller_notes(jobs: Jobs, running: list[JobRecord]) -> list[str]:
     """What the running jobs' controllers report beyond the state: a stall, silent nodes."""
-    from ugro.watcher import Watcher
 
     notes = []
     for record in running:
-        state = Watcher(jobs.experiment_dir(record.job_id)).state()
-        if state.get("message"):
-            notes.append(f"{record.job_id}: {state['message']}")
-        for node, seen in sorted((state.get("nodes") or {}).items()):
-            silent = float(seen.get("silent_s") or 0)
+        state = ControllerHandle(jobs.experiment_dir(record.job_id)).state()
+        if state.message:
+            notes.append(f"{record.job_id}: {state.message}")
+        for node, silent in sorted(state.silent_s.items()):
             if silent >= 3:
                 notes.append(f"{record.job_id}: no heartbeat from {node} for {silent:.0f}s")
     return notes
@@ -29,14 +31,11 @@ def controller_notes(jobs: Jobs, running: list[JobRecord]) -> list[str]:
 
 def revive(jobs: Jobs, record: JobRecord) -> bool:
     """Start the job's controller again if it died while the job still needs one."""
-    from ugro.watcher import Watcher
 
-    return Watcher(jobs.experiment_dir(record.job_id)).ensure()
+    return ControllerHandle(jobs.experiment_dir(record.job_id)).ensure()
 
 
 def status(ctx: Context, *, recent: int = 10, as_json: bool = False) -> ExitCode:
-    from ugro.state import read_json
-
     cluster = ctx.cluster()
     state = read_json(cluster.paths.cluster_state)
     jobs = Jobs(cluster)
@@ -48,31 +47,32 @@ def status(ctx: Context, *, recent: int = 10, as_json: bool = False) -> ExitCode
     for job_id in revived:
         click.echo(f"{job_id}: its controller had stopped; started it again.", err=True)
     if as_json:
-        from ugro.commands.health import daemon_health
-
         fresh = daemon_health(ctx)
         click.echo(
             json.dumps(
                 {
                     "cluster": state or {},
-                    "daemon": {"age_s": round(fresh[1], 1), **fresh[0]} if fresh else None,
-                    "jobs": [r.__dict__ for r in records],
+                    "daemon": {"age_s": round(fresh[1], 1), **fresh[0].to_json()}
+                    if fresh
+                    else None,
+                    "jobs": [r.__dict__ | job_status(jobs, r).to_json() for r in records],
                 },
                 indent=2,
                 sort_keys=True,
             )
         )
         return ExitCode.OK
-    from ugro.commands.health import daemon_health
-    from ugro.display import cluster_state_table, console, jobs_table, node_samples_table
+    # rich, for a person only: `status --json` answers without it.
+    from ugro.display.console import console
+    from ugro.display.jobs import jobs_table
+    from ugro.display.nodes import cluster_state_table, node_samples_table
 
     fresh = daemon_health(ctx)
     if fresh is not None:
         daemon_state, age = fresh
         console.print(node_samples_table(daemon_state, cluster, age))
-        queued = sum(1 for entry in daemon_state.get("queue") or [] if not entry.get("nodes"))
-        if queued:
-            click.echo(f"{queued} job(s) queued: `ugro queue` says why each waits.")
+        if daemon_state.waiting:
+            click.echo(f"{daemon_state.waiting} job(s) queued: `ugro queue` says why each waits.")
     elif state:
         console.print(cluster_state_table(state))
     else:
@@ -80,7 +80,8 @@ def status(ctx: Context, *, recent: int = 10, as_json: bool = False) -> ExitCode
     if records:
         running = [r for r in records if r.active]
         title = f"jobs ({len(running)} running, {len(records)} most recent shown)"
-        console.print(jobs_table(records, title=title))
+        lines = {r.job_id: job_status(jobs, r).line for r in records}
+        console.print(jobs_table(records, title=title, lines=lines))
         for line in controller_notes(jobs, running):
             click.echo(line)
     else:

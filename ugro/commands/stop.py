@@ -8,13 +8,13 @@ from typing import Any
 import click
 
 from ugro.commands.context import Context
-from ugro.errors import ExitCode
+from ugro.core.errors import ExitCode
+from ugro.launch.job_playbooks import collect as collect_job
+from ugro.queue.cancel import stop_job
+from ugro.records.history import Jobs
 
 
 def stop(ctx: Context, *, job: str, extravars: Mapping[str, Any] | None = None) -> ExitCode:
-    from ugro.control import stop_job
-    from ugro.jobs import Jobs
-
     cluster = ctx.cluster()
     record = Jobs(cluster).find(job)
     report = stop_job(cluster, record, extravars=extravars)
@@ -40,9 +40,6 @@ def stop(ctx: Context, *, job: str, extravars: Mapping[str, Any] | None = None) 
 
 
 def collect(ctx: Context, *, job: str, extravars: Mapping[str, Any] | None = None) -> ExitCode:
-    from ugro.control import collect as collect_job
-    from ugro.jobs import Jobs
-
     cluster = ctx.cluster()
     jobs = Jobs(cluster)
     record = jobs.find(job)

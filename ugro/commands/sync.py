@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from ugro.commands.context import Context
-from ugro.errors import ExitCode
+from ugro.core.errors import ExitCode
+from ugro.health import verdicts
 
 
 def sync(
@@ -18,8 +19,8 @@ def sync(
     check: bool = False,
     extravars: Mapping[str, Any] | None = None,
 ) -> ExitCode:
-    from ugro import health as verdicts
-    from ugro.display import console, health_table
+    from ugro.display.console import console
+    from ugro.display.nodes import health_table
 
     cluster = ctx.cluster()
     names = [cluster.node(n).name for n in nodes] or cluster.node_names

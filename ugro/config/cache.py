@@ -29,16 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from ugro import __version__
-from ugro.cluster import Cluster
+from ugro.config.load import load_cluster_file, local_cluster
 from ugro.config.source import HOME_ENV, current_user, locate_config, referenced_variables
+from ugro.core.cluster import Cluster
 
 FORMAT = 3
 CACHE_ENV = "UGRO_CACHE_DIR"
 _PACKAGE = Path(__file__).resolve().parent.parent
 # The modules whose code decides what a cluster.yaml resolves to.
 _RESOLVING_MODULES = (
-    "cluster.py",
+    "core/cluster.py",
     "config/cache.py",
+    "config/load.py",
     "config/loader.py",
     "config/resolution.py",
     "config/schema.py",
@@ -57,8 +59,6 @@ def load_cluster(explicit: str | os.PathLike[str] | None = None) -> Cluster:
         cached = _read(source, key)
         if cached is not None:
             return cached
-    from ugro.config import load_cluster_file, local_cluster
-
     cluster = local_cluster() if source is None else load_cluster_file(source)
     if key is not None:
         _write(source, key, cluster)

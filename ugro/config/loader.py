@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from ugro.config.schema import ClusterConfig, semantic_problems
 from ugro.config.source import ENV_REFERENCE, current_user
-from ugro.errors import ConfigError
+from ugro.core.errors import ConfigError
 
 MAX_CONFIG_BYTES = 1 << 20
 # A composed YAML graph bigger than this is an alias bomb, not a cluster description.

@@ -12,16 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any, Literal
 
-from ugro.cluster import (
-    Cluster,
-    ClusterPaths,
-    DaemonOptions,
-    EnvironmentSpec,
-    LaunchOptions,
-    LoggingOptions,
-    Node,
-    SshOptions,
-)
 from ugro.config.schema import (
     ClusterConfig,
     EnvironmentSection,
@@ -31,6 +21,16 @@ from ugro.config.schema import (
     expand_home,
 )
 from ugro.config.source import builtin_home, current_user
+from ugro.core.cluster import (
+    Cluster,
+    ClusterPaths,
+    DaemonOptions,
+    EnvironmentSpec,
+    LaunchOptions,
+    LoggingOptions,
+    Node,
+    SshOptions,
+)
 
 LOCAL_CLUSTER_NAME = "local"
 # A worker's job directories, under its project (the master's follow paths.experiments).

@@ -10,7 +10,7 @@ import os
 import re
 from pathlib import Path
 
-from ugro.errors import ConfigError
+from ugro.core.errors import ConfigError
 
 CONFIG_ENV = "UGRO_CONFIG"
 HOME_ENV = "UGRO_HOME"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ugro.config.resolution import OFFLINE_TRAINING
-from ugro.errors import UsageError
+from ugro.core.errors import UsageError
 
 DEFAULT_NAME = "ugro"
 DEFAULT_SUBNET = "10.213.0.0/24"

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import yaml
 
-from ugro.errors import SandboxError, UsageError
-from ugro.processes import spawn_detached
+from ugro.core import processes
+from ugro.core.errors import SandboxError, UsageError
 from ugro.sandbox import layout, system
 from ugro.sandbox.layout import NodePlan, Sandbox
 from ugro.sandbox.nodeenv import default_packages, ensure_env
@@ -268,7 +268,7 @@ def _start_sshd(sandbox: Sandbox, node: NodePlan) -> None:
     )
     # ip netns exec execs unshare, which forks the namespace's first process (nodeinit, then
     # sshd) and waits for it: the pid is unshare's, alive as long as sshd is.
-    process = spawn_detached(argv, directory / "sshd.log")
+    process = processes.spawn_detached(argv, directory / "sshd.log")
     node.sshd_pid = process.pid
     node.down = False
 
@@ -343,11 +343,11 @@ def down(
     for netns in namespaces:
         pids.update(system.netns_pids(netns))
     for user in users:
-        pids.update(system.pids_of_uid(user.pw_uid))
+        pids.update(processes.of_user(user.pw_uid))
     if sandbox:
-        pids.update(n.sshd_pid for n in sandbox.nodes if system.pid_alive(n.sshd_pid))  # type: ignore[misc]
-        pids.update(n.throttle_pid for n in sandbox.nodes if system.pid_alive(n.throttle_pid))  # type: ignore[misc]
-    system.kill_all(pids)
+        pids.update(n.sshd_pid for n in sandbox.nodes if processes.alive(n.sshd_pid))  # type: ignore[misc]
+        pids.update(n.throttle_pid for n in sandbox.nodes if processes.alive(n.throttle_pid))  # type: ignore[misc]
+    processes.end(pids)
     removed.processes = len(pids)
 
     for netns in namespaces:
@@ -457,10 +457,10 @@ def fault(
     node = sandbox.node(node_name)
     if action == "down":
         # Every process in the node stops, sshd and whatever it started, as if it lost power.
-        system.kill_all(system.netns_pids(node.netns))
+        processes.end(system.netns_pids(node.netns))
         node.down = True
     elif action == "up":
-        if not system.pid_alive(node.sshd_pid):
+        if not processes.alive(node.sshd_pid):
             _start_sshd(sandbox, node)
             _wait_for_sshd(sandbox, [node])
         node.down = False
@@ -506,14 +506,14 @@ def _throttle(sandbox: Sandbox, node: NodePlan, percent: int) -> None:
     """Hold the node's processes to percent of the CPU (ugro/sandbox/throttle.py); 0 ends it."""
     from ugro.sandbox import throttle
 
-    if node.throttle_pid and system.pid_alive(node.throttle_pid):
-        system.kill_all({node.throttle_pid})
+    if node.throttle_pid and processes.alive(node.throttle_pid):
+        processes.end({node.throttle_pid})
     throttle.continue_all(node.netns)
     node.throttle_pid, node.cpu_percent = None, 0
     if percent:
         log_file = sandbox.node_dir(node) / "throttle.log"
         argv = [sys.executable, "-m", "ugro.sandbox.throttle", node.netns, str(percent)]
-        node.throttle_pid = spawn_detached(argv, log_file).pid
+        node.throttle_pid = processes.spawn_detached(argv, log_file).pid
         node.cpu_percent = percent
 
 

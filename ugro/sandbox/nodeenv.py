@@ -18,7 +18,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from ugro.errors import PrerequisiteError
+from ugro.core.errors import PrerequisiteError
 from ugro.sandbox.system import run
 
 log = logging.getLogger(__name__)

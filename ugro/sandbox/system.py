@@ -6,21 +6,18 @@ the command and its last line of stderr.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import pwd
 import shutil
-import signal
 import socket
 import subprocess
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ugro.errors import PrerequisiteError, SandboxError
+from ugro.core.errors import PrerequisiteError, SandboxError
 
 log = logging.getLogger(__name__)
 
@@ -118,57 +115,7 @@ def in_netns(netns: str, argv: Sequence[str]) -> list[str]:
     return [which("ip") or "ip", "netns", "exec", netns, which(argv[0]) or argv[0], *argv[1:]]
 
 
-# --- processes ----------------------------------------------------------------------------------
-
-
-def pid_alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie is dead for our purposes.
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def kill_all(pids: Iterable[int], *, grace: float = 0.0) -> None:
-    """SIGTERM (when a grace period is given) then SIGKILL; ignores processes already gone."""
-    pids = [p for p in set(pids) if p > 1 and p != os.getpid()]
-    if grace > 0:
-        for pid in pids:
-            _signal(pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
-            time.sleep(0.05)
-    for pid in pids:
-        _signal(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
-        time.sleep(0.02)
-
-
-def _signal(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
-
-
-def pids_of_uid(uid: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if entry.stat().st_uid == uid:
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
+# --- network -----------------------------------------------------------------------------------
 
 
 def tcp_banner(address: str, port: int = 22, timeout: float = 1.0) -> str | None:

@@ -18,6 +18,8 @@ import signal
 import sys
 import time
 
+from ugro.core import processes
+
 # Short periods keep the share proportional: with 100 ms, a step needing 20 ms of CPU took a
 # whole period whatever its size (its 25 ms ran it, then it waited), so a smaller batch on the
 # slow node did not make it faster, and balancing could not help. At 20 ms the share holds for
@@ -36,21 +38,7 @@ def members(inode: int, *, every: bool = False) -> list[int]:
     """The processes whose network namespace is the node's, but for its sshd: stopped, sshd's
     sessions close as they open (its monitor sees the child stop). What the node computes runs
     under it, and is throttled."""
-    found = []
-    own = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == own:
-            continue
-        try:
-            if os.stat(f"/proc/{entry}/ns/net").st_ino != inode:
-                continue
-            with open(f"/proc/{entry}/comm", encoding="utf-8", errors="replace") as comm:
-                if comm.read().startswith("sshd") and not every:
-                    continue
-            found.append(int(entry))
-        except OSError:
-            continue  # it ended, or is not ours to read
-    return found
+    return processes.in_network_namespace(inode, but=None if every else "sshd")
 
 
 def _same_namespace(netns: str, inode: int) -> bool:
@@ -58,14 +46,6 @@ def _same_namespace(netns: str, inode: int) -> bool:
         return namespace_inode(netns) == inode
     except OSError:
         return False
-
-
-def signal_all(pids: list[int], signum: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, signum)
-        except OSError:
-            continue
 
 
 def run(netns: str, percent: float) -> None:
@@ -89,23 +69,23 @@ def run(netns: str, percent: float) -> None:
                     # namespace may reuse the inode, and its processes are not this node's.
                     return
                 group, read_at = members(inode), time.monotonic()
-            signal_all(group, signal.SIGCONT)
+            processes.send(group, signal.SIGCONT)
             time.sleep(PERIOD_S * share)
             if stopping:
                 break
-            signal_all(group, signal.SIGSTOP)
+            processes.send(group, signal.SIGSTOP)
             time.sleep(PERIOD_S * (1 - share))
     finally:
         # What it stopped runs again; when the node is gone, only that (the inode may be
         # another namespace's by now, whose stopped processes are not ours to continue).
         alive = _same_namespace(netns, inode)
-        signal_all(members(inode, every=True) if alive else group, signal.SIGCONT)
+        processes.send(members(inode, every=True) if alive else group, signal.SIGCONT)
 
 
 def continue_all(netns: str) -> None:
     """Every process of the node running again (after its throttle ended, however it ended)."""
     with contextlib.suppress(OSError):
-        signal_all(members(namespace_inode(netns), every=True), signal.SIGCONT)
+        processes.send(members(namespace_inode(netns), every=True), signal.SIGCONT)
 
 
 if __name__ == "__main__":

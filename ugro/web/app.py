@@ -27,9 +27,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ugro import views
-from ugro.cluster import Cluster
-from ugro.errors import UgroError
-from ugro.jobs import Jobs
+from ugro.core.cluster import Cluster
+from ugro.core.errors import UgroError
+from ugro.records.history import Jobs
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "ugro_dashboard"
@@ -154,13 +154,13 @@ def create_app(cluster: Cluster, *, host: str = "127.0.0.1", token: str | None =
         }
 
     def results(request: Request) -> dict[str, Any]:
-        from ugro.jobresults import job_results
+        from ugro.results.summary import job_results
 
         return job_results(jobs, jobs.find(request.path_params["job"]))
 
     def compare(request: Request) -> dict[str, Any]:
-        from ugro.compare import compare as compare_jobs
-        from ugro.jobresults import find_jobs
+        from ugro.results.compare import compare as compare_jobs
+        from ugro.results.summary import find_jobs
 
         names = [n for n in request.query_params.get("jobs", "").split(",") if n]
         return compare_jobs(jobs, find_jobs(jobs, names))

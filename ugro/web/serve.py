@@ -17,8 +17,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from ugro.cluster import Cluster
-from ugro.errors import UsageError
+from ugro.core.cluster import Cluster
+from ugro.core.errors import UsageError
 
 log = logging.getLogger(__name__)
 

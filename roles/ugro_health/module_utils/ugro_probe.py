@@ -2,8 +2,8 @@
 
 Stdlib only, Python 3.8+. The health role runs it on each node inside its module
 (library/ugro_health_probe.py, one task: each Ansible task costs a round trip and a fork per
-node); run as a script it prints the same report as one JSON object (the benchmarks' baselines
-do that over plain ssh). The report: system facts, GPUs from nvidia-smi, and torch as the node's
+node); run as a script it prints the same report as one JSON object (the daemon's light probe
+and the benchmarks' baselines do that over ssh, with ugro_jobprocs.py inlined: ugro.nodes.scripts). The report: system facts, GPUs from nvidia-smi, and torch as the node's
 own training environment sees it. It never raises: whatever goes wrong becomes a `problems`
 entry, and `healthy` sums them up. `--light` (the daemon's minute-by-minute probe, sent over
 ssh on stdin) never starts the training interpreter: torch's facts come from the cache or not
@@ -31,6 +31,11 @@ import subprocess
 import sys
 import tempfile
 import time
+
+try:  # inside the Ansible module (library/ugro_health_probe.py)
+    from ansible.module_utils.ugro_jobprocs import jobs_here
+except ImportError:  # run as a script: inlined before it (ugro.nodes.scripts), or beside it
+    from ugro_jobprocs import jobs_here
 
 GPU_FIELDS = (
     "index,name,memory.total,memory.free,driver_version,compute_cap,utilization.gpu,temperature.gpu"
@@ -130,42 +135,9 @@ def probe(args):
         elif args.port_from:
             report["free_port"] = free_port(args.address, args.port_from)
     report["lock_hash"] = lock_hash(args.lock_file) if args.lock_file else None
-    report["ugro_jobs"] = ugro_jobs()
+    report["ugro_jobs"] = jobs_here()
     report["healthy"] = not report["problems"]
     return report
-
-
-def ugro_jobs():
-    """{job_id: [pids]}: this user's processes (in this PID namespace) carrying a UGRO job's
-    tag, UGRO_JOB_ID, as the job control (roles/ugro_job/files/jobctl.py) finds them. A launch
-    refuses a node running another job's; `ugro health` names the ones no job owns any more."""
-    try:
-        namespace = os.readlink("/proc/self/ns/pid")
-    except OSError:
-        namespace = None
-    uid, me, jobs = os.getuid(), os.getpid(), {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        base = "/proc/" + entry
-        try:
-            if uid != 0 and os.stat(base).st_uid != uid:
-                continue
-            if namespace is not None and os.readlink(base + "/ns/pid") != namespace:
-                continue
-            with open(base + "/environ", "rb") as handle:
-                variables = handle.read().split(b"\0")
-            with open(base + "/stat") as handle:
-                if handle.read().rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-        except (OSError, IndexError):
-            continue
-        for variable in variables:
-            if variable.startswith(b"UGRO_JOB_ID="):
-                job_id = variable[len(b"UGRO_JOB_ID=") :].decode("utf-8", "replace")
-                jobs.setdefault(job_id, []).append(int(entry))
-                break
-    return {job_id: sorted(pids) for job_id, pids in sorted(jobs.items())}
 
 
 def interface_for(address):

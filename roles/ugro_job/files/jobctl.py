@@ -5,10 +5,8 @@ Stdlib only, Python 3.8+. The ugro_job role runs it (fed on stdin) for `state`, 
 master runs over SSH for `watch` (one JSON line a second, the node's heartbeat) and `stop`.
 
 A job's processes are found by the tag every one of them carries, UGRO_JOB_ID in its
-environment: torchrun starts its workers in sessions of their own, so the agent's process group
-alone would miss them. Only this user's processes in this PID namespace are looked at: on a real
-host that is every process of the user; in the sandbox, where each node has its own PID
-namespace, it keeps a node's control from reaching another node's processes.
+environment, by ugro_jobprocs (the node-side reader the health probe uses too): only this
+user's processes in this PID namespace.
 
 Times in a report are ages in seconds on this node's clock ("age": now - when), so the master
 can place them on its own clock without trusting the node's.
@@ -27,7 +25,10 @@ import subprocess
 import sys
 import time
 
-TAG = "UGRO_JOB_ID="
+# The one reader of a job's processes on a node (roles/ugro_health/module_utils): beside this
+# file in a job's code/ directory, or inlined before it when ugro sends it on stdin.
+from ugro_jobprocs import alive, tagged_processes
+
 # What ugro_rank.py writes when torchrun (or a stop) ends a rank with SIGTERM: a consequence of
 # a failure elsewhere, not a cause.
 TERMINATED = 143
@@ -73,97 +74,8 @@ def main(argv=None):
 # --- finding a job's processes ------------------------------------------------------------------
 
 
-def _own_pid_namespace():
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
-        return None
-
-
-def tagged_processes(job_id=None):
-    """This user's live processes in this PID namespace that carry a UGRO job tag (job_id's
-    only, when given), each as a dict: pid, ppid, job_id, rank, state, cmdline."""
-    namespace = _own_pid_namespace()
-    uid = os.getuid()
-    me = os.getpid()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        pid = int(entry)
-        base = "/proc/" + entry
-        try:
-            if uid != 0 and os.stat(base).st_uid != uid:
-                continue
-            if namespace is not None and os.readlink(base + "/ns/pid") != namespace:
-                continue
-            with open(base + "/environ", "rb") as handle:
-                variables = handle.read().split(b"\0")
-            tags = [
-                v[len(TAG) :].decode("utf-8", "replace")
-                for v in variables
-                if v.startswith(TAG.encode())
-            ]
-            if not tags or (job_id is not None and tags[0] != job_id):
-                continue
-            stat = _stat(pid)
-            if stat is None or stat[0] == "Z":
-                continue
-            with open(base + "/cmdline", "rb") as handle:
-                cmdline = handle.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        except OSError:
-            continue  # gone, or another user's
-        environment = dict(
-            v.decode("utf-8", "replace").split("=", 1) for v in variables if b"=" in v
-        )
-        rank = environment.get("RANK")
-        found.append(
-            {
-                "pid": pid,
-                "ppid": stat[1],
-                "job_id": tags[0],
-                "rank": int(rank) if rank and rank.isdigit() else None,
-                "state": stat[0],
-                "cmdline": cmdline[:300],
-            }
-        )
-    found.sort(key=lambda p: p["pid"])
-    _classify(found)
-    return found
-
-
 def job_processes(job_id):
     return tagged_processes(job_id)
-
-
-def _stat(pid):
-    """(state letter, ppid) from /proc/<pid>/stat, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return fields[0], int(fields[1])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _classify(processes):
-    """Mark each process as the torchrun agent, a rank (a worker the agent started), or other
-    (launch.sh before it becomes the agent, a rank's data-loader children, ...)."""
-    agents = {
-        p["pid"]
-        for p in processes
-        if "torch.distributed.run" in p["cmdline"] or "torchrun" in p["cmdline"].split(" ", 1)[0]
-    }
-    for process in processes:
-        if process["pid"] in agents:
-            process["role"] = "agent"
-        elif "ugro_rank.py" in process["cmdline"] and process["ppid"] not in {
-            p["pid"] for p in processes if p["pid"] not in agents
-        }:
-            # A worker: started by the agent, or orphaned by it (then its parent is init).
-            process["role"] = "rank"
-        else:
-            process["role"] = "other"
 
 
 # --- a job's state ------------------------------------------------------------------------------
@@ -175,7 +87,7 @@ def state(job_id, job_dir, log_lines):
     report["pid"] = _read_int(os.path.join(job_dir, "pid"))
     report["exit_code"] = _read_int(os.path.join(job_dir, "exit_code"))
     report["running"] = bool(processes) or (
-        report["pid"] is not None and report["exit_code"] is None and _alive(report["pid"])
+        report["pid"] is not None and report["exit_code"] is None and alive(report["pid"])
     )
     ranks = rank_exits(job_dir, log_lines)
     report["ranks"] = {
@@ -245,7 +157,7 @@ def snapshot(job_id, job_dir, log_lines):
         ],
         "supervisor": {
             "pid": pid,
-            "alive": pid is not None and _alive(pid),
+            "alive": pid is not None and alive(pid),
             "exit_code": exit_code,
         },
         "ranks": {str(k): v for k, v in sorted(rank_exits(job_dir, log_lines).items())},
@@ -354,17 +266,6 @@ def _signal(pid, sig):
 
 
 # --- small readers ------------------------------------------------------------------------------
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = _stat(pid)
-    return stat is not None and stat[0] != "Z"
 
 
 def _read_int(path):

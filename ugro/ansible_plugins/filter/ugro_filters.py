@@ -1,4 +1,8 @@
-"""Filters the roles use; each wraps a function of the ugro package so both share one rule."""
+"""Filters the roles use; each wraps a function of the ugro package so both share one rule.
+
+ugro is imported inside each filter: Ansible loads this file for every play, and most plays use
+one filter or none.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ def health_drift(
     hostvars: Mapping[str, Any], hosts: Sequence[str], expected: Any = None
 ) -> list[str]:
     """Warnings for versions that differ across the hosts' health reports (ugro.health)."""
-    from ugro.health import find_drift
+    from ugro.health.verdicts import find_drift
 
     reports = {}
     for host in hosts:
@@ -23,8 +27,8 @@ def health_drift(
 
 
 def launch_plan(report: Mapping[str, Any], request: Mapping[str, Any]) -> dict[str, Any]:
-    """A node's part of a job and its torchrun command (ugro.torchrun.node_plan)."""
-    from ugro.torchrun import node_plan
+    """A node's part of a job and its torchrun command (ugro.launch.torchrun.node_plan)."""
+    from ugro.launch.torchrun import node_plan
 
     try:
         return node_plan(dict(report), dict(request))
@@ -39,8 +43,8 @@ def launch_refusals(
     lead: str,
     request: Mapping[str, Any],
 ) -> list[str]:
-    """Why a launch may not start (ugro.preflight.launch_refusals)."""
-    from ugro.preflight import launch_refusals as refusals
+    """Why a launch may not start (ugro.launch.refusals.launch_refusals)."""
+    from ugro.launch.refusals import launch_refusals as refusals
 
     return refusals(
         hostvars, hosts=list(hosts), all_hosts=list(all_hosts), lead=lead, request=request
@@ -48,10 +52,20 @@ def launch_refusals(
 
 
 def sync_preview(lines: Sequence[str], manifest: Sequence[str]) -> dict[str, Any]:
-    """What shipping scripts/ ships and would destroy (ugro.syncplan.scripts_preview)."""
-    from ugro.syncplan import scripts_preview
+    """What shipping scripts/ ships and would destroy (ugro.nodes.sync_preview)."""
+    from ugro.nodes.sync_preview import scripts_preview
 
     return scripts_preview(list(lines), list(manifest or []))
+
+
+def node_script(program: str) -> str:
+    """A node-side program as one script for `python -`, its helpers inlined
+    (ugro.nodes.scripts): `'jobctl' | ugro_node_script`."""
+    from ugro.nodes.scripts import PROGRAMS, script
+
+    if program not in PROGRAMS:
+        raise AnsibleFilterError(f"ugro_node_script: no node program {program!r}")
+    return script(PROGRAMS[program])
 
 
 class FilterModule:
@@ -60,5 +74,6 @@ class FilterModule:
             "ugro_health_drift": health_drift,
             "ugro_launch_plan": launch_plan,
             "ugro_launch_refusals": launch_refusals,
+            "ugro_node_script": node_script,
             "ugro_sync_preview": sync_preview,
         }

@@ -44,8 +44,8 @@ class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]  # Ansible shi
         self._read_config_data(path)
         try:
             from ugro.config import load_cluster
-            from ugro.errors import UgroError
-            from ugro.inventory import ALL_NODES_GROUP, GROUPS, group_of, host_vars
+            from ugro.core.errors import UgroError
+            from ugro.nodes.inventory import ALL_NODES_GROUP, GROUPS, group_of, host_vars
         except ImportError as exc:
             raise AnsibleParserError(
                 f"the ugro_cluster inventory needs the ugro package in Ansible's Python: {exc}"

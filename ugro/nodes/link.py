@@ -1,0 +1,173 @@
+"""The controller's line to one node of a job: its heartbeat stream, an SSH probe, a stop.
+
+Every job carries ugro's node-side job control (code/ugro_jobctl.py, from roles/ugro_job). The
+controller keeps one `jobctl watch` running on each node, over SSH (the master's own: a local
+process), which prints a report of the job there every second: that line is the node's
+heartbeat. A node is lost only on two independent signals: its heartbeat has been missing for
+the grace period, and a fresh SSH connection (`true`) fails too. One lost packet, or a stream
+that died while the node is fine, costs a reconnect, never the job.
+
+Nothing here reaches a node except by SSH, with the key, port and known_hosts Ansible uses and
+host-key checking on; the remote command is a fixed argv quoted with shlex.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any
+
+from ugro.core.cluster import Cluster, Node
+from ugro.core.layout import CODE_DIR, JOB_ID_PATTERN, JOBCTL_FILE
+from ugro.nodes.ssh import on_node
+
+log = logging.getLogger(__name__)
+
+JOBCTL = f"{CODE_DIR}/{JOBCTL_FILE}"
+# ssh notices a dead connection by itself after this many silent seconds (2 s x 3).
+_KEEPALIVE = ["-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=3"]
+
+
+@dataclass
+class Beat:
+    """The node's latest report and when it arrived (time.monotonic() on the master)."""
+
+    report: dict[str, Any]
+    received: float
+
+
+class NodeLink:
+    def __init__(self, cluster: Cluster, node: Node, job_id: str, *, interval: float = 1.0):
+        self.cluster = cluster
+        self.node = node
+        self.job_id = job_id
+        self.interval = interval
+        self.job_dir = str(PurePosixPath(node.experiments_path) / job_id)
+        self.beat: Beat | None = None
+        self.started = time.monotonic()
+        self._process: subprocess.Popen[bytes] | None = None
+        self._lock = threading.Lock()
+
+    # -- commands on the node ---------------------------------------------------------------
+    def argv(self, remote: list[str], *, keepalive: bool = False) -> list[str]:
+        """`remote` run on the node: as it is on the master, else through ssh."""
+        return on_node(self.cluster, self.node, remote, options=_KEEPALIVE if keepalive else ())
+
+    def jobctl(self, action: str, *extra: str) -> list[str]:
+        return [
+            self.node.python,
+            f"{self.job_dir}/{JOBCTL}",
+            action,
+            "--job-id",
+            self.job_id,
+            "--job-id-pattern",
+            JOB_ID_PATTERN,
+            "--job-dir",
+            self.job_dir,
+            *extra,
+        ]
+
+    # -- the heartbeat stream -------------------------------------------------------------------
+    def start(self) -> None:
+        """(Re)start the node's watch stream; its reports arrive in a thread of their own."""
+        self.close()
+        argv = self.argv(self.jobctl("watch", "--interval", str(self.interval)), keepalive=True)
+        self.started = time.monotonic()
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,  # held open: the node's watcher ends when we hang up
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        self._process = process
+        threading.Thread(target=self._read, args=(process,), daemon=True).start()
+
+    def _read(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            try:
+                report = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(report, dict) and report.get("beat"):
+                with self._lock:
+                    self.beat = Beat(report, time.monotonic())
+
+    def latest(self) -> Beat | None:
+        with self._lock:
+            return self.beat
+
+    def stream_ended(self) -> bool:
+        """The heartbeat stream's ssh is gone (the connection closed: the node's sshd died, or
+        reset it); a quiet stream may only be slow, an ended one will not speak again."""
+        process = self._process
+        return process is not None and process.poll() is not None
+
+    def silent_for(self, now: float) -> float:
+        """Seconds since the last heartbeat (or since the stream started, before the first)."""
+        beat = self.latest()
+        return now - (beat.received if beat else self.started)
+
+    def close(self) -> None:
+        process, self._process = self._process, None
+        if process is None:
+            return
+        try:
+            if process.stdin:
+                process.stdin.close()
+        except OSError:
+            pass
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    # -- one-off commands -----------------------------------------------------------------------
+    def probe(self) -> bool:
+        """A fresh SSH connection that runs `true`: the second, independent signal."""
+        if self.node.connection == "local":
+            return True
+        timeout = self.cluster.ssh.connect_timeout + 5
+        try:
+            done = subprocess.run(
+                self.argv(["true"]),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return False
+        return done.returncode == 0
+
+    def run_jobctl(self, action: str, *extra: str, timeout: float = 60) -> dict[str, Any]:
+        """One jobctl action on the node; its JSON report, or {"unreachable": why}."""
+        try:
+            done = subprocess.run(
+                self.argv(self.jobctl(action, *extra)),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return {"unreachable": f"no answer within {timeout:.0f}s"}
+        try:
+            report = json.loads(done.stdout)
+        except ValueError:
+            why = done.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"]
+            return {"unreachable": f"exit {done.returncode}: {why[-1]}"}
+        if not isinstance(report, dict):
+            return {"unreachable": "unreadable report"}
+        return report
+
+    def stop(self, *, grace: float) -> dict[str, Any]:
+        """Every process of the job on the node ended and checked gone (SIGTERM, grace, SIGKILL)."""
+        return self.run_jobctl("stop", "--grace", str(grace), timeout=grace + 60)
