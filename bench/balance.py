@@ -25,7 +25,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 UGRO = [sys.executable, "-m", "ugro"]
 sys.path.insert(0, str(REPO))
-from ugro.sandbox import layout, lifecycle  # noqa: E402
+from ugro.sandbox import faults, layout  # noqa: E402
 
 SLOW_PERCENT = 25
 RATE_KBIT = 50_000
@@ -98,7 +98,7 @@ def bench_balance(box: layout.Sandbox, config: Path, reps: int, *, smoke: bool) 
     steps, job = (8, ()) if smoke else (60, LONG_BLOCKS)
     # The launches' network preflight from the cache: checked once, before the node slows down.
     ugro(config, "netcheck", check=False)
-    lifecycle.fault(box.name, slow, "cpu", percent=SLOW_PERCENT)
+    faults.fault(box.name, slow, "cpu", percent=SLOW_PERCENT)
     try:
         runs: dict[str, list[dict[str, Any]]] = {"equal": [], "auto": []}
         for rep in range(reps):
@@ -128,17 +128,17 @@ def bench_balance(box: layout.Sandbox, config: Path, reps: int, *, smoke: bool) 
             result["auto_over_solo_sum"] = round(result["auto"]["tokens_per_s"] / best, 3)
         return result
     finally:
-        lifecycle.fault(box.name, slow, "cpu", percent=100)
+        faults.fault(box.name, slow, "cpu", percent=100)
 
 
 def bench_network(box: layout.Sandbox, config: Path) -> dict:
     slow = box.nodes[1].name
     free = json.loads(ugro(config, "netcheck", "--json").stdout)
-    lifecycle.fault(box.name, slow, "slow", rate_kbit=RATE_KBIT)
+    faults.fault(box.name, slow, "slow", rate_kbit=RATE_KBIT)
     try:
         limited = json.loads(ugro(config, "netcheck", "--json", check=False).stdout)
     finally:
-        lifecycle.fault(box.name, slow, "heal")
+        faults.fault(box.name, slow, "heal")
 
     def figures(report: dict) -> dict[str, Any]:
         pairs = {" - ".join(p["nodes"]): p.get("mbps") for p in report["pairs"]}

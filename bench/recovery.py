@@ -31,7 +31,7 @@ UGRO = [sys.executable, "-m", "ugro"]
 sys.path.insert(0, str(REPO))
 from ugro.records.controller_files import ControllerHandle  # noqa: E402
 from ugro.records.history import Jobs  # noqa: E402
-from ugro.sandbox import layout, lifecycle  # noqa: E402
+from ugro.sandbox import faults, layout  # noqa: E402
 
 CAP_S = 120.0
 TORCHRUN_RESTARTS = 3
@@ -100,17 +100,17 @@ def inject(box: layout.Sandbox, fault: str, marker: str) -> None:
     elif fault == "rank_stopped":
         _signal(box, "gpu1", marker, "rank", signal.SIGSTOP)
     elif fault == "node_partitioned":
-        lifecycle.fault(box.name, "gpu2", "partition")
+        faults.fault(box.name, "gpu2", "partition")
     elif fault == "node_down":
-        lifecycle.fault(box.name, "gpu2", "down")
+        faults.fault(box.name, "gpu2", "down")
 
 
 def repair(box: layout.Sandbox, fault: str) -> None:
     """What a user's desktop does on its own a little later: the link returns, it boots."""
     if fault == "node_partitioned":
-        lifecycle.fault(box.name, "gpu2", "heal")
+        faults.fault(box.name, "gpu2", "heal")
     elif fault == "node_down":
-        lifecycle.fault(box.name, "gpu2", "up")
+        faults.fault(box.name, "gpu2", "up")
 
 
 def _wait(condition, timeout: float) -> Any:

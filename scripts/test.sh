@@ -13,5 +13,6 @@ echo "test: ruff";         ruff check .
 echo "test: yamllint";     yamllint --strict .
 echo "test: ansible-lint"; ANSIBLE_HOME="$(mktemp -d)" ansible-lint --offline -q
 echo "test: mypy";         mypy --strict ugro
+echo "test: imports";      lint-imports --no-cache
 echo "test: pytest"
 exec python -m pytest "$@"

@@ -25,7 +25,7 @@ from tests.integration.jobkit import (
     wait_for,
 )
 from ugro.records.controller_files import ControllerHandle
-from ugro.sandbox import lifecycle
+from ugro.sandbox import faults
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -114,11 +114,11 @@ def test_three_faults_in_one_night_still_end_succeeded_with_the_same_loss(sandbo
 
     # 2: a node cut off, then back.
     reached(sandbox, job_id, 2, 2 * SAVE_EVERY + 2)
-    lifecycle.fault(sandbox.name, "gpu2", "partition")
+    faults.fault(sandbox.name, "gpu2", "partition")
     try:
         assert ended_attempt(sandbox, job_id, 2)["failure"]["cause"] == "unreachable"
     finally:
-        lifecycle.fault(sandbox.name, "gpu2", "heal")
+        faults.fault(sandbox.name, "gpu2", "heal")
 
     # 3: a rank stopped.
     reached(sandbox, job_id, 3, 3 * SAVE_EVERY + 2)

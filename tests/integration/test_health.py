@@ -14,7 +14,7 @@ import yaml
 
 from tests.conftest import REPO, SEED_CLUSTER, run_ugro
 from tests.integration.conftest import ssh_as
-from ugro.sandbox import lifecycle
+from ugro.sandbox import faults
 
 
 def health_json(*args: str, cwd: Path | None = None, env: dict | None = None) -> tuple[int, dict]:
@@ -212,13 +212,13 @@ def test_sandbox_torch_facts_come_from_each_nodes_cache_until_deep(sandbox) -> N
 @pytest.mark.sandbox
 def test_sandbox_node_down_is_unreachable_within_the_timeout(sandbox) -> None:
     victim = sandbox.nodes[-1]
-    lifecycle.fault(sandbox.name, victim.name, "down")
+    faults.fault(sandbox.name, victim.name, "down")
     try:
         started = time.monotonic()
         rc, summary = health_json("--config", str(sandbox.cluster_file))
         elapsed = time.monotonic() - started
     finally:
-        lifecycle.fault(sandbox.name, victim.name, "up")
+        faults.fault(sandbox.name, victim.name, "up")
     assert rc == 1
     statuses = {name: node["status"] for name, node in summary["nodes"].items()}
     assert statuses.pop(victim.name) == "unreachable"
@@ -230,7 +230,7 @@ def test_sandbox_node_down_is_unreachable_within_the_timeout(sandbox) -> None:
 @pytest.mark.sandbox
 def test_sandbox_partitioned_node_does_not_hang_the_run(sandbox) -> None:
     victim = sandbox.nodes[0]
-    lifecycle.fault(sandbox.name, victim.name, "partition")
+    faults.fault(sandbox.name, victim.name, "partition")
     try:
         started = time.monotonic()
         rc, summary = health_json(
@@ -239,7 +239,7 @@ def test_sandbox_partitioned_node_does_not_hang_the_run(sandbox) -> None:
         )
         elapsed = time.monotonic() - started
     finally:
-        lifecycle.fault(sandbox.name, victim.name, "heal")
+        faults.fault(sandbox.name, victim.name, "heal")
     assert rc == 1
     assert summary["nodes"][victim.name]["status"] == "unreachable"
     assert "timed out" in summary["nodes"][victim.name]["message"]

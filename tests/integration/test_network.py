@@ -20,7 +20,7 @@ from tests.integration.conftest import ssh_as
 from ugro.config import load_cluster_file
 from ugro.network import check as netcheck
 from ugro.records.history import Jobs
-from ugro.sandbox import lifecycle
+from ugro.sandbox import faults
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -64,8 +64,8 @@ def test_netcheck_of_a_healthy_network(sandbox) -> None:
 def test_netcheck_names_a_slow_link_an_mtu_and_a_cut_pair(sandbox) -> None:
     name = sandbox.name
     try:
-        lifecycle.fault(name, "gpu2", "slow", rate_kbit=20_000)
-        lifecycle.fault(name, "gpu1", "mtu", mtu=1400)
+        faults.fault(name, "gpu2", "slow", rate_kbit=20_000)
+        faults.fault(name, "gpu1", "mtu", mtu=1400)
         done = check(sandbox, "--json")
         assert done.returncode == 0, done.stderr  # warnings: a job would run, slowly
         report = report_of(done)
@@ -77,10 +77,10 @@ def test_netcheck_names_a_slow_link_an_mtu_and_a_cut_pair(sandbox) -> None:
         assert "ip link set dev eth0 mtu 1500" in mtu["fix"]
         limited = [p["mbps"] for p in report["pairs"] if "gpu2" in p["nodes"]]
         assert all(0 < mbps < 40 for mbps in limited), report["pairs"]  # 20 Mb/s allowed
-        lifecycle.fault(name, "gpu2", "heal")
-        lifecycle.fault(name, "gpu1", "heal")
+        faults.fault(name, "gpu2", "heal")
+        faults.fault(name, "gpu1", "heal")
 
-        lifecycle.fault(name, "gpu1", "block", peer="gpu2")
+        faults.fault(name, "gpu1", "block", peer="gpu2")
         done = check(sandbox)
         assert done.returncode == 1
         assert "gpu1 and gpu2 cannot connect to each other" in done.stderr
@@ -98,14 +98,14 @@ def test_netcheck_names_a_slow_link_an_mtu_and_a_cut_pair(sandbox) -> None:
         assert record.state == "failed" and "gpu1 and gpu2" in record.detail["reason"]
     finally:
         for node in ("gpu1", "gpu2"):
-            lifecycle.fault(name, node, "heal")
+            faults.fault(name, node, "heal")
         # The next launches take the network as this check finds it, healed.
         assert check(sandbox).returncode == 0
 
 
 def test_netcheck_of_a_node_that_is_down(sandbox) -> None:
     try:
-        lifecycle.fault(sandbox.name, "gpu2", "down")
+        faults.fault(sandbox.name, "gpu2", "down")
         began = time.monotonic()
         done = check(sandbox, "--json")
         assert time.monotonic() - began < 15  # the others are not left waiting for it
@@ -114,7 +114,7 @@ def test_netcheck_of_a_node_that_is_down(sandbox) -> None:
         assert [f["subject"] for f in findings] == ["gpu2"]
         assert "could not be reached over SSH" in findings[0]["message"]
     finally:
-        lifecycle.fault(sandbox.name, "gpu2", "up")
+        faults.fault(sandbox.name, "gpu2", "up")
 
 
 def one_core_each(sandbox, tmp_path: Path) -> Path:
@@ -134,7 +134,7 @@ def test_auto_balance_gives_a_slow_node_less(sandbox, tmp_path: Path) -> None:
     cluster = load_cluster_file(config)
     netcheck.cache_path(cluster, cluster.node_names).unlink(missing_ok=True)
     try:
-        lifecycle.fault(sandbox.name, "gpu2", "cpu", percent=25)
+        faults.fault(sandbox.name, "gpu2", "cpu", percent=25)
         done = run_ugro(
             "--config",
             str(config),
@@ -147,7 +147,7 @@ def test_auto_balance_gives_a_slow_node_less(sandbox, tmp_path: Path) -> None:
             timeout=600,
         )
     finally:
-        lifecycle.fault(sandbox.name, "gpu2", "cpu", percent=100)
+        faults.fault(sandbox.name, "gpu2", "cpu", percent=100)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     # The launch checked the network first (no result was kept) and keeps what it found.
     assert netcheck.cache_path(cluster, cluster.node_names).is_file()

@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.conftest import ssh_as
 from ugro.core.errors import SandboxError
-from ugro.sandbox import lifecycle, system
+from ugro.sandbox import faults, lifecycle, system
 
 pytestmark = pytest.mark.sandbox
 
@@ -100,7 +100,7 @@ def test_fault_down_and_up(sandbox) -> None:
     # A process of the node's user, which `down` must stop along with sshd.
     sleeper = ssh_as(sandbox, node, "sh", "-c", "nohup sleep 300 >/dev/null 2>&1 & echo $!")
     assert sleeper.returncode == 0
-    lifecycle.fault(sandbox.name, node.name, "down")
+    faults.fault(sandbox.name, node.name, "down")
     try:
         assert system.tcp_banner(node.address) is None
         assert system.netns_pids(node.netns) == []
@@ -108,25 +108,25 @@ def test_fault_down_and_up(sandbox) -> None:
         _, rows = lifecycle.status(sandbox.name)
         assert {r.name: r.sshd for r in rows}[node.name] == "down"
     finally:
-        lifecycle.fault(sandbox.name, node.name, "up")
+        faults.fault(sandbox.name, node.name, "up")
     assert ssh_as(sandbox, node, "true").returncode == 0
 
 
 def test_fault_partition_and_heal(sandbox) -> None:
     node = sandbox.nodes[0]
-    lifecycle.fault(sandbox.name, node.name, "partition")
+    faults.fault(sandbox.name, node.name, "partition")
     try:
         started = time.monotonic()
         assert system.tcp_banner(node.address, timeout=2) is None
         assert time.monotonic() - started >= 1.5  # dropped, not refused: the link is gone
     finally:
-        lifecycle.fault(sandbox.name, node.name, "heal")
+        faults.fault(sandbox.name, node.name, "heal")
     assert (system.tcp_banner(node.address, timeout=5) or "").startswith("SSH-")
 
 
 def test_fault_slow(sandbox) -> None:
     node = sandbox.nodes[0]
-    lifecycle.fault(sandbox.name, node.name, "slow", rate_kbit=800)
+    faults.fault(sandbox.name, node.name, "slow", rate_kbit=800)
     try:
         shown = subprocess.run(
             ["tc", "qdisc", "show", "dev", node.veth_host],
@@ -136,7 +136,7 @@ def test_fault_slow(sandbox) -> None:
         ).stdout
         assert "tbf" in shown and "800Kbit" in shown
         try:
-            lifecycle.fault(sandbox.name, node.name, "slow", delay_ms=40)
+            faults.fault(sandbox.name, node.name, "slow", delay_ms=40)
         except SandboxError as exc:
             assert "no netem qdisc" in exc.message
             pytest.skip("this kernel has no netem: delay is refused with a clear message")
@@ -148,7 +148,7 @@ def test_fault_slow(sandbox) -> None:
         ).stdout
         assert "netem" in shown and "delay 40" in shown
     finally:
-        lifecycle.fault(sandbox.name, node.name, "heal")
+        faults.fault(sandbox.name, node.name, "heal")
         shown = subprocess.run(
             ["tc", "qdisc", "show", "dev", node.veth_host],
             capture_output=True,

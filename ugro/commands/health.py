@@ -27,6 +27,7 @@ def health(
     extravars: Mapping[str, Any] | None = None,
     now: bool = False,
 ) -> ExitCode:
+    # rich, only to draw for a person (`--json` and scripts go without it).
     from ugro.display.console import console, err_console
     from ugro.display.nodes import health_table
 
@@ -93,6 +94,7 @@ def history(ctx: Context, *, node: str | None, as_json: bool) -> ExitCode:
     if not changes:
         click.echo(f"No health history in {path}: the daemon (`ugro daemon start`) keeps it.")
         return ExitCode.OK
+    # rich, only to draw for a person (`--json` and scripts go without it).
     from ugro.display.console import console
     from ugro.display.nodes import health_history_table
 

@@ -16,6 +16,7 @@ def inventory(ctx: Context, *, as_json: bool = False) -> ExitCode:
     if as_json:
         click.echo(json.dumps(inventory_list(cluster), indent=2, sort_keys=True))
         return ExitCode.OK
+    # rich, only to draw for a person (`--json` and scripts go without it).
     from ugro.display.console import console
     from ugro.display.nodes import inventory_table
 

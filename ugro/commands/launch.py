@@ -46,6 +46,7 @@ def launch(
     resume_job: str | None = None,
     balance: str | None = None,
 ) -> ExitCode:
+    # rich, only to draw for a person (`--json` and scripts go without it).
     from ugro.display.progress import RunProgress
 
     if (name is None) == (resume_job is None):
@@ -154,6 +155,7 @@ def launch_request(
 
 
 def _follow_or_detach(ctx: Context, job_id: str, *, detach: bool, verbose: bool) -> ExitCode:
+    # rich, only to draw for a person (`--json` and scripts go without it).
     from ugro.display.console import console
     from ugro.display.jobs import results_table
     from ugro.display.progress import TrainingProgress

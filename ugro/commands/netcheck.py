@@ -13,6 +13,7 @@ from ugro.network.findings import errors
 
 
 def netcheck(ctx: Context, *, nodes: tuple[str, ...] = (), as_json: bool = False) -> ExitCode:
+    # rich, only to draw for a person (`--json` and scripts go without it).
     from ugro.display.console import console, err_console
     from ugro.display.nodes import netcheck_tables
 

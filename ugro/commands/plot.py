@@ -9,6 +9,7 @@ import click
 from ugro.commands.context import Context
 from ugro.core.errors import ExitCode, UsageError
 from ugro.records.history import Jobs
+from ugro.results.plots import METRICS, draw, job_curves
 from ugro.results.summary import find_jobs
 
 FORMATS = (".png", ".svg", ".pdf")
@@ -24,8 +25,6 @@ def checked_target(path: Path) -> Path:
 
 
 def plot(ctx: Context, *, names: list[str], out: str | None, metrics: list[str]) -> ExitCode:
-    from ugro.results.plots import METRICS, draw, job_curves
-
     jobs = Jobs(ctx.cluster())
     records = find_jobs(jobs, names)
     curves = [job_curves(r.job_id, jobs.experiment_dir(r.job_id)) for r in records]

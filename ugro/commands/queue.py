@@ -101,6 +101,7 @@ def queue(ctx: Context, *, as_json: bool, pause: bool, resume: bool) -> ExitCode
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True))
         return ExitCode.OK
+    # rich, only to draw for a person (`--json` and scripts go without it).
     from ugro.display.console import console
     from ugro.display.jobs import queue_table
 

@@ -28,6 +28,7 @@ def results(ctx: Context, *, job: str, as_json: bool = False) -> ExitCode:
     if as_json:
         click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
         return ExitCode.OK
+    # rich, only to draw for a person (`--json` and scripts go without it).
     from ugro.display.console import console
     from ugro.display.jobs import ranks_table, results_table
 
@@ -54,6 +55,7 @@ def sweep_results(ctx: Context, name: str, records: list[JobRecord], *, as_json:
     if as_json:
         click.echo(json.dumps({"sweep": name, "jobs": rows}, indent=2, sort_keys=True, default=str))
         return ExitCode.OK
+    # rich, only to draw for a person (`--json` and scripts go without it).
     from ugro.display.console import console
     from ugro.display.jobs import sweep_table
 

@@ -9,7 +9,7 @@ from dataclasses import asdict
 import click
 
 from ugro.core.errors import ExitCode
-from ugro.sandbox import lifecycle
+from ugro.sandbox import faults, lifecycle
 
 
 def up(
@@ -46,6 +46,7 @@ def status(*, name: str, as_json: bool) -> ExitCode:
             json.dumps({"sandbox": asdict(box), "nodes": [asdict(r) for r in rows]}, indent=2)
         )
     else:
+        # rich, only to draw for a person (`--json` and scripts go without it).
         from ugro.display.console import console
         from ugro.display.nodes import sandbox_table
 
@@ -65,7 +66,7 @@ def fault(
     mtu: int | None = None,
     peer: str | None = None,
 ) -> ExitCode:
-    lifecycle.fault(
+    faults.fault(
         name,
         node,
         action,

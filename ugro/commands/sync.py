@@ -19,6 +19,7 @@ def sync(
     check: bool = False,
     extravars: Mapping[str, Any] | None = None,
 ) -> ExitCode:
+    # rich, only to draw for a person (`--json` and scripts go without it).
     from ugro.display.console import console
     from ugro.display.nodes import health_table
 

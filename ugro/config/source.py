@@ -6,6 +6,7 @@ the file needs loading at all.
 
 from __future__ import annotations
 
+import getpass
 import os
 import re
 from pathlib import Path
@@ -46,8 +47,6 @@ def builtin_home() -> Path:
 
 def current_user() -> str:
     """The login name, also where $USER is unset (cron, CI, `sudo -i`)."""
-    import getpass
-
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -173,7 +173,7 @@ def read_scalars(paths: list[Path]) -> dict[str, dict[int, float]]:
     """Every scalar in these event files: tag -> step -> value (a later write of a step wins,
     as after a resume). Both encodings: `simple_value` (torch's SummaryWriter) and tensors
     (TensorFlow 2's summaries)."""
-    try:
+    try:  # tensorboard, only for a job whose script wrote event files instead of metrics.jsonl
         from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
         from tensorboard.util import tensor_util
     except ImportError:

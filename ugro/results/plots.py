@@ -103,6 +103,7 @@ def _series(job: JobCurves, metric: str) -> list[tuple[str, list[float], list[fl
 
 def draw(jobs: list[JobCurves], out: Path, metrics: Sequence[str] = METRICS) -> list[str]:
     """Draw the panels that have data into `out` (PNG); returns the panels drawn."""
+    # matplotlib takes a second to import: only `plot` and `compare -o` draw.
     import matplotlib
 
     matplotlib.use("Agg")  # no display: write files only

@@ -1,7 +1,8 @@
-"""Bringing a sandbox up and down, reporting on it, and injecting faults."""
+"""Bringing a sandbox up and down, and reporting on it (its faults: ugro.sandbox.faults)."""
 
 from __future__ import annotations
 
+import getpass
 import ipaddress
 import logging
 import os
@@ -84,8 +85,6 @@ def up(
 
 
 def _current_user() -> str:
-    import getpass
-
     return getpass.getuser()
 
 
@@ -169,9 +168,9 @@ def _make(sandbox: Sandbox) -> None:
     sandbox.known_hosts.write_text("".join(known), encoding="utf-8")
 
     for node in sandbox.nodes:
-        _start_sshd(sandbox, node)
+        start_sshd(sandbox, node)
         sandbox.save()
-    _wait_for_sshd(sandbox, sandbox.nodes)
+    wait_for_sshd(sandbox, sandbox.nodes)
     sandbox.cluster_file.write_text(_cluster_text(sandbox), encoding="utf-8")
     sandbox.save()
 
@@ -240,7 +239,7 @@ def _make_host_key(sandbox: Sandbox, node: NodePlan) -> None:
     )
 
 
-def _start_sshd(sandbox: Sandbox, node: NodePlan) -> None:
+def start_sshd(sandbox: Sandbox, node: NodePlan) -> None:
     directory = sandbox.node_dir(node)
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
     sshd = system.which("sshd") or "/usr/sbin/sshd"
@@ -273,7 +272,7 @@ def _start_sshd(sandbox: Sandbox, node: NodePlan) -> None:
     node.down = False
 
 
-def _wait_for_sshd(sandbox: Sandbox, nodes: list[NodePlan]) -> None:
+def wait_for_sshd(sandbox: Sandbox, nodes: list[NodePlan]) -> None:
     deadline = time.monotonic() + SSHD_READY_TIMEOUT
     waiting = list(nodes)
     while waiting and time.monotonic() < deadline:
@@ -431,150 +430,3 @@ def _faults(node: NodePlan) -> str:
     if node.blocked:
         faults.append(f"blocks {', '.join(node.blocked)}")
     return ", ".join(faults) or "-"
-
-
-# --- faults -------------------------------------------------------------------------------------
-
-FAULTS = ("down", "up", "partition", "heal", "slow", "cpu", "mtu", "block")
-DEFAULT_MTU = 1500
-
-
-def fault(
-    name: str,
-    node_name: str,
-    action: str,
-    *,
-    delay_ms: int | None = None,
-    rate_kbit: int | None = None,
-    percent: int | None = None,
-    mtu: int | None = None,
-    peer: str | None = None,
-) -> NodePlan:
-    system.check_prerequisites()
-    sandbox = layout.load(name)
-    if sandbox is None:
-        raise UsageError(f"sandbox {name} is not up; start it with `ugro sandbox up`")
-    node = sandbox.node(node_name)
-    if action == "down":
-        # Every process in the node stops, sshd and whatever it started, as if it lost power.
-        processes.end(system.netns_pids(node.netns))
-        node.down = True
-    elif action == "up":
-        if not processes.alive(node.sshd_pid):
-            _start_sshd(sandbox, node)
-            _wait_for_sshd(sandbox, [node])
-        node.down = False
-    elif action == "partition":
-        system.run(["ip", "link", "set", node.veth_host, "down"])
-        node.partitioned = True
-    elif action == "heal":
-        system.run(["ip", "link", "set", node.veth_host, "up"])
-        _set_qdisc(node, delay_ms=0, rate_kbit=0)
-        node.partitioned = False
-        _set_mtu(node, DEFAULT_MTU)
-        node.mtu = 0
-        for name in list(node.blocked):
-            _block(sandbox, node, sandbox.node(name), add=False)
-        _throttle(sandbox, node, 0)
-    elif action == "cpu":
-        if percent is None or not 1 <= percent <= 100:
-            raise UsageError("cpu needs --percent N, 1 to 100 (100: no limit)")
-        _throttle(sandbox, node, 0 if percent == 100 else percent)
-    elif action == "mtu":
-        if mtu is None or not 576 <= mtu <= 9000:
-            raise UsageError("mtu needs --mtu N, 576 to 9000")
-        _set_mtu(node, mtu)
-        node.mtu = 0 if mtu == DEFAULT_MTU else mtu
-    elif action == "block":
-        if peer is None:
-            raise UsageError("block needs --peer NODE: the worker whose packets it drops")
-        other = sandbox.node(peer)
-        if other.name == node.name:
-            raise UsageError(f"block --peer {peer}: a node cannot block itself")
-        _block(sandbox, node, other, add=True)
-    elif action == "slow":
-        if delay_ms is None and rate_kbit is None:
-            raise UsageError("slow needs --delay-ms N and/or --rate-kbit N")
-        _set_qdisc(node, delay_ms=delay_ms or 0, rate_kbit=rate_kbit or 0)
-    else:
-        raise UsageError(f"unknown fault {action!r}; expected one of: {', '.join(FAULTS)}")
-    sandbox.save()
-    return node
-
-
-def _throttle(sandbox: Sandbox, node: NodePlan, percent: int) -> None:
-    """Hold the node's processes to percent of the CPU (ugro/sandbox/throttle.py); 0 ends it."""
-    from ugro.sandbox import throttle
-
-    if node.throttle_pid and processes.alive(node.throttle_pid):
-        processes.end({node.throttle_pid})
-    throttle.continue_all(node.netns)
-    node.throttle_pid, node.cpu_percent = None, 0
-    if percent:
-        log_file = sandbox.node_dir(node) / "throttle.log"
-        argv = [sys.executable, "-m", "ugro.sandbox.throttle", node.netns, str(percent)]
-        node.throttle_pid = processes.spawn_detached(argv, log_file).pid
-        node.cpu_percent = percent
-
-
-def _set_mtu(node: NodePlan, mtu: int) -> None:
-    """Both ends of the node's link: a mismatch with its peers is what netcheck should name."""
-    system.run(system.in_netns(node.netns, ["ip", "link", "set", "eth0", "mtu", str(mtu)]))
-
-
-def _block(sandbox: Sandbox, node: NodePlan, other: NodePlan, *, add: bool) -> None:
-    """Drop every packet between two workers (a blackhole route on each side, as a firewall's
-    DROP would): each still answers the master, so only the pair is cut."""
-    verb = "add" if add else "del"
-    for here, there in ((node, other), (other, node)):
-        system.run(
-            system.in_netns(here.netns, ["ip", "route", verb, "blackhole", f"{there.address}/32"]),
-            check=False,
-        )
-    if add and other.name not in node.blocked:
-        node.blocked.append(other.name)
-    elif not add and other.name in node.blocked:
-        node.blocked.remove(other.name)
-    sandbox.save()
-
-
-def _set_qdisc(node: NodePlan, *, delay_ms: int, rate_kbit: int) -> None:
-    """Delay (netem) or rate-limit (tbf) both directions of the node's link; zeros clear it."""
-    if delay_ms < 0 or rate_kbit < 0:
-        raise UsageError("--delay-ms and --rate-kbit must be 0 or more")
-    ends = [["tc"], system.in_netns(node.netns, ["tc"])]
-    devices = [node.veth_host, "eth0"]
-    for prefix, device in zip(ends, devices, strict=True):
-        system.run([*prefix, "qdisc", "del", "dev", device, "root"], check=False)
-        if delay_ms:
-            done = system.run(
-                [*prefix, "qdisc", "add", "dev", device, "root", "netem", "delay", f"{delay_ms}ms"],
-                check=False,
-            )
-            if done.returncode != 0:
-                if "unknown" in (done.stderr or "").lower():
-                    raise SandboxError(
-                        "this kernel has no netem qdisc (CONFIG_NET_SCH_NETEM), so delay cannot "
-                        "be emulated here; --rate-kbit (tbf) works without it"
-                    )
-                raise SandboxError(f"tc netem on {device} failed: {done.stderr.strip()}")
-        elif rate_kbit:
-            system.run(
-                [
-                    *prefix,
-                    "qdisc",
-                    "add",
-                    "dev",
-                    device,
-                    "root",
-                    "tbf",
-                    "rate",
-                    f"{rate_kbit}kbit",
-                    "burst",
-                    "16kbit",
-                    "latency",
-                    "400ms",
-                ]
-            )
-    node.delay_ms = delay_ms
-    node.rate_kbit = 0 if delay_ms else rate_kbit

@@ -30,6 +30,8 @@ from ugro import views
 from ugro.core.cluster import Cluster
 from ugro.core.errors import UgroError
 from ugro.records.history import Jobs
+from ugro.results.compare import compare as compare_jobs
+from ugro.results.summary import find_jobs, job_results
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "ugro_dashboard"
@@ -154,14 +156,9 @@ def create_app(cluster: Cluster, *, host: str = "127.0.0.1", token: str | None =
         }
 
     def results(request: Request) -> dict[str, Any]:
-        from ugro.results.summary import job_results
-
         return job_results(jobs, jobs.find(request.path_params["job"]))
 
     def compare(request: Request) -> dict[str, Any]:
-        from ugro.results.compare import compare as compare_jobs
-        from ugro.results.summary import find_jobs
-
         names = [n for n in request.query_params.get("jobs", "").split(",") if n]
         return compare_jobs(jobs, find_jobs(jobs, names))
 

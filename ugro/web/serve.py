@@ -37,6 +37,7 @@ class Listener:
 
 
 def choose_token(host: str) -> str | None:
+    # starlette's app only where a dashboard is served: `ugro daemon status` reads this module.
     from ugro.web.app import is_loopback
 
     given = os.environ.get("UGRO_DASHBOARD_TOKEN")
@@ -63,6 +64,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def server(cluster: Cluster, listener: Listener) -> Any:
+    # The web stack (uvicorn, starlette) is loaded only to serve.
     import uvicorn
 
     from ugro.web.app import create_app
