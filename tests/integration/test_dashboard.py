@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_ugro
+from ugro.display.console import number
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -80,6 +81,18 @@ def dashboard(sandbox) -> Iterator[str]:
         process.wait(timeout=10)
 
 
+# Figures as the API gives them, with what they are: the page and the CLI must agree.
+SAMPLE_FIGURES = [
+    (12217.1, "tokens/s"),
+    (2.34567, "final loss"),
+    (12, "steps"),
+    (123456, "tokens"),
+    (0.0002, "train.learning_rate"),
+    (34.56, "duration (s)"),
+    (None, "best loss"),
+]
+
+
 def shot(page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
@@ -106,6 +119,10 @@ def test_a_running_jobs_curve_grows_in_the_browser(sandbox, dashboard, browser) 
         page.wait_for_selector(f"text={job_id}", timeout=30_000)
         page.wait_for_selector("text=gpu2")
         shot(page, "overview")
+        # One number format: the page writes every figure as the CLI's tables do.
+        for value, key in SAMPLE_FIGURES:
+            shown = page.evaluate("([value, key]) => fmt(value, key)", [value, key])
+            assert shown == number(value, key), (value, key, shown)
         page.goto(f"{dashboard}/#/job/{job_id}")
         chart = page.locator("#loss-chart")
 

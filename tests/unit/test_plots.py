@@ -11,7 +11,7 @@ import pytest
 from ugro.core.errors import UsageError
 from ugro.records.history import Jobs
 from ugro.results.compare import compare
-from ugro.results.plots import MAX_POINTS, draw, job_curves, thin
+from ugro.results.plots import MAX_POINTS, draw, job_curves, plot_line, thin
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -126,3 +126,20 @@ def test_compare_lists_what_differs_first(cluster) -> None:
     assert "train.output_dir" not in result["same"]  # where it was, not how it trained
     assert result["results"]["a_20260101_000000"]["steps"] == 40
     assert result["results"]["b_20260101_000000"]["final_eval_loss"] == 3.0
+
+
+def test_an_eval_of_one_point_is_drawn_as_a_marker() -> None:
+    """A job that evaluates once, at its end: a dashed line of one point draws nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots()
+    try:
+        once = plot_line(axis, "a eval", [40.0], [2.5], "--")
+        curve = plot_line(axis, "a", [1.0, 2.0, 3.0], [3.0, 2.9, 2.8], "-")
+        assert once.get_marker() == "o" and once.get_markersize() > 0
+        assert curve.get_marker() in ("None", None, "")  # a curve stays a plain line
+    finally:
+        plt.close(figure)

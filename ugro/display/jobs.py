@@ -51,7 +51,11 @@ def results_table(summary: Mapping[str, Any]) -> Table:
 
     attempt = int(summary.get("attempt") or 1)
     rows = [
-        ("status", summary["status"] + (f" (attempt {attempt})" if attempt > 1 else "")),
+        (
+            "status",
+            summary.get("status_line")
+            or summary["status"] + (f" (attempt {attempt})" if attempt > 1 else ""),
+        ),
         ("duration (s)", summary["duration_s"]),
         ("training time (s)", summary.get("train_s")),
         ("steps", summary["steps"]),

@@ -101,6 +101,15 @@ def _series(job: JobCurves, metric: str) -> list[tuple[str, list[float], list[fl
     return [line for line in lines if line[1]]
 
 
+def plot_line(axis: Any, label: str, xs: list[float], ys: list[float], style: str) -> Any:
+    """One series on a panel. A series of one point (a job that evaluates once, at its end)
+    is drawn as a marker: a line of one point, dashed or not, would not show at all."""
+    xs, ys = thin(xs, ys)
+    marker = {"marker": "o", "markersize": 4} if len(xs) == 1 else {}
+    (line,) = axis.plot(xs, ys, style, label=label, linewidth=1.2, **marker)
+    return line
+
+
 def draw(jobs: list[JobCurves], out: Path, metrics: Sequence[str] = METRICS) -> list[str]:
     """Draw the panels that have data into `out` (PNG); returns the panels drawn."""
     # matplotlib takes a second to import: only `plot` and `compare -o` draw.
@@ -121,7 +130,7 @@ def draw(jobs: list[JobCurves], out: Path, metrics: Sequence[str] = METRICS) -> 
     figure, axes = plt.subplots(rows, columns, figsize=(7 * columns, 3.4 * rows), squeeze=False)
     for (metric, lines), axis in zip(panels, axes.flat, strict=False):
         for label, xs, ys, style in lines:
-            axis.plot(*thin(xs, ys), style, label=label, linewidth=1.2)
+            plot_line(axis, label, xs, ys, style)
         axis.set_title(TITLES[metric], fontsize=10)
         axis.set_xlabel("seconds into the job" if metric in ("memory", "utilisation") else "step")
         axis.grid(alpha=0.3)

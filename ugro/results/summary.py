@@ -17,6 +17,7 @@ from typing import Any
 from ugro.core.files import read_json_dict, write_json_atomic
 from ugro.core.layout import NODES_DIR, PLAN_FILE
 from ugro.records.history import JobRecord, Jobs
+from ugro.records.job_status import job_status
 from ugro.results.metrics import load_curves, rank_totals, stragglers, tokens_per_s
 
 log = logging.getLogger(__name__)
@@ -48,11 +49,12 @@ def job_results(jobs: Jobs, record: JobRecord) -> dict[str, Any]:
     """The job's summary.json when it was written for this state and attempt, else the
     figures computed now from what the job has written so far."""
     directory = jobs.experiment_dir(record.job_id)
+    going = job_status(jobs, record).to_json()  # read now: never what summary.json kept
     if record.ended:
         stored = read_json_dict(directory / SUMMARY_FILE)
         if stored.get("status") == record.state and stored.get("attempt") == record.attempt:
-            return stored | {"experiment_dir": str(directory), "detail": record.detail}
-    return compute_results(directory, record)
+            return stored | {"experiment_dir": str(directory), "detail": record.detail} | going
+    return compute_results(directory, record) | going
 
 
 def write_summary(jobs: Jobs, record: JobRecord) -> dict[str, Any]:

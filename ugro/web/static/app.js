@@ -30,20 +30,28 @@ async function api(path) {
   return body;
 }
 
-function fmt(value, digits = 4) {
+// One number format with the CLI's (ugro/display/console.py, `number`): a loss to 4 decimals,
+// a whole number with separators, a fraction below 1 to 4 significant digits, any other with
+// separators and one decimal (12,217.1 tokens/s, never 1.222e+4).
+function fmt(value, key = "") {
   if (value === null || value === undefined) return "-";
-  if (typeof value === "number") return Number.isInteger(value) ? value.toLocaleString() : value.toPrecision(digits);
   if (Array.isArray(value)) return value.join(", ") || "-";
-  return String(value);
+  if (typeof value !== "number") return String(value);
+  if (String(key).includes("loss")) return value.toFixed(4);
+  if (Number.isInteger(value)) return value.toLocaleString("en-US");
+  if (Math.abs(value) < 1) return String(Number(value.toPrecision(4)));
+  return value.toLocaleString("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 });
 }
 
 function table(headers, rows, numeric = []) {
   const head = el("tr", {}, ...headers.map((h) => el("th", { text: h })));
   const body = rows.map((row) => {
     const tr = el("tr", row.attrs || {});
+    // What a figure is (a loss?): its column's header, else its row's name.
+    const name = typeof row.cells[0] === "string" ? row.cells[0] : "";
     row.cells.forEach((cell, i) => {
       const td = el("td", numeric.includes(i) ? { class: "num" } : {});
-      td.append(cell instanceof Node ? cell : fmt(cell));
+      td.append(cell instanceof Node ? cell : fmt(cell, headers[i] || name));
       tr.append(td);
     });
     return tr;
@@ -51,8 +59,10 @@ function table(headers, rows, numeric = []) {
   return el("table", {}, el("thead", {}, head), el("tbody", {}, ...body));
 }
 
-function stateText(state) {
-  return el("span", { class: `state-${state}`, text: state });
+// A job's state, or its status line where one says more ("failed (attempt 1 of 3); attempt 2
+// starts in 5 s": ugro/records/job_status.py).
+function stateText(state, line = "") {
+  return el("span", { class: `state-${state}`, text: line || state });
 }
 
 function stamp() {
@@ -145,7 +155,7 @@ async function overview(view) {
 function renderNodes(section, info) {
   const health = info.health || {};
   const verdicts = health.nodes || {};
-  const source = health.source === "daemon" ? `the daemon's probe, ${fmt(health.age_s, 3)} s ago`
+  const source = health.source === "daemon" ? `the daemon's probe, ${fmt(health.age_s)} s ago`
     : health.source === "probe" ? `the last health check (${health.checked_at})` : "no health check yet";
   const rows = info.nodes.map((node) => {
     const verdict = verdicts[node.name] || {};
@@ -161,7 +171,7 @@ function renderNodes(section, info) {
     return {
       cells: [node.name, node.rank, node.role, node.address,
         el("span", { class: `status-${verdict.status || "unknown"}`, text: verdict.status || "unknown" }),
-        verdict.message || "", fmt(sample.gpus), fmt(sample.vram_gb), fmt(sample.disk_free_gb, 3), fmt(sample.load1, 3)],
+        verdict.message || "", fmt(sample.gpus), fmt(sample.vram_gb), fmt(sample.disk_free_gb), fmt(sample.load1)],
     };
   });
   section.replaceChildren(el("h2", { text: `Nodes (${source})` }),
@@ -186,7 +196,7 @@ function renderJobs(section, list) {
     const box = el("input", { type: "checkbox", value: job.job_id });
     box.checked = chosen.has(job.job_id);
     return {
-      cells: [box, el("a", { href: `#/job/${job.job_id}`, text: job.job_id }), stateText(job.state),
+      cells: [box, el("a", { href: `#/job/${job.job_id}`, text: job.job_id }), stateText(job.state, job.status_line),
         job.attempt, fmt(job.nodes), job.sweep || "", job.created_at, job.reason || ""],
     };
   });
@@ -275,12 +285,12 @@ async function jobPage(view, jobId) {
 
 function renderSummary(section, r) {
   const rows = [
-    ["status", stateText(r.status)], ["steps", r.steps], ["final loss", r.final_loss], ["best loss", r.best_loss],
+    ["status", stateText(r.status, r.status_line)], ["steps", r.steps], ["final loss", r.final_loss], ["best loss", r.best_loss],
     ["final eval loss", r.final_eval_loss], ["tokens/s", r.tokens_per_s], ["training time (s)", r.train_s],
     ["duration (s)", r.duration_s], ["metrics from", r.metrics_source], ["directory", r.experiment_dir],
   ].map(([key, value]) => ({ cells: [key, value] }));
   for (const s of r.stragglers || []) {
-    rows.push({ attrs: { class: "slow" }, cells: ["straggler", `rank ${s.rank} on ${s.node}: ${fmt(s.own_step_s, 3)} s of its own per step, ${fmt(s.ratio, 3)}x the median`] });
+    rows.push({ attrs: { class: "slow" }, cells: ["straggler", `rank ${s.rank} on ${s.node}: ${s.own_step_s.toFixed(3)} s of its own per step, ${s.ratio.toFixed(2)}x the median rank's ${s.median_s.toFixed(3)} s`] });
   }
   const reason = (r.detail || {}).reason;
   if (reason && r.status !== "succeeded") rows.push({ cells: ["reason", reason] });
