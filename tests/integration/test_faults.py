@@ -232,7 +232,7 @@ def test_a_second_launch_on_busy_nodes_is_refused_then_forced_on_its_own_port(
     assert "Traceback" not in refused.stderr
     second = launch(env, "forced", beating, "--force")
     jobs = jobs_of(sandbox)
-    ports = {jobs.config(j).get("rendezvous_port") for j in (first, second)}
+    ports = {jobs.config(j).rendezvous_port for j in (first, second)}
     assert len(ports) == 2, ports
     wait_running(sandbox, second)
     for job_id in (first, second):
@@ -361,7 +361,7 @@ def test_two_launches_in_the_same_second_share_no_port_and_no_directory(
     job_ids = [out.split("Launched ", 1)[1].split(" ", 1)[0] for out, _ in outputs]
     assert len(set(job_ids)) == 2
     jobs = jobs_of(sandbox)
-    assert len({jobs.config(j)["rendezvous_port"] for j in job_ids}) == 2
+    assert len({jobs.config(j).rendezvous_port for j in job_ids}) == 2
     for job_id in job_ids:
         wait_running(sandbox, job_id)
     for job_id in job_ids:
@@ -407,7 +407,7 @@ def test_a_retry_goes_on_without_a_dead_node_when_min_nodes_allows(sandbox, env)
     assert (record.state, record.attempt) == ("succeeded", 2)
     assert finals_of(sandbox, job_id) == [(1, "lost"), (2, "succeeded")]
     assert record.detail["nodes"] == ["gpu-master", "gpu1"]
-    attempt = jobs_of(sandbox).config(job_id)["attempts"]["2"]
+    attempt = jobs_of(sandbox).config(job_id).attempts["2"]
     assert attempt["args"][-2:] == ["--grad-accum", "3"]
     log = (jobs_of(sandbox).experiment_dir(job_id) / "logs" / "gpu-master.rank0.log").read_text()
     settings = [

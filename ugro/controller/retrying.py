@@ -85,7 +85,7 @@ def _note_not_retried(ctx: ControllerContext, record: JobRecord, why_not: str) -
 def wait_for_nodes(ctx: ControllerContext, record: JobRecord) -> list[str] | None:
     """The job's nodes once they all answer; fewer (not below --min-nodes, the lead included)
     if some stay down past node_wait_s; None to give up."""
-    wanted = list(ctx.jobs.config(ctx.job_id).get("nodes") or ctx.jobs.nodes(record))
+    wanted = list(ctx.jobs.config(ctx.job_id).nodes or ctx.jobs.nodes(record))
     deadline = time.monotonic() + ctx.options.node_wait_s
     while True:
         # A node that was unreachable at the last teardown may still run the old attempt: it
@@ -120,12 +120,12 @@ def _args_for(
     """The next attempt's arguments: on fewer nodes than the job began with, the same global
     batch through more gradient accumulation (train_production.py only)."""
     config = ctx.jobs.config(ctx.job_id)
-    original = list(config.get("nodes") or nodes)
+    original = list(config.nodes or nodes)
     args, why = args_on_nodes(
         request.resume_args(),
         own_script=request.script != DEFAULT_SCRIPT,
         default_accum=default_grad_accum(ctx.jobs.experiment_dir(ctx.job_id)),
-        ranks_per_node=config.get("ranks_per_node") or ranks_per_node(config.get("commands") or {}),
+        ranks_per_node=config.ranks_per_node or ranks_per_node(config.commands),
         original=original,
         nodes=nodes,
     )

@@ -15,7 +15,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -173,8 +173,8 @@ def _record_launch(
     args: tuple[str, ...],
 ) -> None:
     """config.json gains what the attempt ran: commands, pids, the environments' fingerprints."""
-    config = jobs.config(job_id)
-    config.update(
+    config = replace(
+        jobs.config(job_id),
         commands=commands,
         pids=pids,
         rendezvous_port=result.facts("ugro_launch_port").get(lead_of(nodes)),
@@ -184,11 +184,12 @@ def _record_launch(
         },
         launch_run=str(result.run_dir),
     )
-    # The job as it began: what a retry on fewer nodes keeps its global batch against.
-    config.setdefault("ranks_per_node", ranks_per_node(commands))
+    if not config.ranks_per_node:
+        # The job as it began: what a retry on fewer nodes keeps its global batch against.
+        config = replace(config, ranks_per_node=ranks_per_node(commands))
     if attempt > 1:
-        config.setdefault("attempts", {})[str(attempt)] = {"nodes": nodes, "args": list(args)}
-    jobs.write_config(job_id, config)
+        config = config.with_attempt(attempt, nodes, args)
+    jobs.write_config(config)
 
 
 def attempt_vars(

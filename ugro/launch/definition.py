@@ -25,6 +25,7 @@ from ugro.core.layout import CODE_DIR, JOBCTL_FILE, new_job_id
 from ugro.nodes import assets
 from ugro.nodes.scripts import JOBCTL
 from ugro.records.history import Jobs, now_iso
+from ugro.records.job_config import JobConfig
 
 DEFAULT_SCRIPT = "train_production.py"
 _CODE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
@@ -232,21 +233,21 @@ def default_grad_accum(job_dir: Path) -> int:
 
 def job_config(
     cluster: Cluster, job_id: str, request: LaunchRequest, nodes: list[str]
-) -> dict[str, Any]:
+) -> JobConfig:
     """A new job's config.json: what it is, where, and from which code and cluster."""
-    return {
-        "job_id": job_id,
-        "name": request.name,
-        "created_at": now_iso(),
-        "nodes": nodes,
-        "script": request.script,
-        "args": list(request.args),
-        "allow_drift": request.allow_drift,
-        "balance": request.balance,
-        "git_commit": git_commit(assets.project_dir()),
-        "cluster": cluster.document,
-        "cluster_file": str(cluster.source) if cluster.source else None,
-    }
+    return JobConfig(
+        job_id=job_id,
+        name=request.name,
+        created_at=now_iso(),
+        nodes=tuple(nodes),
+        script=request.script,
+        args=tuple(request.args),
+        allow_drift=request.allow_drift,
+        balance=request.balance,
+        git_commit=git_commit(assets.project_dir()),
+        cluster=cluster.document,
+        cluster_file=str(cluster.source) if cluster.source else None,
+    )
 
 
 def create_job(jobs: Jobs, name: str) -> str:

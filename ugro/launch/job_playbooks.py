@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 def job_extravars(cluster: Cluster, job_id: str) -> dict[str, Any]:
     """What the job playbooks (status, stop, collect) need to find a job on every node."""
     jobs = Jobs(cluster)
-    nodes = jobs.config(job_id).get("nodes") or [cluster.master.name]
+    nodes = jobs.config(job_id).nodes or (cluster.master.name,)
     return {
         "ugro_job_id": job_id,
         "ugro_collect_dest": str(jobs.experiment_dir(job_id)),

@@ -37,7 +37,7 @@ def launch(
         return preview(cluster, request, new_job_id(request.name), nodes, on_event=on_event)
     jobs = Jobs(cluster)
     job_id = create_job(jobs, request.name)
-    jobs.write_config(job_id, job_config(cluster, job_id, request, nodes))
+    jobs.write_config(job_config(cluster, job_id, request, nodes))
     controller = ControllerHandle(jobs.experiment_dir(job_id))
     controller.prepare(cluster, replace(options or ControllerOptions(), request=request.to_json()))
     jobs.record(job_id, "launching", attempt=1, nodes=nodes, launcher_pid=os.getpid())
@@ -75,10 +75,10 @@ def resume(
         stored
         or {
             "name": record.name,
-            "script": config.get("script"),
-            "args": config.get("args"),
-            "nodes": config.get("nodes"),
-            "allow_drift": config.get("allow_drift"),
+            "script": config.script,
+            "args": config.args,
+            "nodes": config.nodes,
+            "allow_drift": config.allow_drift,
         }
     )
     if nodes:

@@ -47,10 +47,9 @@ def submit(
     jobs = Jobs(cluster)
     job_id = create_job(jobs, request.name)
     config = job_config(cluster, job_id, request, wanted)
-    config["placement"] = asdict(placement)
-    if sweep:
-        config["sweep"] = dict(sweep)
-    jobs.write_config(job_id, config)
+    jobs.write_config(
+        replace(config, placement=asdict(placement), sweep=dict(sweep) if sweep else None)
+    )
     path = jobs.experiment_dir(job_id) / SUBMISSION
     write_json_atomic(
         path,
@@ -89,9 +88,7 @@ def dispatch(cluster: Cluster, job_id: str, nodes: Sequence[str]) -> int:
     jobs = Jobs(cluster)
     options, _ = submission(jobs, job_id)
     request = {**options.request, "nodes": list(nodes)}
-    config = jobs.config(job_id)
-    config["nodes"] = list(nodes)
-    jobs.write_config(job_id, config)
+    jobs.write_config(replace(jobs.config(job_id), nodes=tuple(nodes)))
     controller = ControllerHandle(jobs.experiment_dir(job_id))
     controller.prepare(cluster, replace(options, request=request))
     log.info("starting %s on %s", job_id, ", ".join(nodes))

@@ -26,8 +26,9 @@ from typing import Any
 
 from ugro.core.cluster import Cluster
 from ugro.core.errors import UsageError
-from ugro.core.files import append_jsonl, read_json, write_json_atomic
+from ugro.core.files import append_jsonl, read_json_dict, write_json_atomic
 from ugro.core.layout import LOGS_DIR, check_name, name_of
+from ugro.records.job_config import JobConfig
 from ugro.records.states import ACTIVE_STATES, FINAL_STATES, STATES, WAITING_STATES, State, refusal
 
 __all__ = ["ACTIVE_STATES", "FINAL_STATES", "Failure", "HistoryLine", "JobRecord", "Jobs", "State"]
@@ -230,15 +231,18 @@ class Jobs:
             (directory / sub).mkdir()
         return directory
 
-    def write_config(self, job_id: str, config: dict[str, Any]) -> None:
-        write_json_atomic(self.experiment_dir(job_id) / "config.json", config)
+    def write_config(self, config: JobConfig) -> None:
+        write_json_atomic(self.experiment_dir(config.job_id) / "config.json", config.to_json())
 
-    def config(self, job_id: str) -> dict[str, Any]:
-        return read_json(self.experiment_dir(job_id) / "config.json") or {}
+    def config(self, job_id: str) -> JobConfig:
+        """The job's config.json (empty defaults when it has none, or an unreadable one)."""
+        return JobConfig.from_json(
+            read_json_dict(self.experiment_dir(job_id) / "config.json"), job_id
+        )
 
     def nodes(self, record: JobRecord) -> list[str]:
         """The nodes a job runs on (from its history, else its config.json)."""
-        return record.detail.get("nodes") or self.config(record.job_id).get("nodes") or []
+        return record.detail.get("nodes") or list(self.config(record.job_id).nodes)
 
     # -- history -----------------------------------------------------------------------------
     def record(
