@@ -94,14 +94,70 @@ def quiet_logs(*, primary: bool) -> None:
 
 def train(settings: Settings) -> int:
     import torch
-    from trainlib import checkpoints, data, models
 
     rank, world, local_rank, local_world = rank_info()
+    primary = is_primary(rank, local_rank)
     if "OMP_NUM_THREADS" not in os.environ:
         # CPU ranks sharing a machine share its cores; oversubscription is several times slower.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
     cuda = torch.cuda.is_available()
+    out = Path(settings.output_dir).expanduser()
+    model, tokenizer, train_set, eval_set = prepare(settings, out / "artifacts", primary=primary)
 
+    from trainlib.rankclock import RankClock
+    from trainlib.trainer import MeasuredTrainer, training_arguments
+
+    args = training_arguments(settings, out / "checkpoints", cuda=cuda, world=world)
+    _ = args.device  # sets up the process group (torchrun's environment) before we talk to peers
+    resume_from = resume_point(settings, out / "checkpoints")
+    if primary:
+        record_settings(settings, out, model, train_set, eval_set, resume_from, cuda=cuda)
+    clock = RankClock()
+    plan = balanced_plan(settings, model, train_set, args, out if primary else None)
+    trainer = MeasuredTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set if settings.eval_strategy != "no" else None,
+        data_collator=_collator(),
+        callbacks=_callbacks(out, clock, primary=primary, local_rank=local_rank),
+        clock=clock,
+        plan=plan,
+        rank=rank,
+        settings=settings,
+    )
+    if not primary:
+        # The Trainer prints each log line on every node's first rank; the primary's is enough.
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    result = trainer.train(resume_from_checkpoint=resume_from)
+    if primary:
+        save_artifacts(trainer.model, tokenizer, eval_set, out / "artifacts")
+        log.info(
+            "done: %d steps, train loss %.4f; adapter in %s",
+            trainer.state.global_step,
+            result.training_loss,
+            out / "artifacts" / "adapter",
+        )
+    code = 0 if math.isfinite(result.training_loss) else 1
+    # The trainer holds the DDP-wrapped model, whose C++ reducer holds the process group. Freed
+    # after destroy_process_group (when this function returned), the reducer would destroy the
+    # group itself while holding the GIL, and the group's destructor joins gloo threads that may
+    # still need the GIL to free a finished collective's tensors: a deadlock, seen here as a CPU
+    # rank hung after its last step (pytorch/pytorch#56297). Freed now, while c10d still holds
+    # the group, the reducer leaves it to destroy_process_group, which releases the GIL.
+    del trainer, model
+    gc.collect()
+    _finish()
+    return code
+
+
+def prepare(settings: Settings, artifacts: Path, *, primary: bool):
+    """The model with its LoRA adapter, its tokenizer, and the train and eval sets; the output
+    directories made. A tiny base is kept in artifacts/ (built from a seed, not downloaded:
+    PeftModel.from_pretrained needs its base)."""
+    from trainlib import data, models
     from transformers import set_seed
 
     set_seed(settings.seed)
@@ -126,13 +182,9 @@ def train(settings: Settings) -> int:
         settings.target_modules = [*settings.target_modules, "lm_head"]
     text = data.load_text(settings.dataset, settings.dataset_split, settings.cache_dir)
     train_set, eval_set = data.make_datasets(text, tokenizer, settings.max_seq_length)
-    out = Path(settings.output_dir).expanduser()
-    ckpt_root, artifacts = out / "checkpoints", out / "artifacts"
-    for directory in (ckpt_root, artifacts):
+    for directory in (artifacts.parent / "checkpoints", artifacts):
         directory.mkdir(parents=True, exist_ok=True)
-    if settings.model == models.TINY and is_primary(rank, local_rank):
-        # The tiny base is built from a seed, not downloaded: keep it, so that the adapter can
-        # be loaded anywhere (PeftModel.from_pretrained needs its base).
+    if settings.model == models.TINY and primary:
         model.save_pretrained(str(artifacts / "base_model"))
         tokenizer.save_pretrained(str(artifacts / "base_model"))
     model = models.add_lora(
@@ -143,155 +195,65 @@ def train(settings: Settings) -> int:
         targets=settings.target_modules,
         bias=settings.lora_bias,
     )
+    return model, tokenizer, train_set, eval_set
 
-    from transformers import Trainer, TrainingArguments, default_data_collator
 
-    args = TrainingArguments(
-        output_dir=str(ckpt_root),
-        num_train_epochs=settings.epochs,
-        max_steps=settings.max_steps,
-        per_device_train_batch_size=settings.batch_size,
-        per_device_eval_batch_size=settings.batch_size,
-        gradient_accumulation_steps=settings.grad_accum,
-        learning_rate=settings.learning_rate,
-        warmup_steps=settings.warmup_steps,
-        weight_decay=settings.weight_decay,
-        max_grad_norm=settings.max_grad_norm,
-        adam_beta1=settings.adam_beta1,
-        adam_beta2=settings.adam_beta2,
-        adam_epsilon=settings.adam_eps,
-        logging_steps=settings.logging_steps,
-        save_strategy=settings.save_strategy,
-        save_steps=settings.save_steps,
-        save_total_limit=settings.save_total_limit,
-        eval_strategy=settings.eval_strategy,
-        eval_steps=settings.eval_steps,
-        seed=settings.seed,
-        data_seed=settings.seed,
-        train_sampling_strategy="random" if settings.shuffle else "sequential",
-        # LoRA leaves the frozen base's parameters without gradients: searching for unused
-        # parameters every step would only cost time.
-        ddp_find_unused_parameters=False,
-        ddp_backend=("nccl" if cuda else "gloo") if world > 1 else None,
-        ddp_timeout=settings.ddp_timeout,
-        use_cpu=not cuda,
-        fp16=cuda and settings.dtype == "float16",
-        bf16=cuda and settings.dtype == "bfloat16",
-        # Nodes of a home cluster share no file system: each keeps a full copy to resume from.
-        save_on_each_node=True,
-        report_to=[],
-        disable_tqdm=True,
-        dataloader_num_workers=0,
-        # Each rank's summed loss over the whole global batch's tokens (gathered): the exact
-        # gradient whatever the ranks' shares (trainlib.balance), and a loss weighted by tokens.
-        average_tokens_across_devices=True,
-    )
-    _ = args.device  # sets up the process group (torchrun's environment) before we talk to peers
+def resume_point(settings: Settings, checkpoints_dir: Path) -> str | None:
+    """The checkpoint to resume from: with `--resume auto` the newest one intact on every rank
+    (every rank must resume from the same step)."""
+    from trainlib import checkpoints
+    from trainlib.callbacks import gather_object
 
+    if settings.resume == "auto":
+        mine = set(checkpoints.complete_steps(checkpoints_dir))
+        common = set.intersection(*[set(s) for s in gather_object(sorted(mine))])
+        return str(checkpoints.checkpoint_dir(checkpoints_dir, max(common))) if common else None
+    return None if settings.resume == "no" else settings.resume
+
+
+def record_settings(
+    settings: Settings, out: Path, model, train_set, eval_set, resume_from, *, cuda: bool
+) -> None:
+    """train_config.json: the settings as resolved, and what the job trains (the primary's);
+    a fresh start clears an earlier run's curves."""
+    if resume_from is None:
+        (out / "metrics.jsonl").unlink(missing_ok=True)
+        shutil.rmtree(out / "tensorboard", ignore_errors=True)
+    resolved = settings.to_json() | {
+        "world_size": rank_info()[1],
+        "resume_from": resume_from,
+        "device": "cuda" if cuda else "cpu",
+        "train_blocks": len(train_set),
+        # What each step's all-reduce carries (as fp32 gradients): `ugro netcheck` prices it.
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "eval_blocks": len(eval_set),
+    }
+    (out / "train_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    log.info("settings: %s", json.dumps(resolved, sort_keys=True))
+
+
+def _collator():
+    from transformers import default_data_collator
+
+    return default_data_collator
+
+
+def _callbacks(out: Path, clock, *, primary: bool, local_rank: int) -> list:
     from trainlib.callbacks import (
         GradientDump,
         MetricsCallback,
         ProgressCallback,
         SealCheckpoints,
-        gather_object,
     )
-    from trainlib.rankclock import RankClock, TimedBatches, time_gradient_sync
 
-    resume_from = None
-    if settings.resume == "auto":
-        # Every rank must resume from the same step: the newest one intact on all of them.
-        mine = set(checkpoints.complete_steps(ckpt_root))
-        common = set.intersection(*[set(s) for s in gather_object(sorted(mine))])
-        if common:
-            resume_from = str(checkpoints.checkpoint_dir(ckpt_root, max(common)))
-    elif settings.resume != "no":
-        resume_from = settings.resume
-
-    primary = is_primary(rank, local_rank)
-    metrics = out / "metrics.jsonl"
-    if primary:
-        if resume_from is None:
-            metrics.unlink(missing_ok=True)
-            shutil.rmtree(out / "tensorboard", ignore_errors=True)
-        resolved = settings.to_json() | {
-            "world_size": world,
-            "resume_from": resume_from,
-            "device": "cuda" if cuda else "cpu",
-            "train_blocks": len(train_set),
-            # What each step's all-reduce carries (as fp32 gradients): `ugro netcheck` prices it.
-            "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-            "eval_blocks": len(eval_set),
-        }
-        (out / "train_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
-        log.info("settings: %s", json.dumps(resolved, sort_keys=True))
-
-    clock = RankClock()
-    plan = balanced_plan(settings, model, train_set, args, out if primary else None)
-
-    class MeasuredTrainer(Trainer):
-        """The Trainer, with this rank's data and gradient-sync time on its clock, and this rank's
-        slice of each micro-step when the batches are balanced."""
-
-        sync_timed = False
-
-        def get_batch_samples(self, epoch_iterator, num_batches, device):
-            if not self.sync_timed:  # the first fetch comes before the first backward
-                self.sync_timed = time_gradient_sync(self.model_wrapped, clock) or True
-            timed = TimedBatches(epoch_iterator, clock)
-            return super().get_batch_samples(timed, num_batches, device)
-
-        def get_train_dataloader(self):
-            if plan is None:
-                return super().get_train_dataloader()
-            from trainlib.balance import UnevenBatchSampler, epoch_loader
-
-            sampler = UnevenBatchSampler(
-                len(train_set),
-                plan.micro_batches,
-                rank,
-                shuffle=settings.shuffle,
-                seed=settings.seed,
-            )
-            return epoch_loader(train_set, sampler, self.data_collator)
-
-    trainer = MeasuredTrainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=eval_set if settings.eval_strategy != "no" else None,
-        data_collator=default_data_collator,
-        callbacks=[
-            MetricsCallback(metrics, clock=clock, main=primary, tensorboard=out / "tensorboard"),
-            SealCheckpoints(ckpt_root, local_main=local_rank == 0),
-            ProgressCallback(os.environ.get("UGRO_PROGRESS_FILE")),
-            GradientDump(os.environ.get("UGRO_GRADIENT_DUMP"), main=primary),
-        ],
-    )
-    if not primary:
-        # The Trainer prints each log line on every node's first rank; the primary's is enough.
-        from transformers.trainer_callback import PrinterCallback
-
-        trainer.remove_callback(PrinterCallback)
-    result = trainer.train(resume_from_checkpoint=resume_from)
-    if primary:
-        save_artifacts(trainer.model, tokenizer, eval_set, artifacts)
-        log.info(
-            "done: %d steps, train loss %.4f; adapter in %s",
-            trainer.state.global_step,
-            result.training_loss,
-            artifacts / "adapter",
-        )
-    code = 0 if math.isfinite(result.training_loss) else 1
-    # The trainer holds the DDP-wrapped model, whose C++ reducer holds the process group. Freed
-    # after destroy_process_group (when this function returned), the reducer would destroy the
-    # group itself while holding the GIL, and the group's destructor joins gloo threads that may
-    # still need the GIL to free a finished collective's tensors: a deadlock, seen here as a CPU
-    # rank hung after its last step (pytorch/pytorch#56297). Freed now, while c10d still holds
-    # the group, the reducer leaves it to destroy_process_group, which releases the GIL.
-    del trainer, model
-    gc.collect()
-    _finish()
-    return code
+    return [
+        MetricsCallback(
+            out / "metrics.jsonl", clock=clock, main=primary, tensorboard=out / "tensorboard"
+        ),
+        SealCheckpoints(out / "checkpoints", local_main=local_rank == 0),
+        ProgressCallback(os.environ.get("UGRO_PROGRESS_FILE")),
+        GradientDump(os.environ.get("UGRO_GRADIENT_DUMP"), main=primary),
+    ]
 
 
 def balanced_plan(settings: Settings, model, train_set, args, out: Path | None):
