@@ -37,7 +37,7 @@ from tests.integration.jobkit import (
     wait_running,
 )
 from ugro.records.controller_files import ControllerHandle
-from ugro.sandbox import lifecycle
+from ugro.sandbox import faults
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
@@ -89,7 +89,7 @@ def test_a_partitioned_node_is_lost_within_15s_and_cleaned_after_heal(
 ) -> None:
     job_id = launch(env, "partition", beating)
     wait_running(sandbox, job_id)
-    lifecycle.fault(sandbox.name, "gpu2", "partition")
+    faults.fault(sandbox.name, "gpu2", "partition")
     try:
         record = final(sandbox, job_id)
         assert record.state == "lost"
@@ -103,7 +103,7 @@ def test_a_partitioned_node_is_lost_within_15s_and_cleaned_after_heal(
         found = {n: p for n, p in tagged_everywhere_reachable(sandbox, job_id).items()}
         assert found == {"gpu-master": [], "gpu1": []}
     finally:
-        lifecycle.fault(sandbox.name, "gpu2", "heal")
+        faults.fault(sandbox.name, "gpu2", "heal")
     jobs = jobs_of(sandbox)
     cleaned = wait_for(
         lambda: [
@@ -132,11 +132,11 @@ def tagged_everywhere_reachable(sandbox, job_id: str) -> dict[str, list[int]]:
 def test_a_node_that_powers_off_is_blamed_not_the_master(sandbox, env, beating) -> None:
     job_id = launch(env, "poweroff", beating)
     wait_running(sandbox, job_id)
-    lifecycle.fault(sandbox.name, "gpu1", "down")
+    faults.fault(sandbox.name, "gpu1", "down")
     try:
         record = final(sandbox, job_id)
     finally:
-        lifecycle.fault(sandbox.name, "gpu1", "up")
+        faults.fault(sandbox.name, "gpu1", "up")
     assert record.state == "lost"
     assert (record.detail["failure"]["node"], record.detail["failure"]["cause"]) == (
         "gpu1",
@@ -399,11 +399,11 @@ def test_a_retry_goes_on_without_a_dead_node_when_min_nodes_allows(sandbox, env)
     assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
     job_id = started.stdout.split("Launched ", 1)[1].split(" ", 1)[0]
     wait_running(sandbox, job_id, steps=5)
-    lifecycle.fault(sandbox.name, "gpu2", "down")
+    faults.fault(sandbox.name, "gpu2", "down")
     try:
         record = final(sandbox, job_id, timeout=300)
     finally:
-        lifecycle.fault(sandbox.name, "gpu2", "up")
+        faults.fault(sandbox.name, "gpu2", "up")
     assert (record.state, record.attempt) == ("succeeded", 2)
     assert finals_of(sandbox, job_id) == [(1, "lost"), (2, "succeeded")]
     assert record.detail["nodes"] == ["gpu-master", "gpu1"]
