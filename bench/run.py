@@ -496,6 +496,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="3,8,16,32")
     parser.add_argument("--only", default=",".join(SECTIONS), help="sections, comma-separated")
     parser.add_argument("--keep", action="store_true", help="leave the bench sandbox up")
+    parser.add_argument(
+        "--sandbox",
+        metavar="NAME",
+        help="run on this sandbox, already up (the test suite's), instead of one of its own",
+    )
     args = parser.parse_args(argv)
     sizes = [3] if args.smoke else sorted(int(s) for s in args.sizes.split(","))
     reps = 1 if args.smoke else args.reps
@@ -505,7 +510,10 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(os.environ.get("UGRO_BENCH_DIR") or REPO / "bench" / "work")
     workdir.mkdir(parents=True, exist_ok=True)
 
-    if layout.load(SANDBOX) is None:
+    name = args.sandbox or SANDBOX
+    if layout.load(name) is None:
+        if args.sandbox:
+            sys.exit(f"no sandbox {name} is up")
         print(f"bringing up a {max(sizes)}-node sandbox ...", flush=True)
         lifecycle.up(
             SANDBOX,
@@ -514,11 +522,12 @@ def main(argv: list[str] | None = None) -> int:
             wheelhouse=os.environ.get("UGRO_WHEELHOUSE"),
             echo=lambda _l: None,
         )
-    box = layout.load(SANDBOX)
+    box = layout.load(name)
+    assert box is not None
     if len(box.nodes) + 1 < max(sizes):
         sys.exit(
-            f"the {SANDBOX} sandbox has {len(box.nodes) + 1} nodes; `ugro sandbox down "
-            f"--name {SANDBOX}` and rerun"
+            f"the {name} sandbox has {len(box.nodes) + 1} nodes; `ugro sandbox down "
+            f"--name {name}` and rerun"
         )
     files = cluster_files(box, sizes, workdir)
     report: dict = {
@@ -534,8 +543,18 @@ def main(argv: list[str] | None = None) -> int:
         stem += "-" + "-".join(s for s in SECTIONS if s in only)
     path = RESULTS / f"{stem}.json"
 
+    section_started = time.monotonic()
+
     def save() -> None:
-        """After every section: a run that fails later keeps what it measured."""
+        """After every section: a run that fails later keeps what it measured, and how long
+        the section took."""
+        nonlocal section_started
+        took = round(time.monotonic() - section_started, 1)
+        section = [key for key in report if key in SECTIONS][-1:]
+        if section:
+            report.setdefault("sections_s", {})[section[0]] = took
+            print(f"  ({section[0]}: {took} s)", flush=True)
+        section_started = time.monotonic()
         path.write_text(json.dumps(report, indent=2) + "\n")
 
     try:
@@ -586,7 +605,7 @@ def main(argv: list[str] | None = None) -> int:
             report["network"] = bench_network(box, files[small])
             save()
     finally:
-        if not args.keep:
+        if not args.keep and not args.sandbox:
             lifecycle.down(SANDBOX, echo=lambda _l: None)
     print(f"wrote {path}")
     return 0

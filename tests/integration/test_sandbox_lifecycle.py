@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import run_ugro
 from tests.integration.conftest import sandbox_unavailable
+from ugro.core import processes
 from ugro.core.errors import SandboxError
 from ugro.sandbox import layout, lifecycle, system
 
@@ -36,12 +37,14 @@ def leftovers() -> dict[str, list]:
 
 
 def test_up_status_down_leaves_nothing() -> None:
+    # The old spelling of --count, kept for this release with a note.
     done = run_ugro("sandbox", "up", "--name", NAME, "--nodes", "2", "--subnet", SUBNET)
     assert done.returncode == 0, done.stderr
+    assert "`sandbox up --nodes N` is now `--count N`" in done.stderr
     assert f"ugro --config {layout.sandbox_root() / NAME / 'cluster.yaml'} health" in done.stdout
     box = layout.load(NAME)
     pids = [n.sshd_pid for n in box.nodes]
-    assert all(system.pid_alive(p) for p in pids)
+    assert all(processes.alive(p) for p in pids)
     status = run_ugro("sandbox", "status", "--name", NAME)
     assert status.returncode == 0 and "answers" in status.stdout
     assert run_ugro("sandbox", "up", "--name", NAME).returncode == 2  # already up
@@ -49,7 +52,7 @@ def test_up_status_down_leaves_nothing() -> None:
     done = run_ugro("sandbox", "down", "--name", NAME)
     assert done.returncode == 0, done.stderr
     assert leftovers() == {"namespaces": [], "links": [], "users": [], "files": []}
-    assert not any(system.pid_alive(p) for p in pids)
+    assert not any(processes.alive(p) for p in pids)
     # Idempotent: a second down finds nothing and succeeds.
     assert run_ugro("sandbox", "down", "--name", NAME).returncode == 0
     assert run_ugro("sandbox", "status", "--name", NAME).returncode == 2
@@ -69,9 +72,10 @@ def test_failed_up_cleans_up_after_itself() -> None:
 
 def test_bad_arguments_are_one_line() -> None:
     for args, expected in [
-        (["--nodes", "1"], "--nodes 1: expected 2..200"),
+        (["--count", "1"], "--count 1: expected 2..200"),
         (["--subnet", "8.8.8.0/24"], "expected a private IPv4 network"),
-        (["--subnet", "10.0.0.0/30", "--nodes", "5"], "has 2 addresses; 5 nodes need 5"),
+        (["--subnet", "10.0.0.0/30", "--count", "5"], "has 2 addresses; 5 nodes need 5"),
+        (["--count", "3", "--nodes", "3"], "--count N gives the number of nodes; drop --nodes"),
         (["--name", "Bad;Name"], "sandbox name 'Bad;Name' is not valid"),
     ]:
         done = run_ugro("sandbox", "up", "--name", NAME, *args)

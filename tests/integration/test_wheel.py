@@ -96,7 +96,7 @@ def test_installed_wheel_runs_from_anywhere(wheel: Path, tmp_path: Path) -> None
     }
     env.pop("UGRO_CONFIG", None)
     where = subprocess.run(
-        [str(python), "-c", "import ugro.assets as a; print(a.project_dir())"],
+        [str(python), "-c", "import ugro.nodes.assets as a; print(a.project_dir())"],
         capture_output=True,
         text=True,
         check=True,

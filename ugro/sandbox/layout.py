@@ -177,7 +177,7 @@ def plan(name: str, nodes: int, subnet: str, master_user: str) -> Sandbox:
     """The sandbox `up` would make: nothing is touched here."""
     check_name(name)
     if not 2 <= nodes <= MAX_NODES:
-        raise UsageError(f"--nodes {nodes}: expected 2..{MAX_NODES} (the master plus workers)")
+        raise UsageError(f"--count {nodes}: expected 2..{MAX_NODES} (the master plus workers)")
     try:
         network = ipaddress.ip_network(subnet, strict=True)
     except ValueError as exc:
