@@ -9,7 +9,7 @@ side hold). Results go to bench/results/<date>.json and a table on the terminal.
     python bench/run.py --smoke         # one repetition on 3 nodes (CI runs this)
 
 Contenders for health fan-out, all running the same probe
-(roles/ugro_health/module_utils/ugro_probe.py):
+(roles/ugro_health/module_utils/ugro_probe.py, sent as ugro sends it):
   ugro      `ugro health --json`
   floor     the probe over plain `ssh`, to every node at once
   seed      the original guide's approach: one `ssh` per probe per node, nodes one after another
@@ -36,13 +36,13 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
-PROBE = REPO / "roles" / "ugro_health" / "module_utils" / "ugro_probe.py"
 RESULTS = REPO / "bench" / "results"
 SANDBOX = "bench"
 SUBNET = "10.215.0.0/24"
 UGRO = [sys.executable, "-m", "ugro"]
 
 sys.path.insert(0, str(REPO))
+from ugro.nodes import scripts  # noqa: E402
 from ugro.sandbox import layout, lifecycle  # noqa: E402
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -163,7 +163,8 @@ def probe_command(
     return [
         "/usr/bin/python3",
         "-c",
-        PROBE.read_text(),
+        # The probe with the process reader it imports inlined, as ugro sends it.
+        scripts.script(scripts.PROBE),
         "--python",
         python,
         "--accelerator",

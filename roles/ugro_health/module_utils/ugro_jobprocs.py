@@ -21,7 +21,7 @@ TAG = "UGRO_JOB_ID="
 def stat(pid):
     """(state letter, ppid) from /proc/<pid>/stat, or None when it is gone."""
     try:
-        with open("/proc/{}/stat".format(pid)) as handle:
+        with open(f"/proc/{pid}/stat") as handle:
             fields = handle.read().rsplit(")", 1)[1].split()
         return fields[0], int(fields[1])
     except (OSError, IndexError, ValueError):

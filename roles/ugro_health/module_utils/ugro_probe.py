@@ -3,7 +3,8 @@
 Stdlib only, Python 3.8+. The health role runs it on each node inside its module
 (library/ugro_health_probe.py, one task: each Ansible task costs a round trip and a fork per
 node); run as a script it prints the same report as one JSON object (the daemon's light probe
-and the benchmarks' baselines do that over ssh, with ugro_jobprocs.py inlined: ugro.nodes.scripts). The report: system facts, GPUs from nvidia-smi, and torch as the node's
+and the benchmarks' baselines do that over ssh, with ugro_jobprocs.py inlined:
+ugro.nodes.scripts). The report: system facts, GPUs from nvidia-smi, and torch as the node's
 own training environment sees it. It never raises: whatever goes wrong becomes a `problems`
 entry, and `healthy` sums them up. `--light` (the daemon's minute-by-minute probe, sent over
 ssh on stdin) never starts the training interpreter: torch's facts come from the cache or not
