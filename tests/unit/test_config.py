@@ -297,6 +297,7 @@ def test_every_key_of_the_schema_changes_the_resolved_cluster(tmp_path: Path) ->
         ("cluster", "communication", "timeout_seconds"): 60,
         ("cluster", "communication", "max_restarts"): 2,
         ("cluster", "communication", "retries"): 3,
+        ("cluster", "communication", "retry_backoff_seconds"): 1,
         ("workers", 0, "ssh_port"): 2200,
         ("workers", 0, "accelerator"): "cuda",
         ("workers", 0, "python"): "/opt/py/bin/python",

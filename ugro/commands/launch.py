@@ -110,6 +110,7 @@ def controller_options(
         raise UsageError(f"--min-nodes {min_nodes}: the job has only {count} nodes")
     return ControllerOptions(
         retries=cluster.launch.retries if retries is None else retries,
+        backoff_s=cluster.launch.retry_backoff_s,
         min_nodes=min_nodes,
         hang_timeout=hang_timeout,
     )

@@ -145,6 +145,7 @@ def build_cluster(config: ClusterConfig, *, source: Path | None, base_dir: Path)
             timeout_seconds=communication.timeout_seconds,
             max_restarts=communication.max_restarts,
             retries=communication.retries,
+            retry_backoff_s=communication.retry_backoff_seconds,
             netcheck_max_age_s=communication.netcheck_max_age_hours * 3600.0,
             telemetry_interval_s=config.telemetry.interval_seconds,
             training=training_settings(config.training),

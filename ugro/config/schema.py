@@ -163,6 +163,9 @@ class CommunicationSection(_Model):
     # How often UGRO's controller starts a failed or lost job again from its last complete
     # checkpoint (`ugro launch --retries` overrides).
     retries: Annotated[int, Field(ge=0, le=100)] = 0
+    # Seconds before the first retry; each later one waits twice as long as the one before,
+    # a minute at most.
+    retry_backoff_seconds: Annotated[float, Field(ge=0, le=3600)] = 5
     # A launch on several nodes runs `ugro netcheck` first when its last result for those nodes
     # is older than this (its interfaces name GLOO/NCCL_SOCKET_IFNAME); 0: at every launch.
     netcheck_max_age_hours: Annotated[float, Field(ge=0, le=8760)] = 24

@@ -104,6 +104,7 @@ class LaunchOptions:
     timeout_seconds: int = 300
     max_restarts: int = 0
     retries: int = 0
+    retry_backoff_s: float = 5.0  # the first retry's wait; it doubles with each one
     telemetry_interval_s: float = 1.0  # each node's telemetry while a job runs; 0: none
     netcheck_max_age_s: float = 24 * 3600.0  # a launch's network check is kept this long
     # The training section's keys that cluster.yaml sets, in its own terms ("default_model",
