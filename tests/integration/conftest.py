@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
+from tests.conftest import run_ugro
 from ugro.core.errors import PrerequisiteError
 from ugro.sandbox import layout, lifecycle, system
 from ugro.sandbox.layout import Sandbox
@@ -67,3 +69,37 @@ def ssh_as(
         timeout=timeout,
         check=False,
     )
+
+
+# The session's reference training run: train_production.py on the tiny Llama across the
+# sandbox's 3 nodes, checkpoints every 4 steps.
+REFERENCE_TRAINING = [
+    "--",
+    "--max-steps",
+    "20",
+    "--logging-steps",
+    "2",
+    "--eval-strategy",
+    "no",
+    "--save-strategy",
+    "steps",
+    "--save-steps",
+    "4",
+]
+
+
+@dataclass(frozen=True)
+class ReferenceRun:
+    job_id: str
+    launched: subprocess.CompletedProcess[str]  # `ugro launch`, followed to its end
+
+
+@pytest.fixture(scope="session")
+def reference_run(sandbox: Sandbox) -> ReferenceRun:
+    """One real training run, launched and followed as a user would, shared by the tests that
+    only read it: everything a job leaves behind (test_launch) and the loss an uninterrupted
+    run reaches (test_chaos compares a run through three faults with it)."""
+    env = {"UGRO_CONFIG": str(sandbox.cluster_file)}
+    done = run_ugro("launch", "--name", "reference", *REFERENCE_TRAINING, env=env, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return ReferenceRun(done.stdout.split("Launched ", 1)[1].split(" ", 1)[0], done)

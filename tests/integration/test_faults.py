@@ -5,7 +5,8 @@ user); faults are injected as they happen on real machines: a process killed or 
 node (over SSH), a node partitioned or powered off (the sandbox's link and namespace). Each test
 asserts the final state, the cause named, the detection and teardown times from the history's
 timeline, and that no process of the job is left on any node, checked over SSH as the node's
-user.
+user. A killed rank and a partitioned node are met in test_chaos.py, within one training run
+that goes on through them; a node powering off, in the retry that goes on without it.
 """
 
 from __future__ import annotations
@@ -24,13 +25,11 @@ from tests.integration.conftest import ssh_as
 from tests.integration.jobkit import (
     BEATING,
     GHOST,
-    TAGGED,
     assert_nothing_left,
     final,
     finals_of,
     jobs_of,
     launch,
-    on_node,
     signal_one,
     tagged_everywhere,
     wait_for,
@@ -54,22 +53,6 @@ def beating(tmp_path_factory) -> Path:
     return path
 
 
-def test_a_killed_rank_fails_the_job_and_all_ranks_are_down_within_10s(
-    sandbox, env, beating
-) -> None:
-    job_id = launch(env, "killrank", beating)
-    wait_running(sandbox, job_id)
-    signal_one(sandbox, "gpu1", job_id, "rank", signal.SIGKILL)
-    record = final(sandbox, job_id)
-    assert record.state == "failed"
-    failure = record.detail["failure"]
-    assert (failure["node"], failure["rank"], failure["cause"]) == ("gpu1", 1, "killed")
-    timeline = record.detail["timeline"]
-    assert timeline["down"] - timeline["ended"] <= 10, timeline
-    assert finals_of(sandbox, job_id) == [(1, "failed")]
-    assert_nothing_left(sandbox, job_id)
-
-
 def test_an_agent_killed_alone_has_its_orphaned_workers_killed(sandbox, env, beating) -> None:
     job_id = launch(env, "killagent", beating)
     wait_running(sandbox, job_id)
@@ -81,70 +64,6 @@ def test_an_agent_killed_alone_has_its_orphaned_workers_killed(sandbox, env, bea
         "agent_killed",
     )
     assert record.detail["teardown"]["gpu2"]["signalled"] >= 1  # the orphan
-    assert_nothing_left(sandbox, job_id)
-
-
-def test_a_partitioned_node_is_lost_within_15s_and_cleaned_after_heal(
-    sandbox, env, beating
-) -> None:
-    job_id = launch(env, "partition", beating)
-    wait_running(sandbox, job_id)
-    faults.fault(sandbox.name, "gpu2", "partition")
-    try:
-        record = final(sandbox, job_id)
-        assert record.state == "lost"
-        failure = record.detail["failure"]
-        assert (failure["node"], failure["cause"]) == ("gpu2", "unreachable")
-        timeline = record.detail["timeline"]
-        assert timeline["detected"] - timeline["ended"] <= 15, timeline
-        assert timeline["down"] - timeline["detected"] <= 30, timeline
-        assert record.detail["pending_cleanup"] == ["gpu2"]
-        # The other nodes are clean at once; gpu2's ranks, on a real host, are still there.
-        found = {n: p for n, p in tagged_everywhere_reachable(sandbox, job_id).items()}
-        assert found == {"gpu-master": [], "gpu1": []}
-    finally:
-        faults.fault(sandbox.name, "gpu2", "heal")
-    jobs = jobs_of(sandbox)
-    cleaned = wait_for(
-        lambda: [
-            e
-            for e in jobs.find(job_id).detail.get("events", [])
-            if e.get("event") == "leftovers_cleaned"
-        ],
-        60,
-        "gpu2's leftovers cleaned after heal",
-    )
-    # Whatever gpu2 still ran (torchrun's agent there may have given up on the lost store and
-    # ended its ranks itself) was ended and checked once it answered.
-    assert cleaned[0]["node"] == "gpu2" and cleaned[0]["left"] == []
-    assert_nothing_left(sandbox, job_id)
-    assert finals_of(sandbox, job_id) == [(1, "lost")]
-
-
-def tagged_everywhere_reachable(sandbox, job_id: str) -> dict[str, list[int]]:
-    found = {}
-    for node in ("gpu-master", "gpu1"):
-        done = on_node(sandbox, node, TAGGED, job_id)
-        found[node] = json.loads(done.stdout)
-    return found
-
-
-def test_a_node_that_powers_off_is_blamed_not_the_master(sandbox, env, beating) -> None:
-    job_id = launch(env, "poweroff", beating)
-    wait_running(sandbox, job_id)
-    faults.fault(sandbox.name, "gpu1", "down")
-    try:
-        record = final(sandbox, job_id)
-    finally:
-        faults.fault(sandbox.name, "gpu1", "up")
-    assert record.state == "lost"
-    assert (record.detail["failure"]["node"], record.detail["failure"]["cause"]) == (
-        "gpu1",
-        "unreachable",
-    )
-    # The job ended when gpu1 went silent, not when someone asked.
-    ended = record.detail["timeline"]["ended"]
-    assert record.detail["timeline"]["detected"] - ended <= 15
     assert_nothing_left(sandbox, job_id)
 
 
@@ -190,7 +109,29 @@ def test_a_stopped_rank_is_a_hang_and_the_follower_says_stalled(sandbox, env, be
     assert_nothing_left(sandbox, job_id)
 
 
-def test_a_stop_while_following_is_stopped_once_without_a_traceback(sandbox, env, beating) -> None:
+def test_reset_ends_every_jobs_processes_and_health_names_leftovers(sandbox, env, beating) -> None:
+    job_id = launch(env, "resetme", beating)
+    wait_running(sandbox, job_id)
+    # A leftover of a job that no longer runs, on gpu1.
+    gpu1 = sandbox.node("gpu1")
+    orphan = ssh_as(sandbox, gpu1, "python3", "-c", GHOST)
+    assert orphan.returncode == 0, orphan.stderr
+    health = run_ugro("health", env=env)
+    assert "gpu1: processes of ghost_20200101_000000, which is not running any more" in (
+        " ".join(health.stderr.split())
+    )
+    done = run_ugro("reset", "--yes", env=env, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert f"{job_id}: stopped" in done.stdout
+    assert "ghost_20200101_000000" in done.stdout
+    assert_nothing_left(sandbox, job_id)
+    assert tagged_everywhere(sandbox, "ghost_20200101_000000")["gpu1"] == []
+    assert finals_of(sandbox, job_id) == [(1, "stopped")]
+
+
+def test_a_stop_while_following_is_stopped_once_and_resume_is_its_next_attempt(
+    sandbox, env, beating
+) -> None:
     follower = subprocess.Popen(
         [sys.executable, "-m", "ugro", "launch", "--name", "followed", "--script", str(beating)],
         env={**os.environ, **env},
@@ -218,9 +159,21 @@ def test_a_stop_while_following_is_stopped_once_without_a_traceback(sandbox, env
     assert "stopped by the user" in err
     assert finals_of(sandbox, job_id) == [(1, "stopped")]
     assert_nothing_left(sandbox, job_id)
+    # The stopped job, resumed: its next attempt, with a controller of its own again.
+    resumed = run_ugro("launch", "--resume", job_id, "--detach", env=env)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert f"Resumed {job_id}" in resumed.stdout
+    wait_running(sandbox, job_id)
+    record = jobs_of(sandbox).find(job_id)
+    assert (record.state, record.attempt) == ("running", 2)
+    log = jobs_of(sandbox).experiment_dir(job_id) / "logs" / "gpu-master.rank0.log"
+    assert "attempt 2 step" in log.read_text()
+    assert run_ugro("stop", job_id, env=env).returncode == 0
+    assert finals_of(sandbox, job_id) == [(1, "stopped"), (2, "stopped")]
+    assert_nothing_left(sandbox, job_id)
 
 
-def test_a_second_launch_on_busy_nodes_is_refused_then_forced_on_its_own_port(
+def test_a_second_launch_on_busy_nodes_is_refused_then_forced_each_on_its_own_port(
     sandbox, env, beating
 ) -> None:
     first = launch(env, "busy", beating)
@@ -230,34 +183,32 @@ def test_a_second_launch_on_busy_nodes_is_refused_then_forced_on_its_own_port(
     assert refused.returncode == 1
     assert f"run UGRO job {first}" in refused.stderr and "--force" in refused.stderr
     assert "Traceback" not in refused.stderr
-    second = launch(env, "forced", beating, "--force")
+    # Two forced launches of one name in the same second: each its own id, directory and port.
+    argv = [sys.executable, "-m", "ugro", "launch", "--name", "twin", "--script", str(beating)]
+    launches = [
+        subprocess.Popen(
+            [*argv, "--detach", "--force"],
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [process.communicate(timeout=300) for process in launches]
+    assert [process.returncode for process in launches] == [0, 0], outputs
+    twins = [out.split("Launched ", 1)[1].split(" ", 1)[0] for out, _ in outputs]
+    assert len(set(twins)) == 2
     jobs = jobs_of(sandbox)
-    ports = {jobs.config(j).rendezvous_port for j in (first, second)}
-    assert len(ports) == 2, ports
-    wait_running(sandbox, second)
-    for job_id in (first, second):
+    assert len({jobs.config(j).rendezvous_port for j in (first, *twins)}) == 3
+    for job_id in twins:
+        wait_running(sandbox, job_id)
+    for job_id in (first, *twins):
         assert run_ugro("stop", job_id, env=env).returncode == 0
         assert_nothing_left(sandbox, job_id)
 
 
-def test_the_controller_survives_its_own_crash_and_ends_the_job_once(sandbox, env, beating) -> None:
-    job_id = launch(env, "crash", beating)
-    wait_running(sandbox, job_id)
-    watcher = ControllerHandle(jobs_of(sandbox).experiment_dir(job_id))
-    os.kill(int(watcher.state().pid), signal.SIGKILL)
-    wait_for(lambda: not watcher.alive(), 10, "the controller gone")
-    # While nobody watches, a rank dies; the next look at the job starts a controller again,
-    # which finds the failure on the nodes.
-    signal_one(sandbox, "gpu1", job_id, "rank", signal.SIGKILL)
-    status = run_ugro("status", env=env)
-    assert status.returncode == 0 and "started it again" in status.stderr
-    record = final(sandbox, job_id)
-    assert record.state == "failed" and record.detail["failure"]["node"] == "gpu1"
-    assert finals_of(sandbox, job_id) == [(1, "failed")]
-    assert_nothing_left(sandbox, job_id)
-
-
-def test_a_controller_killed_between_attempts_or_mid_launch_never_starts_one_twice(
+def test_a_controller_killed_at_any_time_never_starts_an_attempt_twice(
     sandbox, env, beating
 ) -> None:
     job_id = launch(env, "crashy", beating, "--retries", "2")
@@ -268,17 +219,30 @@ def test_a_controller_killed_between_attempts_or_mid_launch_never_starts_one_twi
     def kill_controller() -> None:
         os.kill(int(watcher.state().pid), signal.SIGKILL)
         wait_for(lambda: not watcher.alive(), 10, "the controller gone")
+
+    def revive() -> None:
         status = run_ugro("status", env=env)
         assert status.returncode == 0 and f"{job_id}: its controller had stopped" in status.stderr
 
-    # Between attempts: attempt 1 failed, the retry waits out its backoff.
+    # While it runs: the controller dies, then a rank does while nobody watches. The next look
+    # at the job starts a controller again, which finds the failure on the nodes.
+    kill_controller()
     signal_one(sandbox, "gpu1", job_id, "rank", signal.SIGKILL)
+    revive()
+    wait_for(
+        lambda: (r := jobs.find(job_id)).attempt == 1 and r.state == "failed",
+        120,
+        "attempt 1 failed",
+    )
+    assert jobs.find(job_id).detail["failure"]["node"] == "gpu1"
+    # Between attempts: attempt 1 failed, the retry waits out its backoff.
     wait_for(
         lambda: watcher.state().phase == "waiting to retry" and jobs.find(job_id).state == "failed",
         60,
         "a retry pending",
     )
     kill_controller()
+    revive()
     wait_for(
         lambda: (r := jobs.find(job_id)).attempt == 2 and r.state == "running",
         120,
@@ -293,6 +257,7 @@ def test_a_controller_killed_between_attempts_or_mid_launch_never_starts_one_twi
         "attempt 3 launching",
     )
     kill_controller()
+    revive()
     record = final(sandbox, job_id)
     assert finals_of(sandbox, job_id) == [(1, "failed"), (2, "failed"), (3, "lost")]
     assert "interrupted" in record.detail["reason"]
@@ -305,73 +270,10 @@ def test_a_controller_killed_between_attempts_or_mid_launch_never_starts_one_twi
     assert_nothing_left(sandbox, job_id)
 
 
-def test_reset_ends_every_jobs_processes_and_health_names_leftovers(sandbox, env, beating) -> None:
-    job_id = launch(env, "resetme", beating)
-    wait_running(sandbox, job_id)
-    # A leftover of a job that no longer runs, on gpu1.
-    gpu1 = sandbox.node("gpu1")
-    orphan = ssh_as(sandbox, gpu1, "python3", "-c", GHOST)
-    assert orphan.returncode == 0, orphan.stderr
-    health = run_ugro("health", env=env)
-    assert "gpu1: processes of ghost_20200101_000000, which is not running any more" in (
-        " ".join(health.stderr.split())
-    )
-    done = run_ugro("reset", "--yes", env=env, timeout=120)
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    assert f"{job_id}: stopped" in done.stdout
-    assert "ghost_20200101_000000" in done.stdout
-    assert_nothing_left(sandbox, job_id)
-    assert tagged_everywhere(sandbox, "ghost_20200101_000000")["gpu1"] == []
-    assert finals_of(sandbox, job_id) == [(1, "stopped")]
-
-
-def test_resume_continues_a_stopped_job_as_its_next_attempt(sandbox, env, beating) -> None:
-    job_id = launch(env, "again", beating)
-    wait_running(sandbox, job_id)
-    assert run_ugro("stop", job_id, env=env).returncode == 0
-    resumed = run_ugro("launch", "--resume", job_id, "--detach", env=env)
-    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-    assert f"Resumed {job_id}" in resumed.stdout
-    wait_running(sandbox, job_id)
-    record = jobs_of(sandbox).find(job_id)
-    assert (record.state, record.attempt) == ("running", 2)
-    log = jobs_of(sandbox).experiment_dir(job_id) / "logs" / "gpu-master.rank0.log"
-    assert "attempt 2 step" in log.read_text()
-    assert run_ugro("stop", job_id, env=env).returncode == 0
-    assert finals_of(sandbox, job_id) == [(1, "stopped"), (2, "stopped")]
-    assert_nothing_left(sandbox, job_id)
-
-
-def test_two_launches_in_the_same_second_share_no_port_and_no_directory(
-    sandbox, env, beating
-) -> None:
-    argv = [sys.executable, "-m", "ugro", "launch", "--name", "twin", "--script", str(beating)]
-    launches = [
-        subprocess.Popen(
-            [*argv, "--detach", "--force"],
-            env={**os.environ, **env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    outputs = [launch.communicate(timeout=300) for launch in launches]
-    assert [launch.returncode for launch in launches] == [0, 0], outputs
-    job_ids = [out.split("Launched ", 1)[1].split(" ", 1)[0] for out, _ in outputs]
-    assert len(set(job_ids)) == 2
-    jobs = jobs_of(sandbox)
-    assert len({jobs.config(j).rendezvous_port for j in job_ids}) == 2
-    for job_id in job_ids:
-        wait_running(sandbox, job_id)
-    for job_id in job_ids:
-        assert run_ugro("stop", job_id, env=env).returncode == 0
-        assert_nothing_left(sandbox, job_id)
-
-
-def test_a_retry_goes_on_without_a_dead_node_when_min_nodes_allows(sandbox, env) -> None:
-    """gpu2 powers off for good; --min-nodes 2 lets attempt 2 train on the master and gpu1,
-    with gradient accumulation raised so that the global batch stays 3 ranks x 2 = 6."""
+def test_a_node_that_powers_off_is_blamed_and_the_retry_goes_on_without_it(sandbox, env) -> None:
+    """gpu2 powers off for good: the node is lost (not the peers whose collectives failed
+    first), and --min-nodes 2 lets attempt 2 train on the master and gpu1, with gradient
+    accumulation raised so that the global batch stays 3 ranks x 2 = 6."""
     started = run_ugro(
         "launch",
         "--name",
@@ -406,6 +308,14 @@ def test_a_retry_goes_on_without_a_dead_node_when_min_nodes_allows(sandbox, env)
         faults.fault(sandbox.name, "gpu2", "up")
     assert (record.state, record.attempt) == ("succeeded", 2)
     assert finals_of(sandbox, job_id) == [(1, "lost"), (2, "succeeded")]
+    lost = next(
+        e
+        for e in history_lines(jobs_of(sandbox))
+        if e["job_id"] == job_id and e.get("state") == "lost"
+    )
+    assert (lost["failure"]["node"], lost["failure"]["cause"]) == ("gpu2", "unreachable")
+    # The job ended when gpu2 went silent, not when someone asked.
+    assert lost["timeline"]["detected"] - lost["timeline"]["ended"] <= 15
     assert record.detail["nodes"] == ["gpu-master", "gpu1"]
     attempt = jobs_of(sandbox).config(job_id).attempts["2"]
     assert attempt["args"][-2:] == ["--grad-accum", "3"]

@@ -19,20 +19,6 @@ from ugro.records.history import Jobs
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
-SHORT = [
-    "--",
-    "--max-steps",
-    "12",
-    "--logging-steps",
-    "2",
-    "--eval-strategy",
-    "no",
-    "--save-strategy",
-    "steps",
-    "--save-steps",
-    "6",
-]
-
 
 @pytest.fixture(scope="module")
 def cluster_env(sandbox) -> dict[str, str]:
@@ -108,14 +94,14 @@ def _environ(proc: Path) -> bytes:
         return b""
 
 
-def test_launch_trains_and_everything_comes_home(sandbox, cluster_env) -> None:
-    done = run_ugro("launch", "--name", "exp1", *SHORT, env=cluster_env, timeout=900)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    job_id = job_id_from(done.stdout)
+def test_launch_trains_and_everything_comes_home(sandbox, cluster_env, reference_run) -> None:
+    """The session's reference run (tests/integration/conftest.py), launched and followed by
+    `ugro launch` as a user would: what it printed, and everything it left."""
+    done, job_id = reference_run.launched, reference_run.job_id
     assert history(sandbox, job_id) == ["launching", "running", "succeeded"]
     assert not tagged(job_id)
     # Not on a terminal: plain lines, one per event, and tables that do not break a path.
-    assert f"{job_id}: step 12 loss" in done.stderr
+    assert f"{job_id}: step 20 loss" in done.stderr
     assert "launch: Work out this node's part of the job and its torchrun command" in done.stderr
     assert "Validating arguments" not in done.stderr
     cluster = load_cluster_file(sandbox.cluster_file)
@@ -131,7 +117,7 @@ def test_launch_trains_and_everything_comes_home(sandbox, cluster_env) -> None:
     assert "torch.distributed.run" in config["commands"]["gpu1"]
     metrics = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
     train = [m for m in metrics if m["kind"] == "train"]
-    assert [m["step"] for m in train] == [2, 4, 6, 8, 10, 12]
+    assert [m["step"] for m in train] == list(range(2, 21, 2))
     assert len(train[0]["peak_memory_mb"]) == 3  # world size 3
     assert train[-1]["loss"] < train[0]["loss"]
     # Every rank's own figures, from the node it ran on; the cluster's are their sums.
@@ -144,7 +130,7 @@ def test_launch_trains_and_everything_comes_home(sandbox, cluster_env) -> None:
     assert train[-1]["tokens"] == sum(r["tokens"] for r in ranks)
     assert list((directory / "tensorboard").glob("events.out.tfevents.*"))
     stored = json.loads((directory / "summary.json").read_text())
-    assert stored["status"] == "succeeded" and stored["steps"] == 12 and stored["tokens_per_s"] > 0
+    assert stored["status"] == "succeeded" and stored["steps"] == 20 and stored["tokens_per_s"] > 0
     assert [r["node"] for r in stored["ranks"]] == nodes
     # Each node's telemetry came home with its logs, sampled while the job ran.
     for node in nodes:
@@ -160,7 +146,7 @@ def test_launch_trains_and_everything_comes_home(sandbox, cluster_env) -> None:
         assert any("'loss'" in line for line in lines) == (rank == 0), lines
         warned = [line for line in lines if "Warning: " in line]
         assert len(warned) == len(set(warned)), warned
-    assert (directory / "checkpoints" / "checkpoint-12" / "ugro_complete.json").exists()
+    assert (directory / "checkpoints" / "checkpoint-20" / "ugro_complete.json").exists()
     # The job carried its code: each node's job directory records what ran.
     node = sandbox.nodes[0]
     listing = ssh_as(
@@ -180,14 +166,15 @@ def test_launch_trains_and_everything_comes_home(sandbox, cluster_env) -> None:
             model(input_ids=probe["input_ids"]).logits, probe["logits"], rtol=1e-5, atol=1e-5
         )
 
-    results = run_ugro("results", "exp1", "--json", env=cluster_env)
+    results = run_ugro("results", "reference", "--json", env=cluster_env)
     summary = json.loads(results.stdout)
-    assert summary["status"] == "succeeded" and summary["steps"] == 12
+    assert summary["status"] == "succeeded" and summary["steps"] == 20
+    assert summary["ongoing"] is False and summary["status_line"] == "succeeded"
     assert summary["final_loss"] == train[-1]["loss"]
-    assert "adapter" in summary["artifacts"] and "checkpoint-12" in summary["checkpoints"]
-    table = run_ugro("results", "exp1", env=cluster_env).stdout
+    assert "adapter" in summary["artifacts"] and "checkpoint-20" in summary["checkpoints"]
+    table = run_ugro("results", "reference", env=cluster_env).stdout
     assert "ranks (mean per step)" in table and "training time" in table
-    rank2 = run_ugro("logs", "exp1", "--rank", "2", env=cluster_env)
+    rank2 = run_ugro("logs", "reference", "--rank", "2", env=cluster_env)
     assert rank2.returncode == 0 and rank2.stdout.strip()
     assert "[gpu2 r2] " not in rank2.stdout  # one rank's log is printed as it is
     merged = run_ugro("logs", job_id, env=cluster_env)
@@ -239,7 +226,9 @@ if os.environ["UGRO_PRIMARY"] == "1" and os.environ["LOCAL_RANK"] == "0":
 """
 
 
-def test_a_scripts_tensorboard_events_are_its_curves(sandbox, cluster_env, tmp_path) -> None:
+def test_a_scripts_tensorboard_events_are_its_curves(
+    sandbox, cluster_env, reference_run, tmp_path
+) -> None:
     script = write_script(tmp_path, "writes_events.py", WRITES_EVENTS)
     done = run_ugro(
         "launch", "--name", "evented", "--script", str(script), env=cluster_env, timeout=600
@@ -250,11 +239,13 @@ def test_a_scripts_tensorboard_events_are_its_curves(sandbox, cluster_env, tmp_p
     assert results["steps"] == 9 and results["final_loss"] == 1.0 and results["best_loss"] == 1.0
     assert results["final_eval_loss"] == 1.5
     # Its curves beside train_production's, and what differs between the two jobs.
-    drawn = run_ugro("plot", "exp1", "evented", "-o", str(tmp_path / "both.png"), env=cluster_env)
+    drawn = run_ugro(
+        "plot", "reference", "evented", "-o", str(tmp_path / "both.png"), env=cluster_env
+    )
     assert drawn.returncode == 0, drawn.stderr
     assert (tmp_path / "both.png").read_bytes().startswith(b"\x89PNG")
     assert "loss" in drawn.stdout and "step_time" in drawn.stdout
-    compared = run_ugro("compare", "exp1", "evented", "--json", env=cluster_env)
+    compared = run_ugro("compare", "reference", "evented", "--json", env=cluster_env)
     differs = json.loads(compared.stdout)["differs"]
     assert {Path(v).name for v in differs["script"].values()} == {
         "train_production.py",

@@ -36,9 +36,7 @@ def test_history_lines_of_the_last_release_fold_into_records(cluster) -> None:
     assert (launched.state, launched.attempt) == ("failed", 2)
     assert launched.failure is not None and launched.failure.cause == "exit"
     assert launched.failure.exit_code == 1 and launched.last_step == 2
-    assert [e["reason"] for e in launched.events("not_retried")] == [
-        "no retries left (1 allowed)"
-    ]
+    assert [e["reason"] for e in launched.events("not_retried")] == ["no retries left (1 allowed)"]
     queued = [r for r in records.values() if r.name.startswith("queued")]
     assert len(queued) == 2 and all(r.queued for r in queued)
     assert {r.sweep["point"]["lr"] for r in queued} == {"1e-4", "2e-4"}
