@@ -369,6 +369,27 @@ def test_single_test_passes_on_the_cpu() -> None:
     assert "tokens/s" in done.stdout and "peak memory" in done.stdout and "OK" in done.stdout
 
 
+def in_process(
+    script: str, args: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> tuple[int, str]:
+    """A training script's main() here: its exit code (argparse's too) and its stderr. What it
+    sets for the process (warnings' display, the hub's progress bars) is put back after."""
+    import importlib
+    import warnings
+
+    monkeypatch.syspath_prepend(str(SCRIPTS))
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    for name in ("HF_HUB_DISABLE_PROGRESS_BARS", "TQDM_DISABLE", "OMP_NUM_THREADS"):
+        monkeypatch.setenv(name, os.environ.get(name, "1"))
+    module = importlib.import_module(script)
+    try:
+        code = module.main(args)
+    except SystemExit as exc:
+        code = exc.code
+    return int(code or 0), capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("needs_torch")
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -382,20 +403,16 @@ def test_single_test_passes_on_the_cpu() -> None:
         (["--steps", "0"], 2, "--steps must be at least"),
     ],
 )
-def test_single_test_fails_clearly(args: list[str], code: int, message: str) -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPTS / "train_single_test.py"), *args],
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == code, done.stdout + done.stderr
-    assert message in done.stderr
-    assert "Traceback" not in done.stderr
+def test_single_test_fails_clearly(
+    args: list[str], code: int, message: str, monkeypatch, capsys
+) -> None:
+    returned, err = in_process("train_single_test", args, monkeypatch, capsys)
+    assert returned == code, err
+    assert message in err
+    assert "Traceback" not in err
 
 
+@pytest.mark.usefixtures("needs_torch")
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -405,16 +422,35 @@ def test_single_test_fails_clearly(args: list[str], code: int, message: str) -> 
         (["--target-modules", "nope_proj"], "--target-modules: nope_proj not in the model"),
     ],
 )
-def test_bad_options_stop_every_rank(tmp_path: Path, args: list[str], message: str) -> None:
-    base = [a for a in TINY]
+def test_bad_options_are_one_line(
+    tmp_path: Path, args: list[str], message: str, monkeypatch, capsys
+) -> None:
+    """Each option a rank checks, checked here in one process: every rank runs the same checks
+    on the same options (the test below shows they all stop under torchrun)."""
+    code, err = in_process(
+        "train_production", [*TINY, *args, "--output-dir", str(tmp_path / "o")], monkeypatch, capsys
+    )
+    assert code == 2, err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_a_bad_option_stops_every_rank(tmp_path: Path) -> None:
     started = time.monotonic()
     done = torchrun(
-        2, "train_production.py", *base, *args, "--output-dir", str(tmp_path / "o"), timeout=180
+        2,
+        "train_production.py",
+        *TINY,
+        "--target-modules",
+        "nope_proj",
+        "--output-dir",
+        str(tmp_path / "o"),
+        timeout=180,
     )
     assert done.returncode != 0
     # Each rank checks its options before any collective and stops with this line; torchrun may
     # stop a rank's sibling before it gets to print it, so at least one rank says it.
-    assert message in done.stderr, done.stderr[-3000:]
+    assert "--target-modules: nope_proj not in the model" in done.stderr, done.stderr[-3000:]
     # torchrun prints its own ChildFailedError traceback; none may come from our code.
     assert f'File "{SCRIPTS}' not in done.stderr
     assert time.monotonic() - started < 150
