@@ -1,6 +1,6 @@
 """The daemon: what it saves a launch, and what it costs while it watches the nodes.
 
-launch     to the first training step, interleaved, on the same 3 nodes:
+launch     to the first training step, interleaved, on the same nodes:
              with_daemon     `ugro launch` in a project whose daemon runs (the nodes' fresh
                              reports stand in for the preflight probe)
              without_daemon  `ugro launch` in a project with none (the preflight probes)
@@ -71,11 +71,15 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / CLOCK_TICKS
 
 
-def bench_daemon_cpu(base: Path, workdir: Path, nodes: int, interval: float, window: float) -> dict:
-    config = project(base, workdir, "daemon-cpu", interval)
-    pid = start_daemon(config, nodes)
+def bench_daemon_cpu(
+    base: Path, workdir: Path, nodes: int, interval: float, window: float, *, running: Path | None
+) -> dict:
+    """`running`: a project whose daemon runs already (the smoke run's), measured as it is."""
+    config = running or project(base, workdir, "daemon-cpu", interval)
+    pid = daemon_files(config).state().pid if running else start_daemon(config, nodes)
+    assert pid is not None
     try:
-        time.sleep(1.0)
+        time.sleep(0.5 if running else 1.0)
         before, started = cpu_seconds(pid), time.monotonic()
         time.sleep(window)
         used, elapsed = cpu_seconds(pid) - before, time.monotonic() - started
@@ -94,10 +98,23 @@ def bench_daemon_cpu(base: Path, workdir: Path, nodes: int, interval: float, win
     return result
 
 
-def bench_daemon_launch(box, base: Path, workdir: Path, nodes: int, reps: int) -> dict:
-    with_daemon = project(base, workdir, "daemon-on", 60)
+def bench_daemon_launch(
+    box,
+    base: Path,
+    workdir: Path,
+    nodes: int,
+    reps: int,
+    *,
+    smoke: dict | None = None,
+    keep: bool = False,
+) -> dict:
+    """`smoke`: the launch section's runs without a daemon and by hand, taken as they are (the
+    smoke run shows the section works; the full run measures all three side by side). `keep`:
+    leave the daemon running (its project is the result's "project")."""
+    with_daemon = project(base, workdir, "daemon-on", 2 if smoke else 60)
     without = project(base, workdir, "daemon-off", 60)
-    for config in (with_daemon, without):
+    # (The smoke run syncs nothing: a job carries its code, and the sandbox is synced.)
+    for config in () if smoke else (with_daemon, without):
         subprocess.run([*UGRO, "--config", str(config), "sync"], check=True, capture_output=True)
     start_daemon(with_daemon, nodes)
     counter = iter(range(1000))
@@ -106,13 +123,19 @@ def bench_daemon_launch(box, base: Path, workdir: Path, nodes: int, reps: int) -
     try:
         for _ in range(reps):
             samples["with_daemon"].append(launch_once(with_daemon, f"{prefix}{next(counter)}"))
+            if smoke:
+                samples["without_daemon"].append(smoke["ugro"])
+                samples["by_hand"].append(smoke["by_hand"])
+                continue
             run = launch_once(without, f"{prefix}{next(counter)}")
             samples["without_daemon"].append(run)
             samples["by_hand"].append(launch_by_hand(box, run["job_dir"], 29900 + next(counter)))
-        cli = bench_daemon_cli(with_daemon, max(reps, 5))
+        cli = bench_daemon_cli(with_daemon, 1 if smoke else max(reps, 5))
     finally:
-        stop_daemon(with_daemon)
+        if not keep:
+            stop_daemon(with_daemon)
     result: dict = medians(samples)
+    result["project"] = str(with_daemon)
     hand = result["by_hand"]["first_step"]
     for name in ("with_daemon", "without_daemon"):
         result[f"{name}_added_to_first_step_s"] = round(result[name]["first_step"] - hand, 2)
@@ -134,10 +157,19 @@ def bench_daemon_cli(config: Path, reps: int) -> dict:
     return result
 
 
-def bench_daemon(box, base: Path, workdir: Path, nodes: int, reps: int, *, smoke: bool) -> dict:
-    """`base`: a cluster.yaml of `nodes` nodes of the bench sandbox."""
-    result = {"launch": bench_daemon_launch(box, base, workdir, nodes, reps)}
-    # The target: one probe a minute; the smoke run only checks the harness, briefly.
-    interval, window = (5.0, 12.0) if smoke else (60.0, 300.0)
-    result["cpu"] = bench_daemon_cpu(base, workdir, nodes, interval, window)
-    return result
+def bench_daemon(
+    box, base: Path, workdir: Path, nodes: int, reps: int, *, smoke: dict | None = None
+) -> dict:
+    """`base`: a cluster.yaml of `nodes` nodes of the bench sandbox; `smoke`: the launch
+    section's result, for a short run."""
+    launch = bench_daemon_launch(box, base, workdir, nodes, reps, smoke=smoke, keep=bool(smoke))
+    running = Path(launch.pop("project")) if smoke else None
+    # The target: one probe a minute; the smoke run only checks the harness, briefly, on the
+    # daemon it launched with (probing every 2 s).
+    interval, window = (2.0, 3.0) if smoke else (60.0, 300.0)
+    try:
+        cpu = bench_daemon_cpu(base, workdir, nodes, interval, window, running=running)
+    finally:
+        if running is not None:
+            stop_daemon(running)
+    return {"launch": launch, "cpu": cpu}

@@ -271,8 +271,8 @@ def _cpu_ticks(pid: int) -> int:
 
 
 def bench_dashboard(workdir: Path, *, smoke: bool) -> dict:
-    records = 10_000 if smoke else 100_000
-    experiments = 200
+    records = 2_000 if smoke else 100_000
+    experiments = 20 if smoke else 200
     root = workdir / "dashboard-project"
     started = time.perf_counter()
     config = build_project(
@@ -302,7 +302,7 @@ def bench_dashboard(workdir: Path, *, smoke: bool) -> dict:
     finally:
         server.terminate()
         server.wait(timeout=10)
-    report["telemetry"] = bench_telemetry(workdir, 6 if smoke else 120)
+    report["telemetry"] = bench_telemetry(workdir, 3 if smoke else 120)
     return report
 
 

@@ -1,6 +1,6 @@
 """Recovery timelines: a fault in the middle of training, and how long until it trains again.
 
-For each fault, two contenders on the same 3 nodes with the same training (train_production.py,
+For each fault, two contenders on the same nodes with the same training (train_production.py,
 checkpoints every few steps, resumed from the newest complete one):
 
   ugro       `ugro launch --retries 1`: the job's controller detects the fault, tears the job
@@ -34,21 +34,29 @@ from ugro.records.history import Jobs  # noqa: E402
 from ugro.sandbox import faults, layout  # noqa: E402
 
 CAP_S = 120.0
+# The smoke run (CI) shows the torchrun contender runs: its wait for a restart is short.
+SMOKE_CAP_S = 1.0
 TORCHRUN_RESTARTS = 3
 SAVE_EVERY = 5
-TRAINING = [
-    "--",
-    "--max-steps",
-    "2000",
-    "--logging-steps",
-    "5",
-    "--eval-strategy",
-    "no",
-    "--save-strategy",
-    "steps",
-    "--save-steps",
-    str(SAVE_EVERY),
-]
+SMOKE_SAVE_EVERY = 2
+
+
+def training(save_every: int) -> list[str]:
+    return [
+        "--",
+        "--max-steps",
+        "2000",
+        "--logging-steps",
+        str(save_every),
+        "--eval-strategy",
+        "no",
+        "--save-strategy",
+        "steps",
+        "--save-steps",
+        str(save_every),
+    ]
+
+
 FAULTS = ("rank_killed", "agent_killed", "rank_stopped", "node_partitioned", "node_down")
 
 # Signals one process of a job on a node (over ssh, or here for the master): a rank or the
@@ -123,7 +131,9 @@ def _wait(condition, timeout: float) -> Any:
     return None
 
 
-def ugro_timeline(box: layout.Sandbox, config: Path, fault: str, name: str) -> dict[str, Any]:
+def ugro_timeline(
+    box: layout.Sandbox, config: Path, fault: str, name: str, save_every: int = SAVE_EVERY
+) -> dict[str, Any]:
     hang = ["--hang-timeout", "15"] if fault == "rank_stopped" else []
     done = subprocess.run(
         [
@@ -137,7 +147,7 @@ def ugro_timeline(box: layout.Sandbox, config: Path, fault: str, name: str) -> d
             "1",
             "--detach",
             *hang,
-            *TRAINING,
+            *training(save_every),
         ],
         capture_output=True,
         text=True,
@@ -146,17 +156,19 @@ def ugro_timeline(box: layout.Sandbox, config: Path, fault: str, name: str) -> d
     job_id = done.stdout.split("Launched ", 1)[1].split(" ", 1)[0]
     from ugro.config import load_cluster_file
 
-    jobs = Jobs(load_cluster_file(config))
+    cluster = load_cluster_file(config)
+    jobs = Jobs(cluster)
     controller = ControllerHandle(jobs.experiment_dir(job_id))
 
     def steps(attempt: int) -> dict[str, int] | None:
+        """Every rank's last step in `attempt` (one rank per node here), once all have one."""
         state = controller.state()
         found = dict(state.steps)
-        return found if state.attempt == attempt and len(found) == 3 else None
+        return found if state.attempt == attempt and len(found) == len(cluster.nodes) else None
 
     directory = jobs.experiment_dir(job_id)
     try:
-        _wait(lambda: (s := steps(1)) and min(s.values()) >= SAVE_EVERY + 2, 300)
+        _wait(lambda: (s := steps(1)) and min(s.values()) >= save_every + 2, 300)
         fault_at = time.time()
         inject(box, fault, job_id)
         ended = _wait(
@@ -203,7 +215,14 @@ def ugro_timeline(box: layout.Sandbox, config: Path, fault: str, name: str) -> d
         )
 
 
-def torchrun_timeline(box: layout.Sandbox, fault: str, job_dir: Path, port: int) -> dict[str, Any]:
+def torchrun_timeline(
+    box: layout.Sandbox,
+    fault: str,
+    job_dir: Path,
+    port: int,
+    cap_s: float = CAP_S,
+    save_every: int = SAVE_EVERY,
+) -> dict[str, Any]:
     """The job's own torchrun commands, by hand over ssh, with torchrun's own restarts
     (--max-restarts TORCHRUN_RESTARTS) and the script resuming from its newest checkpoint."""
     job = json.loads((job_dir / "config.json").read_text())
@@ -257,7 +276,7 @@ def torchrun_timeline(box: layout.Sandbox, fault: str, job_dir: Path, port: int)
             return 0
 
     try:
-        if _wait(lambda: (s := step()) is not None and s >= SAVE_EVERY + 2, 300) is None:
+        if _wait(lambda: (s := step()) is not None and s >= save_every + 2, 300) is None:
             return {"trains_again": None, "note": "never trained"}
         fault_at = time.time()
         first_starts = starts()
@@ -265,7 +284,7 @@ def torchrun_timeline(box: layout.Sandbox, fault: str, job_dir: Path, port: int)
         repaired = False
         resumed: int | None = None
         restarted_at: float | None = None
-        deadline = time.monotonic() + CAP_S
+        deadline = time.monotonic() + cap_s
         while time.monotonic() < deadline:
             if not repaired and time.time() - fault_at > 15:
                 repair(box, fault)
@@ -279,7 +298,7 @@ def torchrun_timeline(box: layout.Sandbox, fault: str, job_dir: Path, port: int)
                 if now is not None and resumed is not None and now > resumed:
                     return {"trains_again": round(time.time() - fault_at, 2)}
             time.sleep(0.1)
-        return {"trains_again": None, "note": f"not training again within {CAP_S:.0f}s"}
+        return {"trains_again": None, "note": f"not training again within {cap_s:.0f}s"}
     finally:
         repair(box, fault)
         for process in processes:
@@ -291,17 +310,27 @@ def torchrun_timeline(box: layout.Sandbox, fault: str, job_dir: Path, port: int)
                 _on_node(box, node, python, "-c", sweep, marker, role, "9")
 
 
-def bench_recovery(box: layout.Sandbox, config: Path, faults: tuple[str, ...], reps: int) -> dict:
+def bench_recovery(
+    box: layout.Sandbox, config: Path, faults: tuple[str, ...], reps: int, *, smoke: bool = False
+) -> dict:
     """Each fault's timeline for both contenders (medians over reps where both recovered)."""
     result: dict[str, Any] = {}
     stamp = time.strftime("%H%M%S")
     for number, fault in enumerate(faults):
         runs: dict[str, list[dict[str, Any]]] = {"ugro": [], "torchrun": []}
         for rep in range(reps):
-            ugro = ugro_timeline(box, config, fault, f"rec{stamp}f{number}r{rep}")
+            save_every = SMOKE_SAVE_EVERY if smoke else SAVE_EVERY
+            ugro = ugro_timeline(box, config, fault, f"rec{stamp}f{number}r{rep}", save_every)
             runs["ugro"].append(ugro)
             runs["torchrun"].append(
-                torchrun_timeline(box, fault, Path(ugro.pop("job_dir")), 29850 + number * 10 + rep)
+                torchrun_timeline(
+                    box,
+                    fault,
+                    Path(ugro.pop("job_dir")),
+                    29850 + number * 10 + rep,
+                    SMOKE_CAP_S if smoke else CAP_S,
+                    save_every,
+                )
             )
         result[fault] = {name: _median(samples) for name, samples in runs.items()}
         print(f"  recovery {fault}: {result[fault]}", flush=True)

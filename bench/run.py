@@ -6,7 +6,7 @@ reports medians and ratios (absolute times drift on a shared machine; ratios mea
 side hold). Results go to bench/results/<date>.json and a table on the terminal.
 
     python bench/run.py                 # the full set: 3, 8, 16, 32 nodes, 5 repetitions
-    python bench/run.py --smoke         # one repetition on 3 nodes (CI runs this)
+    python bench/run.py --smoke         # each section once, shortest, on 2 nodes (CI runs this)
 
 Contenders for health fan-out, all running the same probe
 (roles/ugro_health/module_utils/ugro_probe.py, sent as ugro sends it):
@@ -142,13 +142,24 @@ def _cmdline(pid: int) -> str:
 # --- the sandbox and its subsets ----------------------------------------------------------------
 
 
-def cluster_files(box: layout.Sandbox, sizes: list[int], workdir: Path) -> dict[int, Path]:
+def cluster_files(
+    box: layout.Sandbox, sizes: list[int], workdir: Path, *, smoke: bool = False
+) -> dict[int, Path]:
     """A cluster.yaml per size: the master plus the first size-1 workers of one big sandbox."""
     base = yaml.safe_load(box.cluster_file.read_text())
     files = {}
     for size in sizes:
         data = {**base, "workers": base["workers"][: size - 1]}
         data["paths"] = {"project_root": str(workdir / f"n{size}")}
+        if smoke:
+            # What the smoke run shows is that the sections work: its retries need not wait.
+            data["cluster"] = {
+                **data["cluster"],
+                "communication": {
+                    **data["cluster"].get("communication", {}),
+                    "retry_backoff_seconds": 1,
+                },
+            }
         path = workdir / f"cluster-{size}.yaml"
         path.write_text(yaml.safe_dump(data, sort_keys=False))
         files[size] = path
@@ -213,7 +224,8 @@ def seed(box: layout.Sandbox, nodes: list[layout.NodePlan]) -> float:
 # --- the benchmarks -----------------------------------------------------------------------------
 
 
-def bench_fanout(box, files, sizes, reps, seed_sizes) -> dict:
+def bench_fanout(box, files, sizes, reps, seed_sizes, *, smoke: bool = False) -> dict:
+    """(The smoke run leaves out the --deep pair: the same commands with one flag more.)"""
     out: dict = {}
     for size in sizes:
         nodes = box.nodes[: size - 1]
@@ -222,17 +234,22 @@ def bench_fanout(box, files, sizes, reps, seed_sizes) -> dict:
         contenders = {
             "ugro": lambda h=health: timed(h),
             "floor": lambda n=nodes: floor(box, n),
-            "ugro_deep": lambda h=health: timed([*h, "--deep"]),
-            "floor_deep": lambda n=nodes: floor(box, n, deep=True),
         }
+        if not smoke:
+            contenders["ugro_deep"] = lambda h=health: timed([*h, "--deep"])
+            contenders["floor_deep"] = lambda n=nodes: floor(box, n, deep=True)
         if size in seed_sizes:
             contenders["seed"] = lambda n=nodes: seed(box, n)
         result = interleaved(contenders, reps)
         median = {name: entry["median_s"] for name, entry in result.items()}
         result["ugro_over_floor"] = round(median["ugro"] / median["floor"], 2)
-        result["ugro_deep_over_floor_deep"] = round(median["ugro_deep"] / median["floor_deep"], 2)
+        if "ugro_deep" in median:
+            result["ugro_deep_over_floor_deep"] = round(
+                median["ugro_deep"] / median["floor_deep"], 2
+            )
         if "seed" in result:
             result["seed_over_ugro"] = round(median["seed"] / median["ugro"], 2)
+        if "seed" in result and "ugro_deep" in median:
             result["seed_over_ugro_deep"] = round(median["seed"] / median["ugro_deep"], 2)
         out[str(size)] = result
         print(f"  fan-out {size:>2} nodes: {_summary(result)}", flush=True)
@@ -256,9 +273,12 @@ SETTINGS = {
 }
 
 
-def bench_settings(files, size, reps) -> dict:
-    variants = dict(SETTINGS)
+def bench_settings(files, size, reps, *, smoke: bool = False) -> dict:
+    # The smoke run: the defaults and one variant, to show the section works.
+    variants = dict(list(SETTINGS.items())[:2]) if smoke else dict(SETTINGS)
     try:
+        if smoke:
+            raise ImportError("not in the smoke run")
         import ansible_mitogen
 
         plugins = Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"
@@ -280,7 +300,7 @@ def bench_settings(files, size, reps) -> dict:
             f"  settings ({size} nodes) {name}: {entry['median_s']}s ({entry['over_defaults']}x)",
             flush=True,
         )
-    if "mitogen_linear strategy" not in variants:
+    if "mitogen_linear strategy" not in variants and not smoke:
         result["mitogen_linear strategy"] = {"skipped": "ansible_mitogen is not installed"}
     return result
 
@@ -403,10 +423,12 @@ def medians(samples: dict[str, list[dict]]) -> dict[str, dict]:
     }
 
 
-def bench_launch(box, files, size, reps) -> dict:
-    """`ugro launch` against the same torchrun commands started by hand over ssh."""
+def bench_launch(box, files, size, reps, *, smoke: bool = False) -> dict:
+    """`ugro launch` against the same torchrun commands started by hand over ssh (the smoke
+    run skips the sync: a job carries its code, and the test suite's sandbox is synced)."""
     config = files[size]
-    subprocess.run([*UGRO, "--config", str(config), "sync"], check=True, capture_output=True)
+    if not smoke:
+        subprocess.run([*UGRO, "--config", str(config), "sync"], check=True, capture_output=True)
     counter = iter(range(1000))
     # Names unique to this bench run: the work directory keeps earlier runs' jobs.
     prefix = f"bench{datetime.now():%H%M%S}n"
@@ -422,6 +444,7 @@ def bench_launch(box, files, size, reps) -> dict:
     result["added_to_total_s"] = round(result["ugro"]["total"] - result["by_hand"]["total"], 2)
     print(f"  launch ({size} nodes): {result}", flush=True)
     result["job"] = samples["ugro"][0]["name"]  # a finished job, for the CLI section
+    result["samples"] = samples  # for the daemon section's smoke run
     return result
 
 
@@ -492,7 +515,7 @@ SECTIONS = (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--smoke", action="store_true", help="one repetition on 3 nodes")
+    parser.add_argument("--smoke", action="store_true", help="one repetition on 2 nodes")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--sizes", default="3,8,16,32")
     parser.add_argument("--only", default=",".join(SECTIONS), help="sections, comma-separated")
@@ -503,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run on this sandbox, already up (the test suite's), instead of one of its own",
     )
     args = parser.parse_args(argv)
-    sizes = [3] if args.smoke else sorted(int(s) for s in args.sizes.split(","))
+    sizes = [2] if args.smoke else sorted(int(s) for s in args.sizes.split(","))
     reps = 1 if args.smoke else args.reps
     only = set(args.only.split(","))
     if not only <= set(SECTIONS):
@@ -530,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
             f"the {name} sandbox has {len(box.nodes) + 1} nodes; `ugro sandbox down "
             f"--name {name}` and rerun"
         )
-    files = cluster_files(box, sizes, workdir)
+    files = cluster_files(box, sizes, workdir, smoke=args.smoke)
     report: dict = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
@@ -561,18 +584,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         small = min(sizes)
         if "fanout" in only:
-            report["fanout"] = bench_fanout(box, files, sizes, reps, seed_sizes={3, 8} & set(sizes))
+            seed_sizes = {min(sizes), 8} & set(sizes)
+            report["fanout"] = bench_fanout(box, files, sizes, reps, seed_sizes, smoke=args.smoke)
             save()
         if "settings" in only:
-            report["settings"] = bench_settings(files, 8 if 8 in sizes else small, reps)
+            report["settings"] = bench_settings(
+                files, 8 if 8 in sizes else small, reps, smoke=args.smoke
+            )
             save()
         job = None
+        launch_samples: dict = {}
         if "launch" in only:
-            report["launch"] = bench_launch(box, files, small, reps)
+            report["launch"] = bench_launch(box, files, small, reps, smoke=args.smoke)
             job = report["launch"]["job"]
+            launch_samples = report["launch"].pop("samples")
             save()
         if "cli" in only:
-            report["cli"] = bench_cli(files[small], job, max(reps, 5))
+            report["cli"] = bench_cli(files[small], job, reps if args.smoke else max(reps, 5))
             save()
         if "memory" in only:
             report["memory"] = bench_memory(files, max(sizes))
@@ -581,14 +609,17 @@ def main(argv: list[str] | None = None) -> int:
             from bench.recovery import FAULTS, bench_recovery
 
             faults = ("rank_killed",) if args.smoke else FAULTS
-            report["recovery"] = bench_recovery(box, files[small], faults, 1)
+            report["recovery"] = bench_recovery(box, files[small], faults, 1, smoke=args.smoke)
             save()
         if "daemon" in only:
             from bench.daemon import bench_daemon
 
-            report["daemon"] = bench_daemon(
-                box, files[small], workdir, small, reps, smoke=args.smoke
+            reused = (
+                {name: runs[0] for name, runs in launch_samples.items()}
+                if args.smoke and launch_samples
+                else None
             )
+            report["daemon"] = bench_daemon(box, files[small], workdir, small, reps, smoke=reused)
             save()
         if "dashboard" in only:
             from bench.dashboard import bench_dashboard
