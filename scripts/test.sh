@@ -15,4 +15,6 @@ echo "test: ansible-lint"; ANSIBLE_HOME="$(mktemp -d)" ansible-lint --offline -q
 echo "test: mypy";         mypy --strict ugro
 echo "test: imports";      lint-imports --no-cache
 echo "test: pytest"
-exec python -m pytest "$@"
+# The suite is a budget: every run lists its slowest tests (the whole of .ci/run stays under
+# 20 minutes on a 2-core machine; README's Development section has the figures).
+exec python -m pytest --durations=40 "$@"

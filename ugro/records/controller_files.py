@@ -34,7 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from ugro.core.cluster import Cluster
-from ugro.core.files import read_json, read_json_dict, write_json_atomic
+from ugro.core.files import (
+    json_float,
+    json_int,
+    json_mapping,
+    read_json,
+    read_json_dict,
+    write_json_atomic,
+)
 from ugro.core.processes import lock_held, spawn_detached
 
 log = logging.getLogger(__name__)
@@ -121,38 +128,26 @@ class ControllerState:
     def from_json(cls, data: Mapping[str, Any]) -> ControllerState:
         """Any state.json a controller of this or an earlier release wrote (missing or foreign
         keys are defaults)."""
-        nodes = _mapping(data.get("nodes"))
-        steps = _mapping(data.get("steps"))
+        nodes = json_mapping(data.get("nodes"))
+        steps = json_mapping(data.get("steps"))
         return cls(
             phase=str(data.get("phase") or ""),
             message=str(data.get("message") or ""),
-            attempt=_int(data.get("attempt")),
-            pid=_int(data.get("pid")),
-            updated_at=_float(data.get("updated_at")),
+            attempt=json_int(data.get("attempt")),
+            pid=json_int(data.get("pid")),
+            updated_at=json_float(data.get("updated_at")),
             pending_cleanup=tuple(str(n) for n in data.get("pending_cleanup") or ()),
             silent_s={
-                str(name): _float(seen.get("silent_s")) or 0.0
+                str(name): json_float(seen.get("silent_s")) or 0.0
                 for name, seen in nodes.items()
                 if isinstance(seen, Mapping)
             },
             steps={str(k): int(v) for k, v in steps.items() if isinstance(v, int | float)},
-            stalled_s=_float(data.get("stalled_s")),
-            hang_timeout_s=_float(data.get("hang_timeout_s")),
-            next_attempt=_int(data.get("next_attempt")),
-            retry_at=_float(data.get("retry_at")),
+            stalled_s=json_float(data.get("stalled_s")),
+            hang_timeout_s=json_float(data.get("hang_timeout_s")),
+            next_attempt=json_int(data.get("next_attempt")),
+            retry_at=json_float(data.get("retry_at")),
         )
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 class ControllerFiles:

@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ugro.core.files import read_json_dict, write_json_atomic
+from ugro.core.files import json_float, json_int, json_mapping, read_json_dict, write_json_atomic
 from ugro.core.processes import lock_held
 
 
@@ -111,56 +111,53 @@ class DaemonState:
     def from_json(cls, data: Mapping[str, Any]) -> DaemonState:
         """Any state.json a daemon of this or an earlier release wrote; a missing or foreign
         key is its default."""
-        probes = _mapping(data.get("probes"))
+        probes = json_mapping(data.get("probes"))
         queue = [e for e in data.get("queue") or [] if isinstance(e, Mapping) and "job_id" in e]
         return cls(
-            pid=_int(data.get("pid")),
+            pid=json_int(data.get("pid")),
             cluster=str(data.get("cluster") or ""),
             config=str(data["config"]) if data.get("config") else None,
-            started_at=_float(data.get("started_at")),
-            updated_at=_float(data.get("updated_at")),
-            stopped_at=_float(data.get("stopped_at")),
+            started_at=json_float(data.get("started_at")),
+            updated_at=json_float(data.get("updated_at")),
+            stopped_at=json_float(data.get("stopped_at")),
             activity=str(data.get("activity") or ""),
             paused=bool(data.get("paused")),
             dashboard=str(data["dashboard"]) if data.get("dashboard") else None,
-            cursor=_int(data.get("cursor")),
+            cursor=json_int(data.get("cursor")),
             pending_notices={
                 str(k): int(v)
-                for k, v in _mapping(data.get("pending_notices")).items()
+                for k, v in json_mapping(data.get("pending_notices")).items()
                 if isinstance(v, int)
             },
             queue=tuple(
                 QueueEntry(
                     job_id=str(entry["job_id"]),
-                    position=_int(entry.get("position")) or index + 1,
+                    position=json_int(entry.get("position")) or index + 1,
                     nodes=tuple(str(n) for n in entry.get("nodes") or ()),
                     reason=str(entry.get("reason") or ""),
                 )
                 for index, entry in enumerate(queue)
             ),
-            busy={str(k): str(v) for k, v in _mapping(data.get("busy")).items()},
-            nodes={str(k): v for k, v in _mapping(data.get("nodes")).items() if _mapping(v)},
-            reports={str(k): v for k, v in _mapping(data.get("reports")).items() if _mapping(v)},
+            busy={str(k): str(v) for k, v in json_mapping(data.get("busy")).items()},
+            nodes={
+                str(k): v for k, v in json_mapping(data.get("nodes")).items() if json_mapping(v)
+            },
+            reports={
+                str(k): v for k, v in json_mapping(data.get("reports")).items() if json_mapping(v)
+            },
             probes=ProbeTimes(
-                interval_s=_float(probes.get("interval_s")) or 60.0,
-                last_light=_float(probes.get("last_light")),
-                next_light=_float(probes.get("next_light")),
-                last_deep=_float(probes.get("last_deep")),
-                next_deep=_float(probes.get("next_deep")),
+                interval_s=json_float(probes.get("interval_s")) or 60.0,
+                last_light=json_float(probes.get("last_light")),
+                next_light=json_float(probes.get("next_light")),
+                last_deep=json_float(probes.get("last_deep")),
+                next_deep=json_float(probes.get("next_deep")),
             ),
         )
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _float(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+def _by_node(value: Any) -> dict[str, Mapping[str, Any]]:
+    """{node: an object}, a node whose value is not one left out."""
+    return {str(k): v for k, v in json_mapping(value).items() if isinstance(v, Mapping) and v}
 
 
 class DaemonFiles:
