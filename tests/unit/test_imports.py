@@ -115,3 +115,22 @@ def test_modules_stay_small_and_the_top_level_short() -> None:
     assert long == {}
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(top) <= MAX_TOP_LEVEL_MODULES, top
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage"),
+    [
+        (["-m", "ugro.controller"], "usage: python -m ugro.controller EXPERIMENT_DIR"),
+        (["-m", "ugro.daemon", "--help"], "usage: python -m ugro.daemon [-h] [--config CONFIG]"),
+    ],
+)
+def test_the_entry_points_running_jobs_and_units_name_still_answer(
+    argv: list[str], usage: str
+) -> None:
+    """`python -m ugro.controller DIR` is in every running job's controller command line,
+    `python -m ugro.daemon` in installed systemd units: they outlive the package's moves."""
+    done = subprocess.run(
+        [sys.executable, *argv], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert usage in done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
