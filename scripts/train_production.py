@@ -104,6 +104,7 @@ def train(settings: Settings) -> int:
     out = Path(settings.output_dir).expanduser()
     model, tokenizer, train_set, eval_set = prepare(settings, out / "artifacts", primary=primary)
 
+    from trainlib import checkpoints
     from trainlib.rankclock import RankClock
     from trainlib.trainer import MeasuredTrainer, training_arguments
 
@@ -131,16 +132,18 @@ def train(settings: Settings) -> int:
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    if resume_from is not None and checkpoints.holds_every_step(resume_from):
+        # An earlier attempt trained every step and failed after its last checkpoint.
+        restore_adapter(model, resume_from)
+        log.info("%s holds every step: nothing left to train", resume_from)
+        loss = None
+    else:
+        loss = trainer.train(resume_from_checkpoint=resume_from).training_loss
     if primary:
         save_artifacts(trainer.model, tokenizer, eval_set, out / "artifacts")
-        log.info(
-            "done: %d steps, train loss %.4f; adapter in %s",
-            trainer.state.global_step,
-            result.training_loss,
-            out / "artifacts" / "adapter",
-        )
-    code = 0 if math.isfinite(result.training_loss) else 1
+        trained = "" if loss is None else f": train loss {loss:.4f}"
+        log.info("done%s; adapter in %s", trained, out / "artifacts" / "adapter")
+    code = 1 if loss is not None and not math.isfinite(loss) else 0
     # The trainer holds the DDP-wrapped model, whose C++ reducer holds the process group. Freed
     # after destroy_process_group (when this function returned), the reducer would destroy the
     # group itself while holding the GIL, and the group's destructor joins gloo threads that may
@@ -209,6 +212,14 @@ def resume_point(settings: Settings, checkpoints_dir: Path) -> str | None:
         common = set.intersection(*[set(s) for s in gather_object(sorted(mine))])
         return str(checkpoints.checkpoint_dir(checkpoints_dir, max(common))) if common else None
     return None if settings.resume == "no" else settings.resume
+
+
+def restore_adapter(model, checkpoint: str) -> None:
+    """The adapter's weights as the checkpoint holds them (what training would have resumed)."""
+    from peft import set_peft_model_state_dict
+    from peft.utils import load_peft_weights
+
+    set_peft_model_state_dict(model, load_peft_weights(checkpoint, device="cpu"))
 
 
 def record_settings(

@@ -76,3 +76,15 @@ def complete_steps(root: Path) -> list[int]:
 
 def checkpoint_dir(root: Path, step: int) -> Path:
     return root / f"checkpoint-{step}"
+
+
+def holds_every_step(directory: str | Path) -> bool:
+    """Whether the checkpoint is the run's last step (its trainer state's global step has
+    reached its max steps). Resumed from such a checkpoint, the Trainer would still train one
+    more step (seen with transformers 5.25: its loop checks the limit only after a step),
+    changing the finished adapter: a retry after the last checkpoint must train nothing."""
+    try:
+        state = json.loads((Path(directory) / "trainer_state.json").read_text(encoding="utf-8"))
+        return 0 < int(state["max_steps"]) <= int(state["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False

@@ -356,6 +356,34 @@ def test_resume_after_a_kill_skips_a_truncated_checkpoint(tmp_path: Path) -> Non
         assert abs(record["loss"] - expected[record["step"]]) < 1e-3, (record, expected)
 
 
+@pytest.mark.usefixtures("needs_torch")
+def test_a_retry_after_the_last_checkpoint_trains_nothing(
+    tmp_path: Path, monkeypatch, capsys, caplog
+) -> None:
+    """An attempt that failed after its last checkpoint (saving its artifacts, say), retried:
+    the Trainer alone would train one step past --max-steps and change the finished adapter."""
+    from safetensors.torch import load_file
+
+    caplog.set_level("INFO", logger="train_production")
+    out = tmp_path / "o"
+    args = [*TINY, "--save-strategy", "steps", "--save-steps", "3", "--max-steps", "3"]
+    args += ["--logging-steps", "1", "--output-dir", str(out)]
+    code, err = in_process("train_production", args, monkeypatch, capsys)
+    assert code == 0, err
+    adapter = out / "artifacts" / "adapter" / "adapter_model.safetensors"
+    trained = load_file(adapter)
+    adapter.unlink()  # as if the attempt had died writing it
+
+    code, err = in_process("train_production", [*args, "--resume", "auto"], monkeypatch, capsys)
+    assert code == 0, err
+    assert "checkpoint-3 holds every step: nothing left to train" in caplog.text
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(line["step"] for line in lines) == 3
+    again = load_file(adapter)
+    assert again.keys() == trained.keys()
+    assert all(again[name].equal(trained[name]) for name in trained)
+
+
 def test_single_test_passes_on_the_cpu() -> None:
     done = subprocess.run(
         [sys.executable, str(SCRIPTS / "train_single_test.py")],
