@@ -1,7 +1,9 @@
 """The session's sandbox: a real 3-node cluster (namespaces + sshd) shared by integration tests.
 
 Brought up once, torn down at the end even when tests fail. Where it cannot run (not root, no
-iproute2 or openssh-server) the tests that need it skip and say why.
+iproute2 or openssh-server) the tests that need it skip and say why. A test that fails leaves no
+job behind on it: what it started is stopped, so one failure does not become the next test's
+(a node busy with a stopped rank holds every later job off it).
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from dataclasses import dataclass
 import pytest
 
 from tests.conftest import run_ugro
+from ugro.config import load_cluster_file
 from ugro.core.errors import PrerequisiteError
+from ugro.records.controller_files import ControllerHandle
+from ugro.records.history import Jobs
 from ugro.sandbox import layout, lifecycle, system
 from ugro.sandbox.layout import Sandbox
 
@@ -29,6 +34,32 @@ def sandbox_unavailable() -> str | None:
     except PrerequisiteError as exc:
         return exc.message
     return None
+
+
+FAILED = pytest.StashKey[bool]()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    report = yield
+    if report.failed:
+        item.stash[FAILED] = True
+    return report
+
+
+@pytest.fixture(autouse=True)
+def _no_job_outlives_a_failed_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if not request.node.stash.get(FAILED, False) or "sandbox" not in request.fixturenames:
+        return
+    box: Sandbox = request.getfixturevalue("sandbox")
+    env = {"UGRO_CONFIG": str(box.cluster_file)}
+    jobs = Jobs(load_cluster_file(box.cluster_file))
+    for record in jobs.records().values():
+        # A failed attempt with a retry to come has ended; its controller still works.
+        if not record.ended or ControllerHandle(jobs.experiment_dir(record.job_id)).working():
+            run_ugro("stop", record.job_id, env=env)
+    run_ugro("reset", "--yes", env=env)
 
 
 @pytest.fixture(scope="session")
@@ -72,11 +103,15 @@ def ssh_as(
 
 
 # The session's reference training run: train_production.py on the tiny Llama across the
-# sandbox's 3 nodes, checkpoints every 4 steps.
+# sandbox's 3 nodes, checkpoints every 6 steps. A step takes about a quarter of a second here:
+# the steps are many so that a fault injected a few steps into an attempt (test_chaos) always
+# lands seconds before the run could end; its start-up costs far more than they do.
+REFERENCE_STEPS = 48
+REFERENCE_SAVE_EVERY = 6
 REFERENCE_TRAINING = [
     "--",
     "--max-steps",
-    "20",
+    str(REFERENCE_STEPS),
     "--logging-steps",
     "2",
     "--eval-strategy",
@@ -84,7 +119,7 @@ REFERENCE_TRAINING = [
     "--save-strategy",
     "steps",
     "--save-steps",
-    "4",
+    str(REFERENCE_SAVE_EVERY),
 ]
 
 

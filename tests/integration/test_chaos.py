@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.conftest import history_lines, run_ugro
-from tests.integration.conftest import REFERENCE_TRAINING
+from tests.integration.conftest import REFERENCE_SAVE_EVERY, REFERENCE_STEPS, REFERENCE_TRAINING
 from tests.integration.jobkit import (
     TAGGED,
     assert_nothing_left,
@@ -39,8 +39,8 @@ from ugro.sandbox import faults
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
 TRAINING = REFERENCE_TRAINING
-SAVE_EVERY = int(TRAINING[TRAINING.index("--save-steps") + 1])
-MAX_STEPS = int(TRAINING[TRAINING.index("--max-steps") + 1])
+SAVE_EVERY = REFERENCE_SAVE_EVERY
+MAX_STEPS = REFERENCE_STEPS
 
 
 @pytest.fixture(scope="module")
@@ -143,8 +143,9 @@ def test_three_faults_in_one_night_still_end_succeeded_with_the_same_loss(
     )
     assert cleaned[0]["node"] == "gpu2" and cleaned[0]["left"] == []
 
-    # 3: a rank stopped.
-    reached(sandbox, job_id, 3, 3 * SAVE_EVERY + 2)
+    # 3: a rank stopped, one step into attempt 3 (resumed from the checkpoint attempt 2 made):
+    # the signal lands long before the run could end.
+    reached(sandbox, job_id, 3, 2 * SAVE_EVERY + 1)
     signal_one(sandbox, "gpu2", job_id, "rank", signal.SIGSTOP)
     assert ended_attempt(sandbox, job_id, 3)["failure"]["cause"] == "hang"
 

@@ -152,6 +152,12 @@ def test_the_queue_runs_jobs_in_order_on_their_nodes(project: Project) -> None:
         30,
         "the head held by the pause",
     )
+    # Once the nodes are probed (healthy: the head could start), it still waits.
+    wait_for(
+        lambda: json.loads(project.ok("daemon", "status", "--json"))["last_probe_at"],
+        60,
+        "the daemon's first probe",
+    )
     assert project.jobs.find(first[0]).queued and paused
     project.ok("queue", "--resume")
 
@@ -162,8 +168,13 @@ def test_the_queue_runs_jobs_in_order_on_their_nodes(project: Project) -> None:
             q["job_id"]: q["reason"] for q in json.loads(project.ok("queue", "--json"))["queued"]
         }
 
-    waits = wait_for(lambda: "busy with" in reasons().get(gpu1[0], "") and reasons(), 30, "why")
-    assert waits[gpu1[0]] == f"gpu1 busy with {first[0]}"
+    # The daemon may first deep-probe nodes whose torch facts it lacks (each reason then names
+    # the probe): the head starts once they are free.
+    waits = wait_for(
+        lambda: (now := reasons()).get(gpu1[0]) == f"gpu1 busy with {first[0]}" and now,
+        90,
+        f"{gpu1[0]} waiting for {first[0]}",
+    )
     assert waits[gpu2[0]] == f"gpu2 busy with {first[0]}"
 
     def running(job_id: str) -> bool:

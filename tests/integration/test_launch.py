@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import history_lines, run_ugro
-from tests.integration.conftest import ssh_as
+from tests.integration.conftest import REFERENCE_STEPS, ssh_as
 from ugro.config import load_cluster_file
 from ugro.records.history import Jobs
 
@@ -101,7 +101,7 @@ def test_launch_trains_and_everything_comes_home(sandbox, cluster_env, reference
     assert history(sandbox, job_id) == ["launching", "running", "succeeded"]
     assert not tagged(job_id)
     # Not on a terminal: plain lines, one per event, and tables that do not break a path.
-    assert f"{job_id}: step 20 loss" in done.stderr
+    assert f"{job_id}: step {REFERENCE_STEPS} loss" in done.stderr
     assert "launch: Work out this node's part of the job and its torchrun command" in done.stderr
     assert "Validating arguments" not in done.stderr
     cluster = load_cluster_file(sandbox.cluster_file)
@@ -117,7 +117,7 @@ def test_launch_trains_and_everything_comes_home(sandbox, cluster_env, reference
     assert "torch.distributed.run" in config["commands"]["gpu1"]
     metrics = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
     train = [m for m in metrics if m["kind"] == "train"]
-    assert [m["step"] for m in train] == list(range(2, 21, 2))
+    assert [m["step"] for m in train] == list(range(2, REFERENCE_STEPS + 1, 2))
     assert len(train[0]["peak_memory_mb"]) == 3  # world size 3
     assert train[-1]["loss"] < train[0]["loss"]
     # Every rank's own figures, from the node it ran on; the cluster's are their sums.
@@ -130,7 +130,11 @@ def test_launch_trains_and_everything_comes_home(sandbox, cluster_env, reference
     assert train[-1]["tokens"] == sum(r["tokens"] for r in ranks)
     assert list((directory / "tensorboard").glob("events.out.tfevents.*"))
     stored = json.loads((directory / "summary.json").read_text())
-    assert stored["status"] == "succeeded" and stored["steps"] == 20 and stored["tokens_per_s"] > 0
+    assert (
+        stored["status"] == "succeeded"
+        and stored["steps"] == REFERENCE_STEPS
+        and stored["tokens_per_s"] > 0
+    )
     assert [r["node"] for r in stored["ranks"]] == nodes
     # Each node's telemetry came home with its logs, sampled while the job ran.
     for node in nodes:
@@ -146,7 +150,9 @@ def test_launch_trains_and_everything_comes_home(sandbox, cluster_env, reference
         assert any("'loss'" in line for line in lines) == (rank == 0), lines
         warned = [line for line in lines if "Warning: " in line]
         assert len(warned) == len(set(warned)), warned
-    assert (directory / "checkpoints" / "checkpoint-20" / "ugro_complete.json").exists()
+    assert (
+        directory / "checkpoints" / f"checkpoint-{REFERENCE_STEPS}" / "ugro_complete.json"
+    ).exists()
     # The job carried its code: each node's job directory records what ran.
     node = sandbox.nodes[0]
     listing = ssh_as(
@@ -168,10 +174,13 @@ def test_launch_trains_and_everything_comes_home(sandbox, cluster_env, reference
 
     results = run_ugro("results", "reference", "--json", env=cluster_env)
     summary = json.loads(results.stdout)
-    assert summary["status"] == "succeeded" and summary["steps"] == 20
+    assert summary["status"] == "succeeded" and summary["steps"] == REFERENCE_STEPS
     assert summary["ongoing"] is False and summary["status_line"] == "succeeded"
     assert summary["final_loss"] == train[-1]["loss"]
-    assert "adapter" in summary["artifacts"] and "checkpoint-20" in summary["checkpoints"]
+    assert (
+        "adapter" in summary["artifacts"]
+        and f"checkpoint-{REFERENCE_STEPS}" in summary["checkpoints"]
+    )
     table = run_ugro("results", "reference", env=cluster_env).stdout
     assert "ranks (mean per step)" in table and "training time" in table
     rank2 = run_ugro("logs", "reference", "--rank", "2", env=cluster_env)
@@ -179,7 +188,8 @@ def test_launch_trains_and_everything_comes_home(sandbox, cluster_env, reference
     assert "[gpu2 r2] " not in rank2.stdout  # one rank's log is printed as it is
     merged = run_ugro("logs", job_id, env=cluster_env)
     assert "[gpu2 r2] " in merged.stdout and "[gpu-master r0] " in merged.stdout
-    status = json.loads(run_ugro("status", "--json", env=cluster_env).stdout)
+    # Other tests ran jobs on this cluster since: ask for enough of the most recent.
+    status = json.loads(run_ugro("status", "--json", "--recent", "1000", env=cluster_env).stdout)
     assert {j["job_id"]: j["state"] for j in status["jobs"]}[job_id] == "succeeded"
 
 

@@ -87,8 +87,10 @@ def test_vram_unhealthy_and_paused() -> None:
     assert reasons(two_big) == {"x": "only 1 node(s) with 10 GB per GPU in the cluster"}
     on_down = schedule([Waiting("y", Placement(nodes=("gpu1",)))], nodes)
     assert reasons(on_down) == {"y": "gpu1 down"}
-    paused = schedule([Waiting("z", Placement(nodes=("gpu2",)))], nodes, paused=True)
-    assert reasons(paused) == {"z": "the queue is paused (`ugro queue --resume`)"}
+    # A paused queue holds every job, whatever else it would wait for.
+    held = [Waiting("z", Placement(nodes=("gpu2",))), Waiting("y", Placement(nodes=("gpu1",)))]
+    paused = schedule(held, nodes, paused=True)
+    assert reasons(paused) == dict.fromkeys("zy", "the queue is paused (`ugro queue --resume`)")
 
 
 def test_a_sweep_is_the_grid_in_the_order_given() -> None:

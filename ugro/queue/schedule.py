@@ -60,6 +60,9 @@ class Waiting:
     placement: Placement
 
 
+PAUSED = "the queue is paused (`ugro queue --resume`)"
+
+
 @dataclass(frozen=True)
 class Decision:
     job_id: str
@@ -75,14 +78,16 @@ def schedule(
     `waiting` in queue order, `nodes` in rank order (a job's first node leads it, so the master
     comes first where it takes part).
     """
+    if paused:
+        # Held first: whatever else a job would wait for, the pause is what to lift first
+        # (and a resume shows the rest within a tick).
+        return [Decision(job.job_id, (), PAUSED) for job in waiting]
     view = {node.name: node for node in nodes}
     taken: dict[str, str] = {n.name: n.busy_with for n in nodes if n.busy_with}
     held: dict[str, str] = {}  # node -> the earlier waiting job that asks for it
     decisions = []
     for job in waiting:
         chosen, reason = _place(job.placement, view, taken, held)
-        if chosen and paused:
-            chosen, reason = (), "the queue is paused (`ugro queue --resume`)"
         if chosen:
             taken.update(dict.fromkeys(chosen, job.job_id))
         else:
