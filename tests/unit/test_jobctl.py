@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -124,15 +125,15 @@ def test_stop_ends_every_tagged_process_and_checks(job) -> None:
     assert jobctl.state(job_id, str(job_dir), 5)["running"] is False
 
 
-def test_watch_beats_until_the_master_hangs_up(job, tmp_path: Path) -> None:
-    job_id, job_dir, _agent = job
-    # As a job carries it: code/ugro_jobctl.py beside the process reader it imports.
+def start_watch(tmp_path: Path, job_id: str, job_dir: Path, interval: float) -> subprocess.Popen:
+    """`jobctl watch` as a job carries it: code/ugro_jobctl.py beside the process reader it
+    imports, its stdin the master's end of the ssh connection."""
     code = tmp_path / "code"
     code.mkdir()
     shutil.copy(scripts.JOBCTL.file, code / "ugro_jobctl.py")
     for helper in scripts.JOBCTL.helper_files():
         shutil.copy(helper, code / helper.name)
-    watcher = subprocess.Popen(
+    return subprocess.Popen(
         [
             sys.executable,
             str(code / "ugro_jobctl.py"),
@@ -144,16 +145,44 @@ def test_watch_beats_until_the_master_hangs_up(job, tmp_path: Path) -> None:
             "--job-dir",
             str(job_dir),
             "--interval",
-            "0.2",
+            str(interval),
         ],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
     )
+
+
+def test_watch_beats_until_the_master_hangs_up(job, tmp_path: Path) -> None:
+    job_id, job_dir, _agent = job
+    watcher = start_watch(tmp_path, job_id, job_dir, 0.2)
     assert watcher.stdout is not None and watcher.stdin is not None
     beats = [json.loads(watcher.stdout.readline()) for _ in range(3)]
     assert all(b["beat"] and b["job_id"] == job_id for b in beats)
     watcher.stdin.close()  # what sshd does when the connection goes
     assert watcher.wait(timeout=5) == 0
+
+
+def test_watch_beats_at_once_when_the_supervisor_ends(tmp_path: Path) -> None:
+    job_id = "quick_20260101_000000"
+    job_dir = tmp_path / job_id
+    job_dir.mkdir()
+    supervisor = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    (job_dir / "pid").write_text(str(supervisor.pid))
+    watcher = start_watch(tmp_path, job_id, job_dir, 30)
+    assert watcher.stdout is not None and watcher.stdin is not None
+    try:
+        assert json.loads(watcher.stdout.readline())["supervisor"]["alive"] is True
+        supervisor.kill()
+        supervisor.wait()
+        ended_at = time.monotonic()
+        # The next beat comes within a second of the end, not 30 s later.
+        readable, _, _ = select.select([watcher.stdout], [], [], 5)
+        assert readable, "no beat within 5 s of the supervisor's end"
+        assert json.loads(watcher.stdout.readline())["supervisor"]["alive"] is False
+        assert time.monotonic() - ended_at < 2
+    finally:
+        watcher.stdin.close()
+        assert watcher.wait(timeout=5) == 0
 
 
 def test_sweep_finds_every_job_and_kills_with_kill(job) -> None:

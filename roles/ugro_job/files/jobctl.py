@@ -36,6 +36,9 @@ TERMINATED = 143
 # driver frees it a little after the process is gone).
 GPU_RELEASE_WAIT_S = 15.0
 
+# How often a watch looks, between two heartbeats, for the job's end (a beat goes at once).
+ENDED_CHECK_S = 0.1
+
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
@@ -167,8 +170,9 @@ def snapshot(job_id, job_dir, log_lines):
 
 
 def watch(job_id, job_dir, interval, log_lines):
-    """A heartbeat line every `interval` seconds until stdin closes (the master hung up)."""
-    stdin_open = True
+    """A heartbeat line every `interval` seconds until stdin closes (the master hung up), and
+    one at once when the job's supervisor ends: the master tears down or retries that much
+    sooner, instead of up to an interval later."""
     while True:
         try:
             sys.stdout.write(
@@ -177,12 +181,22 @@ def watch(job_id, job_dir, interval, log_lines):
             sys.stdout.flush()
         except BrokenPipeError:
             return 0
-        if not stdin_open:
-            time.sleep(interval)
-            continue
-        readable, _, _ = select.select([sys.stdin], [], [], interval)
-        if readable and not os.read(sys.stdin.fileno(), 4096):
-            return 0  # EOF: whoever watched is gone
+        ended = _supervisor_ended(job_dir)
+        deadline = time.monotonic() + interval
+        while (left := deadline - time.monotonic()) > 0:
+            readable, _, _ = select.select([sys.stdin], [], [], min(left, ENDED_CHECK_S))
+            if readable and not os.read(sys.stdin.fileno(), 4096):
+                return 0  # EOF: whoever watched is gone
+            if not ended and _supervisor_ended(job_dir):
+                break
+
+
+def _supervisor_ended(job_dir):
+    """Whether the job's supervisor has written its exit code or is gone (cheap: two stats)."""
+    if os.path.exists(os.path.join(job_dir, "exit_code")):
+        return True
+    pid = _read_int(os.path.join(job_dir, "pid"))
+    return pid is not None and not alive(pid)
 
 
 # --- stopping -----------------------------------------------------------------------------------
