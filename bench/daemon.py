@@ -166,7 +166,7 @@ def bench_daemon(
     running = Path(launch.pop("project")) if smoke else None
     # The target: one probe a minute; the smoke run only checks the harness, briefly, on the
     # daemon it launched with (probing every 2 s).
-    interval, window = (2.0, 3.0) if smoke else (60.0, 300.0)
+    interval, window = (2.0, 1.5) if smoke else (60.0, 300.0)
     try:
         cpu = bench_daemon_cpu(base, workdir, nodes, interval, window, running=running)
     finally:

@@ -157,7 +157,7 @@ def cluster_files(
                 **data["cluster"],
                 "communication": {
                     **data["cluster"].get("communication", {}),
-                    "retry_backoff_seconds": 1,
+                    "retry_backoff_seconds": 0,
                 },
             }
         path = workdir / f"cluster-{size}.yaml"
