@@ -132,7 +132,9 @@ def train(settings: Settings) -> int:
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)
-    if resume_from is not None and checkpoints.holds_every_step(resume_from):
+    if resume_from is not None and checkpoints.holds_every_step(
+        resume_from, settings.max_steps, settings.epochs
+    ):
         # An earlier attempt trained every step and failed after its last checkpoint.
         restore_adapter(model, resume_from)
         log.info("%s holds every step: nothing left to train", resume_from)

@@ -78,13 +78,18 @@ def checkpoint_dir(root: Path, step: int) -> Path:
     return root / f"checkpoint-{step}"
 
 
-def holds_every_step(directory: str | Path) -> bool:
-    """Whether the checkpoint is the run's last step (its trainer state's global step has
-    reached its max steps). Resumed from such a checkpoint, the Trainer would still train one
-    more step (seen with transformers 5.25: its loop checks the limit only after a step),
-    changing the finished adapter: a retry after the last checkpoint must train nothing."""
+def holds_every_step(directory: str | Path, max_steps: int, epochs: float) -> bool:
+    """Whether the checkpoint already holds every step this run asks for (`max_steps` when
+    above 0, else `epochs`, as the checkpoint's own run computed its steps from them).
+    Resumed from such a checkpoint, the Trainer would still train one more step (seen with
+    transformers 5.25: its loop checks the limit only after a step), changing the finished
+    adapter: a retry after the last checkpoint must train nothing. A run asking for more
+    (a higher --max-steps or --epochs) trains on."""
     try:
         state = json.loads((Path(directory) / "trainer_state.json").read_text(encoding="utf-8"))
-        return 0 < int(state["max_steps"]) <= int(state["global_step"])
+        done = int(state["global_step"])
+        if max_steps > 0:
+            return done >= max_steps
+        return 0 < int(state["max_steps"]) <= done and float(state["num_train_epochs"]) == epochs
     except (OSError, ValueError, KeyError, TypeError):
         return False

@@ -383,6 +383,13 @@ def test_a_retry_after_the_last_checkpoint_trains_nothing(
     assert again.keys() == trained.keys()
     assert all(again[name].equal(trained[name]) for name in trained)
 
+    # Asked for more steps, the same checkpoint trains on to them.
+    more = [*args, "--max-steps", "5", "--resume", "auto"]  # the later --max-steps counts
+    code, err = in_process("train_production", more, monkeypatch, capsys)
+    assert code == 0, err
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert max(line["step"] for line in lines) == 5
+
 
 def test_single_test_passes_on_the_cpu() -> None:
     done = subprocess.run(
