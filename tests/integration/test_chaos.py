@@ -103,7 +103,7 @@ def test_three_faults_in_one_night_still_end_succeeded_with_the_same_loss(
         "--retries",
         "3",
         "--hang-timeout",
-        "15",
+        "8",  # a step takes about a quarter of a second here, a checkpoint not much more
         "--detach",
         *TRAINING,
         env=env,

@@ -27,6 +27,8 @@ out = os.environ["UGRO_OUTPUT_DIR"]
 with open(os.path.join(out, f"rank{os.environ['RANK']}.txt"), "w") as handle:
     handle.write(os.environ["TORCHELASTIC_RUN_ID"])
 for i in range(int(sys.argv[1])):
+    if len(sys.argv) > 2 and os.path.exists(sys.argv[2]):
+        break  # released: the test has seen what it needs of the running job
     print(f"tick {i}", flush=True)
     time.sleep(0.5)
 """
@@ -155,7 +157,7 @@ def test_logs_follow_prints_the_job_as_it_runs_and_stops_with_it(tmp_path: Path)
         "--script",
         str(script(tmp_path)),
         "--",
-        "12",
+        "6",
         env=env,
     )
     assert done.returncode == 0, done.stderr
@@ -163,7 +165,7 @@ def test_logs_follow_prints_the_job_as_it_runs_and_stops_with_it(tmp_path: Path)
     follow = run_ugro("logs", "ticker", "--follow", env=env, timeout=300)
     assert follow.returncode == 0, follow.stderr
     assert [line for line in follow.stdout.splitlines() if "tick" in line] == [
-        f"[box r0] tick {i}" for i in range(12)
+        f"[box r0] tick {i}" for i in range(6)
     ]
     assert f"[{job_id} succeeded]" in follow.stderr
     assert states(config, job_id)[-1] == "succeeded"
@@ -174,6 +176,7 @@ def test_ctrl_c_detaches_from_a_followed_job_which_its_controller_keeps(tmp_path
     must again interrupt the follower, which detaches, while the job goes on to succeed."""
     config = cluster_file(tmp_path)
     env = {**os.environ, "UGRO_CONFIG": str(config)}
+    release = tmp_path / "release"
     follower = subprocess.Popen(
         [
             sys.executable,
@@ -185,7 +188,8 @@ def test_ctrl_c_detaches_from_a_followed_job_which_its_controller_keeps(tmp_path
             "--script",
             str(script(tmp_path)),
             "--",
-            "40",  # 20 s: still running when the Ctrl-C comes, however slow this machine is
+            "600",  # running until released, however slow this machine is
+            str(release),
         ],
         env=env,
         stdout=subprocess.PIPE,
@@ -210,6 +214,8 @@ def test_ctrl_c_detaches_from_a_followed_job_which_its_controller_keeps(tmp_path
     assert follower.returncode == 0, err[-2000:]
     assert "Detached from" in out and "Traceback" not in err
     job_id = running[0].job_id
+    assert jobs.find(job_id).state == "running"  # the controller keeps it
+    release.touch()
     deadline = time.monotonic() + 120
     while jobs.find(job_id).active and time.monotonic() < deadline:
         time.sleep(0.5)
