@@ -4,7 +4,13 @@
 Runs alone (one process) or under any torchrun launch: RANK, WORLD_SIZE, LOCAL_RANK and
 MASTER_ADDR come from torchrun; NCCL is used on CUDA, gloo on the CPU. Defaults come from
 config/training_defaults.yaml; options override them. Offline: `--model tiny-llama --dataset
-builtin` trains a tiny Llama built from a config on a corpus generated here.
+builtin` trains a tiny Llama built from a config on a corpus generated here, `--dataset
+builtin-chat` on generated conversations.
+
+Data (trainlib.formats): plain text cut into blocks, or examples (`text`, `prompt`/`completion`,
+chat `messages`, `instruction`/`input`/`output`) with the loss on completions only unless
+`--train-on-prompts`, packed with `--packing`. Memory and speed settings left to `auto` are
+decided by each rank's device (trainlib.speed).
 
 Outputs under --output-dir (or $UGRO_OUTPUT_DIR): metrics.jsonl (every rank's figures on each
 train line), tensorboard/ (the same scalars as event files), checkpoints/checkpoint-N/ (sealed
@@ -100,9 +106,14 @@ def train(settings: Settings) -> int:
     if "OMP_NUM_THREADS" not in os.environ:
         # CPU ranks sharing a machine share its cores; oversubscription is several times slower.
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-    cuda = torch.cuda.is_available()
+    from trainlib import speed
+
+    device = speed.this_device()
+    cuda = device.cuda
+    choose_for_device(settings, device)
     out = Path(settings.output_dir).expanduser()
-    model, tokenizer, train_set, eval_set = prepare(settings, out / "artifacts", primary=primary)
+    model, tokenizer, sets = prepare(settings, out / "artifacts", primary=primary)
+    train_set, eval_set = sets.train, sets.eval
 
     from trainlib import checkpoints
     from trainlib.rankclock import RankClock
@@ -112,15 +123,15 @@ def train(settings: Settings) -> int:
     _ = args.device  # sets up the process group (torchrun's environment) before we talk to peers
     resume_from = resume_point(settings, out / "checkpoints")
     if primary:
-        record_settings(settings, out, model, train_set, eval_set, resume_from, cuda=cuda)
-    clock = RankClock()
-    plan = balanced_plan(settings, model, train_set, args, out if primary else None)
+        record_settings(settings, out, model, sets, resume_from, device=device)
+    clock = RankClock(pad_token_id=tokenizer.pad_token_id)
+    plan = balanced_plan(settings, model, sets, args, out if primary else None)
     trainer = MeasuredTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set if settings.eval_strategy != "no" else None,
-        data_collator=_collator(),
+        data_collator=sets.collator,
         callbacks=_callbacks(out, clock, primary=primary, local_rank=local_rank),
         clock=clock,
         plan=plan,
@@ -158,10 +169,34 @@ def train(settings: Settings) -> int:
     return code
 
 
+def choose_for_device(settings: Settings, device) -> None:
+    """The settings left to `auto` decided for this rank's device (trainlib.speed), in place:
+    train_config.json records what was used."""
+    from trainlib import models, speed
+
+    chosen = speed.choose(
+        device,
+        dtype=settings.dtype,
+        gradient_checkpointing=settings.gradient_checkpointing,
+        tf32=settings.tf32,
+        attention=settings.attention,
+        optim=settings.optim,
+        dataloader_workers=settings.dataloader_workers,
+        hub_model=settings.model not in models.OFFLINE,
+        explicit=frozenset(settings.explicit),
+    )
+    settings.dtype = chosen.dtype
+    settings.gradient_checkpointing = chosen.gradient_checkpointing
+    settings.tf32 = chosen.tf32
+    settings.attention = chosen.attention
+    settings.optim = chosen.optim
+    settings.dataloader_workers = chosen.dataloader_workers
+
+
 def prepare(settings: Settings, artifacts: Path, *, primary: bool):
-    """The model with its LoRA adapter, its tokenizer, and the train and eval sets; the output
-    directories made. A tiny base is kept in artifacts/ (built from a seed, not downloaded:
-    PeftModel.from_pretrained needs its base)."""
+    """The model with its LoRA adapter, its tokenizer, and the data (trainlib.data.Sets); the
+    output directories made once the data is known good. An offline base is kept in artifacts/
+    (built from a seed, not downloaded: PeftModel.from_pretrained needs its base)."""
     from trainlib import data, models
     from transformers import set_seed
 
@@ -172,7 +207,9 @@ def prepare(settings: Settings, artifacts: Path, *, primary: bool):
         load_in_4bit=settings.load_in_4bit,
         dtype=settings.dtype,
         cache_dir=settings.cache_dir,
+        attention=settings.attention,
     )
+    offline = settings.model in models.OFFLINE
     limit = models.max_positions(model)
     if limit and settings.max_seq_length > limit:
         if "max_seq_length" in settings.explicit:
@@ -181,15 +218,18 @@ def prepare(settings: Settings, artifacts: Path, *, primary: bool):
                 f"{settings.model} allows"
             )
         settings.max_seq_length = limit
-    if settings.model == models.TINY and "target_modules" not in settings.explicit:
-        # The tiny model's output head is as random as the rest of it: adapt it too, or the loss
-        # barely moves. (A pretrained model's head needs no such help.)
+    if offline and "target_modules" not in settings.explicit:
+        # The offline model's output head is as random as the rest of it: adapt it too, or the
+        # loss barely moves. (A pretrained model's head needs no such help.)
         settings.target_modules = [*settings.target_modules, "lm_head"]
-    text = data.load_text(settings.dataset, settings.dataset_split, settings.cache_dir)
-    train_set, eval_set = data.make_datasets(text, tokenizer, settings.max_seq_length)
+    # Training keeps no key/value cache; and with one, transformers would not read packed
+    # sequences' example boundaries from their position ids (masking_utils), so packed examples
+    # would attend to each other.
+    model.config.use_cache = False
+    sets = data.make_sets(settings, tokenizer, offline_model=offline)
     for directory in (artifacts.parent / "checkpoints", artifacts):
         directory.mkdir(parents=True, exist_ok=True)
-    if settings.model == models.TINY and primary:
+    if offline and primary:
         model.save_pretrained(str(artifacts / "base_model"))
         tokenizer.save_pretrained(str(artifacts / "base_model"))
     model = models.add_lora(
@@ -200,7 +240,7 @@ def prepare(settings: Settings, artifacts: Path, *, primary: bool):
         targets=settings.target_modules,
         bias=settings.lora_bias,
     )
-    return model, tokenizer, train_set, eval_set
+    return model, tokenizer, sets
 
 
 def resume_point(settings: Settings, checkpoints_dir: Path) -> str | None:
@@ -224,31 +264,26 @@ def restore_adapter(model, checkpoint: str) -> None:
     set_peft_model_state_dict(model, load_peft_weights(checkpoint, device="cpu"))
 
 
-def record_settings(
-    settings: Settings, out: Path, model, train_set, eval_set, resume_from, *, cuda: bool
-) -> None:
-    """train_config.json: the settings as resolved, and what the job trains (the primary's);
-    a fresh start clears an earlier run's curves."""
+def record_settings(settings: Settings, out: Path, model, sets, resume_from, *, device) -> None:
+    """train_config.json: the settings as resolved (for this device), and what the job trains
+    (the primary's); a fresh start clears an earlier run's curves."""
     if resume_from is None:
         (out / "metrics.jsonl").unlink(missing_ok=True)
         shutil.rmtree(out / "tensorboard", ignore_errors=True)
     resolved = settings.to_json() | {
         "world_size": rank_info()[1],
         "resume_from": resume_from,
-        "device": "cuda" if cuda else "cpu",
-        "train_blocks": len(train_set),
+        "device": "cuda" if device.cuda else "cpu",
+        "device_name": device.name,
+        "dataset_format_used": sets.format,
+        "train_blocks": len(sets.train),
         # What each step's all-reduce carries (as fp32 gradients): `ugro netcheck` prices it.
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
-        "eval_blocks": len(eval_set),
+        "eval_blocks": len(sets.eval),
+        "data": sets.stats,
     }
     (out / "train_config.json").write_text(json.dumps(resolved, indent=2) + "\n")
     log.info("settings: %s", json.dumps(resolved, sort_keys=True))
-
-
-def _collator():
-    from transformers import default_data_collator
-
-    return default_data_collator
 
 
 def _callbacks(out: Path, clock, *, primary: bool, local_rank: int) -> list:
@@ -269,7 +304,7 @@ def _callbacks(out: Path, clock, *, primary: bool, local_rank: int) -> list:
     ]
 
 
-def balanced_plan(settings: Settings, model, train_set, args, out: Path | None):
+def balanced_plan(settings: Settings, model, sets, args, out: Path | None):
     """This job's balanced split (trainlib.balance), or None for equal micro-batches.
 
     Every rank takes part: each probes (auto) or reads (manual) its own figures, all gather
@@ -301,11 +336,13 @@ def balanced_plan(settings: Settings, model, train_set, args, out: Path | None):
     else:
         if args.device.type == "cuda" and not settings.load_in_4bit:
             model.to(args.device)
+        sample = largest_item(sets.train)
         found = balance.probe(
             model,
-            train_set[0],
+            sample,
             cap=asked,
             cache_key={
+                "sample_tokens": sample["input_ids"].numel(),
                 "model": settings.model,
                 "max_seq_length": settings.max_seq_length,
                 "dtype": settings.dtype,
@@ -331,6 +368,12 @@ def balanced_plan(settings: Settings, model, train_set, args, out: Path | None):
         os.replace(partial, out / "balance.json")
         log.info("balance: %s", json.dumps(described, sort_keys=True))
     return plan
+
+
+def largest_item(dataset) -> dict:
+    """The training item with the most tokens: what a micro-batch must fit is its worst case."""
+    lengths = dataset.lengths() if hasattr(dataset, "lengths") else [0]
+    return dataset[max(range(len(lengths)), key=lengths.__getitem__)]
 
 
 def _barrier() -> None:

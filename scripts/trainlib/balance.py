@@ -175,7 +175,14 @@ class UnevenBatchSampler:
             yield order[start : start + mine]
 
 
-def epoch_loader(dataset: Any, sampler: UnevenBatchSampler, collate_fn: Any) -> Any:
+def epoch_loader(
+    dataset: Any,
+    sampler: UnevenBatchSampler,
+    collate_fn: Any,
+    *,
+    workers: int = 0,
+    pin_memory: bool = False,
+) -> Any:
     """A DataLoader over an UnevenBatchSampler that passes set_epoch on (the Trainer calls it
     on the loader; accelerate's wrappers, which would, are not in the way here)."""
     from torch.utils.data import DataLoader
@@ -184,7 +191,13 @@ def epoch_loader(dataset: Any, sampler: UnevenBatchSampler, collate_fn: Any) -> 
         def set_epoch(self, epoch: int) -> None:
             sampler.set_epoch(epoch)
 
-    return EpochLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=0)
+    return EpochLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate_fn,
+        num_workers=workers,
+        pin_memory=pin_memory,
+    )
 
 
 # --- The probe: what fits, and how fast ----------------------------------------------------------

@@ -15,13 +15,18 @@ from typing import Any
 
 import torch
 
+from trainlib.packing import real_tokens
+
 # Counted from the attention mask where a batch has one (padding is not work), else every id.
 _TOKEN_KEYS = ("attention_mask", "input_ids")
 
 
-def batch_size_and_tokens(batch: Any) -> tuple[int, int]:
+def batch_size_and_tokens(batch: Any, pad_token_id: int | None = None) -> tuple[int, int]:
     if not isinstance(batch, dict):
         return 0, 0
+    if "position_ids" in batch and "attention_mask" not in batch and pad_token_id is not None:
+        # Packed sequences carry no mask (trainlib.packing): their padding is found by its ids.
+        return int(batch["input_ids"].shape[0]), real_tokens(batch, pad_token_id)
     for key in _TOKEN_KEYS:
         value = batch.get(key)
         if isinstance(value, torch.Tensor) and value.dim() >= 1:
@@ -33,7 +38,8 @@ def batch_size_and_tokens(batch: Any) -> tuple[int, int]:
 class RankClock:
     """This rank's counts since the last log event (reset by `take`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pad_token_id: int | None = None) -> None:
+        self.pad_token_id = pad_token_id
         self.node = os.environ.get("UGRO_NODE") or socket.gethostname()
         self.rank = int(os.environ.get("RANK", 0))
         self._open_since: float | None = None
@@ -52,7 +58,7 @@ class RankClock:
         if self._open_since is None:
             self._open_since = began
         self.data_s += seconds
-        samples, tokens = batch_size_and_tokens(batch)
+        samples, tokens = batch_size_and_tokens(batch, self.pad_token_id)
         self.samples += samples
         self.tokens += tokens
 

@@ -13,6 +13,7 @@ from trainlib.errors import TrainingSetupError
 DEFAULTS_ENV = "UGRO_TRAINING_DEFAULTS"
 OUTPUT_ENV = "UGRO_OUTPUT_DIR"
 SCRIPTS_DIR = Path(__file__).resolve().parent.parent
+FORMATS = ("auto", "plain", "text", "prompt-completion", "chat", "instruction")
 
 
 @dataclass
@@ -20,10 +21,19 @@ class Settings:
     model: str
     dataset: str
     dataset_split: str
+    dataset_format: str
+    chat_template: str | None
+    train_on_prompts: bool
+    packing: bool
     cache_dir: str | None
     max_seq_length: int
     dtype: str
     load_in_4bit: bool
+    gradient_checkpointing: bool | None  # None: auto (trainlib.speed)
+    tf32: bool | None
+    attention: str
+    optim: str
+    dataloader_workers: int | None
     epochs: float
     max_steps: int
     learning_rate: float
@@ -103,10 +113,15 @@ def read_defaults(path: Path) -> dict[str, Any]:
     return {
         "model": model.get("name", "unsloth/tinyllama-bnb-4bit"),
         "max_seq_length": model.get("max_seq_length", 2048),
-        "dtype": model.get("dtype", "float16"),
+        "dtype": model.get("dtype", "auto"),
+        "attention": model.get("attention", "auto"),
+        "gradient_checkpointing": training.get("gradient_checkpointing"),
         "load_in_4bit": bool(model.get("load_in_4bit", False) or quant.get("enabled", False)),
         "dataset": dataset.get("name", "wikitext"),
         "dataset_split": dataset.get("split", "train"),
+        "dataset_format": dataset.get("format", "auto"),
+        "train_on_prompts": bool(dataset.get("train_on_prompts", False)),
+        "packing": bool(dataset.get("packing", False)),
         "cache_dir": dataset.get("cache_dir"),
         "epochs": training.get("num_epochs", 1),
         "learning_rate": training.get("learning_rate", 2e-4),
@@ -153,13 +168,61 @@ def _non_negative(kind):
 def build_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description, argument_default=argparse.SUPPRESS)
     p.add_argument("--defaults", help="training_defaults.yaml (default: config/ beside scripts/)")
-    p.add_argument("--model", help="hub name, local model directory, or tiny-llama (offline)")
-    p.add_argument("--dataset", help="hub data set, local .txt file, or builtin (offline)")
+    p.add_argument(
+        "--model", help="hub name, local model directory, or tiny-llama, llama-20m, llama-100m"
+    )
+    p.add_argument(
+        "--dataset",
+        help="hub data set, local .txt/.jsonl/.json file, builtin or builtin-chat (offline)",
+    )
     p.add_argument("--dataset-split")
+    p.add_argument(
+        "--dataset-format",
+        choices=FORMATS,
+        help="default: detected from the file's suffix and the first example's fields",
+    )
+    p.add_argument("--chat-template", help="a Jinja chat template file (default: the tokenizer's)")
+    p.add_argument(
+        "--train-on-prompts",
+        action=argparse.BooleanOptionalAction,
+        help="compute the loss on prompt tokens too (default: on completions only)",
+    )
+    p.add_argument(
+        "--packing",
+        action=argparse.BooleanOptionalAction,
+        help="pack short examples into sequences of --max-seq-length (attention stays within each)",
+    )
     p.add_argument("--cache-dir")
     p.add_argument("--max-seq-length", type=_positive(int))
-    p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"])
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "float16", "bfloat16", "float32"],
+        help="auto: bf16 where the GPU has it, fp16 on older GPUs, fp32 on the CPU",
+    )
     p.add_argument("--load-in-4bit", action=argparse.BooleanOptionalAction)
+    p.add_argument(
+        "--gradient-checkpointing",
+        action=argparse.BooleanOptionalAction,
+        help="default: on for hub models on CUDA",
+    )
+    p.add_argument(
+        "--tf32", action=argparse.BooleanOptionalAction, help="default: on Ampere and newer GPUs"
+    )
+    p.add_argument(
+        "--attention",
+        choices=["auto", "sdpa", "eager", "flash_attention_2"],
+        help="auto: flash attention 2 where installed on a GPU, else PyTorch's SDPA",
+    )
+    p.add_argument(
+        "--optim",
+        help="a Trainer optimizer name (auto: adamw_torch_fused on CUDA, adamw_torch on the CPU; "
+        "adamw_8bit and paged_adamw_8bit need bitsandbytes)",
+    )
+    p.add_argument(
+        "--dataloader-workers",
+        type=_non_negative(int),
+        help="data loader processes per rank (default: 2 on CUDA, 0 on the CPU)",
+    )
     p.add_argument("--epochs", type=_positive(float))
     p.add_argument("--max-steps", type=_positive(int), help="stop after this many optimizer steps")
     p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=_positive(float))
@@ -208,9 +271,18 @@ def resolve(args: argparse.Namespace) -> Settings:
         ddp_timeout=300,
         output_dir=os.environ.get(OUTPUT_ENV) or "outputs",
         resume="no",
+        chat_template=None,
+        tf32=None,
+        optim="auto",
+        dataloader_workers=None,
     )
     values.update(given)
     settings = Settings(**values, defaults_file=str(defaults_file), explicit=sorted(given))
+    if settings.dataset_format not in FORMATS:
+        raise TrainingSetupError(
+            f"{defaults_file}: dataset.format: {settings.dataset_format!r} is not one of "
+            f"{', '.join(FORMATS)}"
+        )
     if settings.lora_dropout >= 1:
         raise TrainingSetupError(f"--lora-dropout {settings.lora_dropout}: must be below 1")
     if settings.resume not in ("auto", "no") and not Path(settings.resume).is_dir():

@@ -46,17 +46,38 @@ def training_arguments(
         ddp_backend=("nccl" if cuda else "gloo") if world > 1 else None,
         ddp_timeout=settings.ddp_timeout,
         use_cpu=not cuda,
-        fp16=cuda and settings.dtype == "float16",
-        bf16=cuda and settings.dtype == "bfloat16",
+        # The weights stay fp32 (LoRA's in half precision could not be unscaled by AMP): the
+        # dtype is the autocast precision (trainlib.speed decided it for this device).
+        fp16=settings.dtype == "float16",
+        bf16=settings.dtype == "bfloat16",
+        tf32=settings.tf32 if cuda else None,
+        optim=settings.optim,
+        # Items hold only what the model takes (position ids too, when packed).
+        remove_unused_columns=False,
+        dataloader_pin_memory=cuda,
         # Nodes of a home cluster share no file system: each keeps a full copy to resume from.
         save_on_each_node=True,
         report_to=[],
         disable_tqdm=True,
-        dataloader_num_workers=0,
+        dataloader_num_workers=settings.dataloader_workers or 0,
         # Each rank's summed loss over the whole global batch's tokens (gathered): the exact
         # gradient whatever the ranks' shares (trainlib.balance), and a loss weighted by tokens.
         average_tokens_across_devices=True,
+        **_checkpointing(bool(settings.gradient_checkpointing)),
     )
+
+
+def _checkpointing(enabled: bool) -> dict[str, Any]:
+    """Gradient checkpointing by the argument names this transformers knows (5.x renamed them
+    activation_checkpointing and warns about the old ones). Non-reentrant: it needs no input
+    gradients, which LoRA's frozen embeddings would not give."""
+    fields = TrainingArguments.__dataclass_fields__
+    name = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in fields
+        else "gradient_checkpointing"
+    )
+    return {name: enabled, f"{name}_kwargs": {"use_reentrant": False}}
 
 
 class MeasuredTrainer(Trainer):  # type: ignore[misc]
@@ -90,4 +111,10 @@ class MeasuredTrainer(Trainer):  # type: ignore[misc]
             shuffle=self.ugro_settings.shuffle,
             seed=self.ugro_settings.seed,
         )
-        return epoch_loader(self.train_dataset, sampler, self.data_collator)
+        return epoch_loader(
+            self.train_dataset,
+            sampler,
+            self.data_collator,
+            workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )

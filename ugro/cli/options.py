@@ -43,7 +43,10 @@ def names(listed: str | None) -> tuple[str, ...]:
 # What `ugro launch` and `ugro submit` both take: the job, and its controller's options.
 JOB_OPTIONS = (
     click.option("--model", help="Model: hub name, local directory, or tiny-llama."),
-    click.option("--dataset", help="Data set: hub name, local .txt file, or builtin."),
+    click.option(
+        "--dataset",
+        help="Data set: hub name, a .txt/.jsonl/.json file on every node, builtin or builtin-chat.",
+    ),
     click.option("--epochs", type=click.FloatRange(min=0, min_open=True), help="Epochs."),
     click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate."),
     click.option(
