@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -39,6 +41,54 @@ def needs_torch() -> None:
         import torch  # noqa: F401
     except ImportError as exc:
         pytest.skip(f"torch is not importable here ({exc}): bash scripts/setup.sh installs it")
+
+
+@pytest.fixture(scope="session")
+def trainlib(needs_torch: None) -> Iterator[SimpleNamespace]:
+    """The training scripts' library (scripts/trainlib, train_production) in this interpreter."""
+    scripts = str(REPO / "scripts")
+    # Ansible, imported in this process by other tests, replaces sys.intern with a patch object;
+    # torch._dynamo (imported by transformers' masking and models) refuses to load beside it.
+    # Loaded here with the builtin back in place, they need it no more.
+    patched = sys.intern
+    sys.intern = getattr(patched, "unpatched_implementation", patched)
+    sys.path.insert(0, scripts)
+    try:
+        import peft
+        import torch._dynamo  # noqa: F401
+        import train_production
+        import transformers
+        import transformers.masking_utils
+        from trainlib import (
+            conversations,
+            data,
+            examples,
+            formats,
+            models,
+            packing,
+            settings,
+            speed,
+        )
+        from trainlib.errors import TrainingSetupError
+        from transformers.models.llama import modeling_llama  # noqa: F401
+
+        yield SimpleNamespace(
+            conversations=conversations,
+            data=data,
+            examples=examples,
+            formats=formats,
+            models=models,
+            packing=packing,
+            settings=settings,
+            speed=speed,
+            train_production=train_production,
+            transformers=transformers,
+            peft=peft,
+            Error=TrainingSetupError,
+        )
+    finally:
+        sys.intern = patched
+        sys.path.remove(scripts)
 
 
 def history_lines(jobs: Jobs) -> list[dict[str, Any]]:

@@ -7,48 +7,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from tests.conftest import REPO
-
-SCRIPTS = str(REPO / "scripts")
-
 
 @pytest.fixture(scope="module")
-def lib() -> Iterator[SimpleNamespace]:
-    # Other unit tests import Ansible in this process, which replaces sys.intern with a patch
-    # object; torch._dynamo (imported by transformers' masking and models) refuses to load
-    # beside it. Loaded here with the builtin back in place, they need it no more.
-    patched = sys.intern
-    sys.intern = getattr(patched, "unpatched_implementation", patched)
-    sys.path.insert(0, SCRIPTS)
-    try:
-        import torch._dynamo  # noqa: F401
-        import train_production
-        import transformers.masking_utils  # noqa: F401
-        from trainlib import data, examples, formats, models, packing, settings, speed
-        from trainlib.errors import TrainingSetupError
-        from transformers.models.llama import modeling_llama  # noqa: F401
-
-        yield SimpleNamespace(
-            data=data,
-            examples=examples,
-            formats=formats,
-            models=models,
-            packing=packing,
-            settings=settings,
-            speed=speed,
-            train_production=train_production,
-            Error=TrainingSetupError,
-        )
-    finally:
-        sys.intern = patched
-        sys.path.remove(SCRIPTS)
+def lib(trainlib: SimpleNamespace) -> SimpleNamespace:
+    return trainlib
 
 
 @pytest.fixture(scope="module")
