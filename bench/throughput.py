@@ -23,7 +23,7 @@ hand over ssh, with their script in place of UGRO's (trl where the nodes' enviro
     python bench/throughput.py                          # the built-in cluster, 3 repetitions
     python bench/throughput.py --sandbox ugro           # a sandbox's 3 nodes
     python bench/throughput.py --model llama-100m --max-seq-length 1024   # on a GPU
-    python bench/throughput.py --smoke                  # one short repetition (CI)
+    python bench/throughput.py --smoke                  # one short repetition, unpacked (CI)
     python bench/throughput.py --memory --batch-size 8 --max-seq-length 512   # checkpointing
 """
 
@@ -189,7 +189,7 @@ class Bench:
             node = None if master else next(n for n in box.nodes if n.name == name)
             home = str(Path.home()) if node is None else node.home
             argv = [
-                "env", "OMP_NUM_THREADS=1",
+                "env", f"OMP_NUM_THREADS={threads(Path(job_dir))}",
                 f"GLOO_SOCKET_IFNAME={box.bridge if node is None else 'eth0'}",
                 *prefix, *self.contender_args(script, f"{home}/{out}"),
             ]  # fmt: skip
@@ -205,6 +205,27 @@ class Bench:
                 raise RuntimeError(f"{script} by hand failed: {output.decode()[-1500:]}")
         report = read_report(box, out)
         return tokens_per_second(report["marks"], report["world_size"])
+
+
+def threads(job_dir: Path) -> str:
+    """The threads UGRO's launch gave each rank (launch.sh's OMP_NUM_THREADS): by hand, the same."""
+    for line in (job_dir / "launch.sh").read_text().splitlines():
+        if line.startswith("export OMP_NUM_THREADS="):
+            return line.split("=", 1)[1]
+    return "1"
+
+
+def sandbox_cluster(box, work: Path) -> Path:
+    """The sandbox's cluster file with each node's share of this machine's cores declared
+    (hardware.cpu_cores): its nodes share one machine, and ranks that each took every core
+    would spend the run oversubscribed."""
+    data = yaml.safe_load(box.cluster_file.read_text())
+    share = max(1, (os.cpu_count() or 1) // (1 + len(data.get("workers") or [])))
+    for node in [data["cluster"]["master"], *(data.get("workers") or [])]:
+        node.setdefault("hardware", {})["cpu_cores"] = share
+    path = work / "sandbox-cluster.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
 
 
 def read_report(box, out: str) -> dict:
@@ -254,9 +275,19 @@ def copy_to_nodes(box, folder: Path) -> None:
         )
 
 
-def trl_available(python: str = sys.executable) -> bool:
-    probe = [python, "-c", "import trl, datasets"]
-    return subprocess.run(probe, capture_output=True, check=False).returncode == 0
+def trl_available(box=None, job_dir: str | None = None) -> bool:
+    """Whether trl and datasets import where the contenders run: here, or (on a sandbox) in
+    every node's training environment, the interpreter the UGRO job's commands start."""
+    if box is None:
+        argvs = [[sys.executable, "-c", "import trl, datasets"]]
+    else:
+        commands = json.loads((Path(job_dir) / "config.json").read_text())["commands"]
+        argvs = []
+        for name, command in commands.items():
+            probe = [command[0], "-c", "import trl, datasets"]
+            node = next((n for n in box.nodes if n.name == name), None)
+            argvs.append(probe if node is None else box.ssh_argv(node, probe))
+    return all(subprocess.run(a, capture_output=True, check=False).returncode == 0 for a in argvs)
 
 
 def summarise(samples: dict[str, list[float]]) -> dict:
@@ -339,16 +370,18 @@ def main(argv: list[str] | None = None) -> int:
             p.error(f"no sandbox named {args.sandbox} is up (`ugro sandbox up`)")
         stage(work / STAGE, args.model, args.conversations)
         copy_to_nodes(box, work / STAGE)
-        config, root = box.cluster_file, f"~/{STAGE}"
+        config, root = sandbox_cluster(box, work), f"~/{STAGE}"
     else:
         stage(work / STAGE, args.model, args.conversations)
         config, root = local_cluster(work), str(work / STAGE)
     bench = Bench(args, device, config, root)
-    trl = not args.no_trl and trl_available(sandbox_python(box) if box else sys.executable)
+    trl = None
     samples: dict[str, list[float]] = {"ugro": [], "plain": [], "trl": [], "ugro_packed": []}
     for _ in range(args.reps):
         speed, run = bench.ugro(packing=False)
         samples["ugro"].append(speed)
+        if trl is None:
+            trl = not args.no_trl and trl_available(box, run["job_dir"])
         world = json.loads((Path(run["job_dir"]) / "train_config.json").read_text())["world_size"]
         for script, name in (("plain_trainer.py", "plain"), ("trl_sft.py", "trl")):
             if name == "trl" and not trl:
@@ -357,12 +390,13 @@ def main(argv: list[str] | None = None) -> int:
                 samples[name].append(bench.local(script, world))
             else:
                 samples[name].append(bench.by_hand(box, script, run["job_dir"]))
-        samples["ugro_packed"].append(bench.ugro(packing=True)[0])
+        if not args.smoke:  # the smoke run keeps to what CI covers nowhere else
+            samples["ugro_packed"].append(bench.ugro(packing=True)[0])
     report = {
         "where": f"sandbox {args.sandbox}" if box else "the built-in cluster",
         "settings": {k: v for k, v in vars(args).items() if k != "out"} | device,
         "tokens_per_s_per_rank": summarise(samples),
-        "trl": "measured" if trl else "not installed (pip install trl datasets)",
+        "trl": "measured" if trl else "left out: trl and datasets are not installed where it runs",
     }
     out = (
         Path(args.out)
@@ -373,12 +407,6 @@ def main(argv: list[str] | None = None) -> int:
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["tokens_per_s_per_rank"], indent=2))
     return 0
-
-
-def sandbox_python(box) -> str:
-    """The nodes' training interpreter (the sandbox's shared environment)."""
-    data = yaml.safe_load(box.cluster_file.read_text())
-    return (data.get("environment") or {}).get("python") or sys.executable
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from ugro.records.history import Jobs
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 DATA_NAME = "ugro-test-chat.jsonl"
-STEPS = 40
+STEPS = 30
 
 
 def put_on_every_node(sandbox, text: str) -> None:

@@ -37,18 +37,16 @@ def test_the_gpu_check_runs_on_the_cpu(tmp_path) -> None:
     assert report["cuda"] is False
     assert report["health"]["healthy"] is True, report["health"]
     runs = report["training"]
-    assert set(runs) == {
-        f"{p}_{c}"
-        for p in ("packing", "no-packing")
-        for c in ("gradient-checkpointing", "no-gradient-checkpointing")
-    }
+    # Off the GPU: each option once (on a GPU, all four pairs).
+    assert set(runs) == {"packing_gradient-checkpointing", "no-packing_no-gradient-checkpointing"}
     for name, run in runs.items():
         assert run["tokens_per_s"] > 0 and run["peak_memory_mb"] > 0, name
         assert run["dtype"] == "float32" and run["attention"] == "sdpa"
         assert run["gradient_checkpointing"] is name.endswith("_gradient-checkpointing")
-    assert runs["packing_no-gradient-checkpointing"]["padding"] < 0.03
+    assert runs["packing_gradient-checkpointing"]["padding"] < 0.03
     assert runs["no-packing_no-gradient-checkpointing"]["padding"] > 0.1
-    probe = report["balance_probe"]
-    assert probe["ranks"][0]["fit"] >= 1 and probe["ranks"][0]["budget_source"] == "declared"
+    # The search stopped at the declared budget, below the micro-batch asked for.
+    probe = report["balance_probe"]["ranks"][0]
+    assert 1 <= probe["fit"] < 64 and probe["budget_source"] == "declared", probe
     speeds = report["throughput"]["tokens_per_s_per_rank"]
-    assert min(speeds[k]["median"] for k in ("ugro", "plain", "ugro_packed")) > 0
+    assert min(speeds[k]["median"] for k in ("ugro", "plain")) > 0
