@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import run_ugro
 from ugro.config import load_cluster_file
@@ -17,7 +18,7 @@ from ugro.records.history import Jobs
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 DATA_NAME = "ugro-test-chat.jsonl"
-STEPS = 30
+STEPS = 40
 
 
 def put_on_every_node(sandbox, text: str) -> None:
@@ -36,6 +37,17 @@ def put_on_every_node(sandbox, text: str) -> None:
         assert done.returncode == 0, done.stderr
 
 
+def one_core_each(sandbox, tmp_path: Path) -> Path:
+    """The sandbox's cluster with one core declared per node: its three nodes share this
+    machine's two, and ranks that each took both would spend the run oversubscribed."""
+    data = yaml.safe_load(sandbox.cluster_file.read_text())
+    for node in [data["cluster"]["master"], *data["workers"]]:
+        node.setdefault("hardware", {})["cpu_cores"] = 1
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
 def common_prefix(a: str, b: str) -> int:
     """How many characters two texts share from their start."""
     return next(
@@ -43,12 +55,13 @@ def common_prefix(a: str, b: str) -> int:
     )
 
 
-def test_a_chat_jsonl_trains_on_the_answers(sandbox, trainlib) -> None:
+def test_a_chat_jsonl_trains_on_the_answers(sandbox, trainlib, tmp_path) -> None:
     import torch
 
     chats = trainlib.conversations.builtin_conversations(count=600, seed=7)
     put_on_every_node(sandbox, "".join(json.dumps({"messages": c}) + "\n" for c in chats))
-    env = {"UGRO_CONFIG": str(sandbox.cluster_file)}
+    cluster_file = one_core_each(sandbox, tmp_path)
+    env = {"UGRO_CONFIG": str(cluster_file)}
     try:
         done = run_ugro(
             "launch",
@@ -83,7 +96,7 @@ def test_a_chat_jsonl_trains_on_the_answers(sandbox, trainlib) -> None:
         (Path.home() / DATA_NAME).unlink(missing_ok=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     job_id = done.stdout.split("Launched ", 1)[1].split(" ", 1)[0]
-    out = Jobs(load_cluster_file(sandbox.cluster_file)).experiment_dir(job_id)
+    out = Jobs(load_cluster_file(cluster_file)).experiment_dir(job_id)
 
     config = json.loads((out / "train_config.json").read_text())
     assert config["dataset_format_used"] == "chat" and config["packing"] is True
