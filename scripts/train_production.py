@@ -112,14 +112,14 @@ def train(settings: Settings) -> int:
     cuda = device.cuda
     choose_for_device(settings, device)
     out = Path(settings.output_dir).expanduser()
-    model, tokenizer, sets = prepare(settings, out / "artifacts", primary=primary)
-    train_set, eval_set = sets.train, sets.eval
-
     from trainlib import checkpoints
     from trainlib.rankclock import RankClock
     from trainlib.trainer import MeasuredTrainer, training_arguments
 
+    # The Trainer's arguments first: options it refuses stop the run before anything is written.
     args = training_arguments(settings, out / "checkpoints", cuda=cuda, world=world)
+    model, tokenizer, sets = prepare(settings, out / "artifacts", primary=primary)
+    train_set, eval_set = sets.train, sets.eval
     _ = args.device  # sets up the process group (torchrun's environment) before we talk to peers
     resume_from = resume_point(settings, out / "checkpoints")
     if primary:

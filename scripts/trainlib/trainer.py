@@ -10,6 +10,7 @@ from typing import Any
 from transformers import Trainer, TrainingArguments
 
 from trainlib.balance import UnevenBatchSampler, epoch_loader
+from trainlib.errors import TrainingSetupError
 from trainlib.rankclock import RankClock, TimedBatches, time_gradient_sync
 from trainlib.settings import Settings
 
@@ -17,6 +18,14 @@ from trainlib.settings import Settings
 def training_arguments(
     settings: Settings, checkpoints: Path, *, cuda: bool, world: int
 ) -> TrainingArguments:
+    try:
+        return _arguments(settings, checkpoints, cuda=cuda, world=world)
+    except ValueError as exc:
+        # Options that reach the Trainer unchecked (an --optim name it does not know, say).
+        raise TrainingSetupError(str(exc).strip().splitlines()[0]) from None
+
+
+def _arguments(settings: Settings, checkpoints: Path, *, cuda: bool, world: int):
     return TrainingArguments(
         output_dir=str(checkpoints),
         num_train_epochs=settings.epochs,

@@ -269,6 +269,14 @@ def test_bad_data_stops_the_script_with_one_line_and_writes_nothing(
     assert code == 2
     assert err == [f"train_production.py: error: {bad}:2: expected a JSON object, found list"]
     assert not out.exists()
+    # An option only the Trainer checks is refused the same way, before anything is written.
+    code = lib.train_production.main(
+        ["--model", "tiny-llama", "--dataset", "builtin", "--optim", "adamw_bogus",
+         "--output-dir", str(out)]
+    )  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "adamw_bogus is not a valid" in err[0]
+    assert not out.exists()
 
 
 @pytest.mark.parametrize(
