@@ -84,7 +84,13 @@ def make_job(jobs: Jobs, job_id: str, *, lr: float, gpus: bool, steps: int = 40)
     )
     (directory / "train_config.json").write_text(
         json.dumps(
-            {"learning_rate": lr, "batch_size": 4, "output_dir": str(directory), "explicit": ["x"]}
+            {
+                "learning_rate": lr,
+                "batch_size": 4,
+                "output_dir": str(directory),
+                "explicit": ["x"],
+                "data": {"padding_packed": 0.01, "train_examples": steps * 10},
+            }
         )
     )
     return directory
@@ -120,7 +126,12 @@ def test_compare_lists_what_differs_first(cluster) -> None:
     make_job(jobs, "a_20260101_000000", lr=1e-4, gpus=False, steps=40)
     make_job(jobs, "b_20260101_000000", lr=2e-4, gpus=True, steps=20)
     result = compare(jobs, [jobs.find("a_20260101_000000"), jobs.find("b_20260101_000000")])
-    assert set(result["differs"]) == {"train.learning_rate", "env.torch"}
+    assert set(result["differs"]) == {
+        "train.learning_rate",
+        "env.torch",
+        "train.data.train_examples",  # a section of figures compares field by field
+    }
+    assert result["same"]["train.data.padding_packed"] == 0.01
     assert result["differs"]["env.torch"]["b_20260101_000000"] == "gpu-master: 2.13.0, gpu1: 2.12.0"
     assert result["same"]["train.batch_size"] == 4 and result["same"]["commit"] == "c0ffee"
     assert "train.output_dir" not in result["same"]  # where it was, not how it trained

@@ -45,10 +45,12 @@ def configuration(jobs: Jobs, record: JobRecord) -> dict[str, Any]:
     if not settings:
         settings = _arguments(config.get("args") or [])
     for key, value in sorted(settings.items()):
-        if key not in _NOT_SETTINGS:
-            facts[f"train.{key}"] = (
-                value if not isinstance(value, list) else ",".join(map(str, value))
-            )
+        if key in _NOT_SETTINGS:
+            continue
+        # A section of figures (train_config.json's "data") compares field by field.
+        for name, item in value.items() if isinstance(value, dict) else [(None, value)]:
+            label = f"train.{key}" if name is None else f"train.{key}.{name}"
+            facts[label] = item if not isinstance(item, list) else ",".join(map(str, item))
     fingerprints = config.get("fingerprints") or {}
     for key in _FINGERPRINT_KEYS:
         seen = {node: (print_ or {}).get(key) for node, print_ in sorted(fingerprints.items())}
