@@ -1,40 +1,24 @@
-"""Fine-tuning on conversations across the 3-node sandbox: a JSONL file of chats on every node,
-packed, trained with the loss on the answers only. The eval loss falls, and the adapter answers
-training prompts more like their answers than the base model does (a small but real check that
-it learned the answers, not the prompts)."""
+"""Fine-tuning on conversations across the 3-node sandbox: a JSONL file of chats on the master,
+carried by the job to every node, packed, trained with the loss on the answers only. The eval
+loss falls, and the adapter answers training prompts more like their answers than the base model
+does (a small but real check that it learned the answers, not the prompts)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import run_ugro
+from tests.integration.conftest import ssh_as
 from ugro.config import load_cluster_file
 from ugro.records.history import Jobs
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
-DATA_NAME = "ugro-test-chat.jsonl"
 STEPS = 40
-
-
-def put_on_every_node(sandbox, text: str) -> None:
-    """The data file in each node's home, as a user would copy it (over SSH to the workers;
-    the master is this machine)."""
-    (Path.home() / DATA_NAME).write_text(text)
-    for node in sandbox.nodes:
-        done = subprocess.run(
-            sandbox.ssh_argv(node, ["cp", "/dev/stdin", DATA_NAME]),
-            input=text,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
 
 
 def one_core_each(sandbox, tmp_path: Path) -> Path:
@@ -59,46 +43,51 @@ def test_a_chat_jsonl_trains_on_the_answers(sandbox, trainlib, tmp_path) -> None
     import torch
 
     chats = trainlib.conversations.builtin_conversations(count=600, seed=7)
-    put_on_every_node(sandbox, "".join(json.dumps({"messages": c}) + "\n" for c in chats))
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps({"messages": c}) + "\n" for c in chats))
     cluster_file = one_core_each(sandbox, tmp_path)
     env = {"UGRO_CONFIG": str(cluster_file)}
-    try:
-        done = run_ugro(
-            "launch",
-            "--name",
-            "chat",
-            "--",
-            "--dataset",
-            f"~/{DATA_NAME}",
-            "--packing",
-            "--max-seq-length",
-            "256",
-            "--batch-size",
-            "2",
-            "--max-steps",
-            str(STEPS),
-            "--lr",
-            "2e-2",
-            "--warmup-steps",
-            "0",
-            "--eval-strategy",
-            "steps",
-            "--eval-steps",
-            str(STEPS // 2),
-            "--logging-steps",
-            "10",
-            "--save-strategy",
-            "no",
-            env=env,
-            timeout=600,
-        )
-    finally:
-        (Path.home() / DATA_NAME).unlink(missing_ok=True)
+    # The file is on the master only: the job carries it to every node.
+    done = run_ugro(
+        "launch",
+        "--name",
+        "chat",
+        "--dataset",
+        str(data),
+        "--",
+        "--packing",
+        "--max-seq-length",
+        "256",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        str(STEPS),
+        "--lr",
+        "2e-2",
+        "--warmup-steps",
+        "0",
+        "--eval-strategy",
+        "steps",
+        "--eval-steps",
+        str(STEPS // 2),
+        "--logging-steps",
+        "10",
+        "--save-strategy",
+        "no",
+        env=env,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     job_id = done.stdout.split("Launched ", 1)[1].split(" ", 1)[0]
     out = Jobs(load_cluster_file(cluster_file)).experiment_dir(job_id)
 
+    digest = hashlib.sha256(data.read_bytes()).hexdigest()
+    assert hashlib.sha256((out / "data" / "chats.jsonl").read_bytes()).hexdigest() == digest
+    for node in sandbox.nodes:
+        copy = f"projects/UGRO/data/experiments/{job_id}/data/chats.jsonl"
+        assert ssh_as(sandbox, node, "sha256sum", copy).stdout.split()[:1] == [digest], node.name
     config = json.loads((out / "train_config.json").read_text())
+    assert config["dataset"] == "data/chats.jsonl"
     assert config["dataset_format_used"] == "chat" and config["packing"] is True
     assert config["data"]["padding_packed"] < 0.03 and config["world_size"] == 3
     evals = [

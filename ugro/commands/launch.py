@@ -137,10 +137,13 @@ def launch_request(
             "--model/--dataset/--epochs/--lr are train_production.py's options; "
             "pass your script's own options after --"
         )
+    dataset, data_files = definition.shipped_dataset(seed_options.get("--dataset"))
     args = (
         tuple(script_args)
         if script
-        else definition.training_args(cluster, overrides=seed_options, extra=tuple(script_args))
+        else definition.training_args(
+            cluster, overrides={**seed_options, "--dataset": dataset}, extra=tuple(script_args)
+        )
     )
     return definition.LaunchRequest(
         name=name,
@@ -152,6 +155,7 @@ def launch_request(
         extravars=dict(extravars or {}),
         balance=choose_mode(cluster, nodes, balance, own_script=bool(script)),
         hf_token=os.environ.get("HF_TOKEN") or None,
+        data_files=data_files,
     )
 
 

@@ -51,6 +51,7 @@ OWN_VARIABLES = frozenset(
         "ugro_health_known_reports",
         "ugro_launch_code_file",
         "ugro_launch_secret_file",
+        "ugro_launch_data_files",
     }
 )
 
@@ -210,6 +211,7 @@ def attempt_vars(
         "ugro_launch_balance": request.balance,
         "ugro_launch_attempt": attempt,
         "ugro_launch_lead": lead_of(nodes),
+        "ugro_launch_data_files": list(request.data_files),
     }
 
 

@@ -31,6 +31,10 @@ DEFAULT_SCRIPT = "train_production.py"
 _CODE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
 _SCRIPT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\.py")
 _MAX_SCRIPT_BYTES = 4 << 20
+# Where a job's data files land in its directory on every node, and which files travel.
+DATA_DIR = "data"
+DATA_SUFFIXES = (".jsonl", ".json", ".txt")
+_DATA_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 # cluster.yaml's training keys (as ugro.config.resolution.training_settings names them) and the
 # train_production.py options they become.
@@ -64,6 +68,8 @@ class LaunchRequest:
     balance: str = "equal"
     # The Hugging Face token's value: it only ever becomes a 0600 file (ugro.launch.attempt).
     hf_token: str | None = field(default=None, repr=False)
+    # Data files on the master that travel with the job to <job dir>/data/ on every node.
+    data_files: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The request as the controller keeps it for later attempts (the token stays out: the
@@ -77,6 +83,7 @@ class LaunchRequest:
             "force": self.force,
             "extravars": dict(self.extravars),
             "balance": self.balance,
+            "data_files": list(self.data_files),
         }
 
     @classmethod
@@ -91,6 +98,7 @@ class LaunchRequest:
             extravars=dict(data.get("extravars") or {}),
             balance=str(data.get("balance") or "equal"),
             hf_token=os.environ.get("HF_TOKEN") or None,
+            data_files=tuple(str(f) for f in data.get("data_files") or ()),
         )
 
     def resume_args(self) -> tuple[str, ...]:
@@ -116,6 +124,25 @@ def training_args(
     for flag, value in values.items():
         args += [flag, ",".join(map(str, value)) if isinstance(value, list) else str(value)]
     return (*args, *extra)
+
+
+def shipped_dataset(dataset: str | None) -> tuple[str | None, tuple[str, ...]]:
+    """`--dataset` as the ranks see it, and the file the job carries for it: a data file that
+    exists on the master as typed travels with the job to <job dir>/data/ on every node (the
+    ranks' working directory, so `data/NAME` finds it on each). Anything else is passed on as
+    it is: a hub name, or a path each node holds (a quoted '~/...' is each node's own home)."""
+    if not dataset:
+        return dataset, ()
+    path = Path(dataset)
+    if path.suffix.lower() not in DATA_SUFFIXES or not path.is_file():
+        return dataset, ()
+    # Ansible would template a path holding braces: refused rather than interpreted.
+    if "{" in dataset or not _DATA_NAME.fullmatch(path.name):
+        raise UsageError(
+            f"--dataset {dataset}: a file the job carries needs a name of letters, digits, "
+            "'_', '.', '-' and a path without braces"
+        )
+    return f"{DATA_DIR}/{path.name}", (str(path.resolve()),)
 
 
 def job_nodes(cluster: Cluster, nodes: tuple[str, ...]) -> list[str]:
