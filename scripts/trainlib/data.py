@@ -183,6 +183,8 @@ def make_sets(settings, tokenizer, *, offline_model: bool) -> Sets:
             tokenizer,
             eos=eos,
             train_on_prompts=settings.train_on_prompts,
+            # A chat template writes the beginning-of-sequence token itself where it wants one.
+            first=kind != formats.CHAT,
         )
         for record in records
     ]

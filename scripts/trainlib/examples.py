@@ -32,7 +32,8 @@ def tokenize(
     pieces: Sequence[Segment], tokenizer, *, eos: bool, train_on_prompts: bool, first: bool = True
 ) -> Tokenized:
     """Each piece tokenized on its own (so a completion's tokens are exactly its own), the
-    tokenizer's beginning-of-sequence token first where it adds one, `eos` appended when asked."""
+    tokenizer's beginning-of-sequence token first where it adds one (`first`; a chat template
+    writes its own), `eos` appended when asked."""
     ids: list[int] = []
     labels: list[int] = []
     for index, (text, completion) in enumerate(pieces):

@@ -36,7 +36,9 @@ def settings_for(lib, *args: str):
 def tokenized(lib, tokenizer, record: dict, kind: str, *, on_prompts: bool = False):
     render = lib.data.chat_renderer(tokenizer, settings_for(lib), offline_model=True)
     pieces = lib.formats.segments(lib.formats.Record("hand", record), kind, render)
-    return lib.examples.tokenize(pieces, tokenizer, eos=kind != "chat", train_on_prompts=on_prompts)
+    return lib.examples.tokenize(
+        pieces, tokenizer, eos=kind != "chat", train_on_prompts=on_prompts, first=kind != "chat"
+    )
 
 
 def hand_loss(model, batch, targets: list[list[int]]) -> float:
@@ -95,6 +97,33 @@ def test_chat_completions_are_the_answers_and_their_end_of_turn(lib, tiny) -> No
     trained = [t for t in example.labels if t != -100]
     assert tokenizer.decode(trained) == "hello.</s>\nbye.</s>\n"
     assert tokenizer.decode(example.input_ids).startswith("<|system|>\nbe brief.</s>\n<|user|>")
+
+
+def test_one_beginning_of_sequence_token_whoever_writes_it(lib, tmp_path) -> None:
+    """A tokenizer that adds <s> itself, and a chat template that writes it too (as Llama's do):
+    each example starts with exactly one."""
+    from tokenizers.processors import TemplateProcessing
+
+    tokenizer = lib.models.byte_tokenizer()
+    bos = tokenizer.bos_token_id
+    tokenizer._tokenizer.post_processor = TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", bos)]
+    )
+    tokenizer.chat_template = "{{ bos_token }}" + lib.conversations.DEFAULT_CHAT_TEMPLATE
+    lines = [CHAT_LINE] * 3
+    chat = lib.data.make_sets(
+        settings_for(lib, "--dataset", write(tmp_path, "c.jsonl", lines)),
+        tokenizer,
+        offline_model=True,
+    )
+    plain = lib.data.make_sets(
+        settings_for(lib, "--dataset", write(tmp_path, "p.jsonl", [PROMPT_LINE] * 3)),
+        tokenizer,
+        offline_model=True,
+    )
+    for sets in (chat, plain):
+        ids = sets.train[0]["input_ids"].tolist()
+        assert ids[0] == bos and ids[1] != bos and ids.count(bos) == 1
 
 
 def test_instruction_and_text_layouts(lib, tiny) -> None:
@@ -190,6 +219,7 @@ def write(tmp_path: Path, name: str, lines: list[str]) -> str:
     return str(path)
 
 
+PROMPT_LINE = json.dumps({"prompt": "hi", "completion": "hello"})
 CHAT_LINE = json.dumps(
     {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 )
