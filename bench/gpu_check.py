@@ -147,8 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     # runs out of memory (on the CPU: until it passes the declared budget).
     probe_env = {"UGRO_BALANCE": "auto", "UGRO_BALANCE_CACHE": str(out / "balance-cache")}
     if not gpu:
-        probe_env["UGRO_MEMORY_BUDGET_GB"] = "0.2"
-    asked = "256" if gpu else "64"
+        probe_env["UGRO_MEMORY_BUDGET_GB"] = "0.045"
+    asked = "256" if gpu else "16"
     probe_options = [*common[:4], "--batch-size", asked, "--grad-accum", "1", "--max-steps", "1",
                      "--eval-strategy", "no", "--save-strategy", "no", "--packing"]  # fmt: skip
 
