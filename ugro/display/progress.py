@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ugro.display.console import err_console
+from ugro.display.console import err_console, number
 
 if TYPE_CHECKING:
     from rich.progress import Progress
@@ -143,5 +143,6 @@ class TrainingProgress:
                 self.task_id, description=text + (f" - {self.note}" if self.note else "")
             )
         elif entry.get("kind") == "eval" and self.plain:
-            text = f"{self.job_id}: step {entry.get('step')} eval loss {entry.get('eval_loss')}"
+            loss = number(entry.get("eval_loss"), "eval_loss")
+            text = f"{self.job_id}: step {entry.get('step')} eval loss {loss}"
             err_console.print(text, highlight=False, markup=False)
