@@ -277,6 +277,11 @@ def _records(settings):
             raise TrainingSetupError(f"--dataset {source}: no such file")
         yield from formats.read_file_records(path)
         return
+    if not _is_hub_name(source):
+        raise TrainingSetupError(
+            f"--dataset {source}: examples come from a .jsonl or .json file, a hub data set or "
+            f"builtin-chat (--dataset-format {settings.dataset_format} was asked for)"
+        )
     for index, row in enumerate(_hub_rows(source, settings.dataset_split, settings.cache_dir)):
         yield formats.Record(f"{source}[{index}]", dict(row))
 

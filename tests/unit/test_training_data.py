@@ -371,3 +371,12 @@ def test_settings_a_device_cannot_honour_are_refused(lib) -> None:
     assert lib.speed.choose(lib.speed.Device(cuda=False), dtype="float16", **common).dtype == (
         "float32"
     )
+
+
+def test_examples_asked_of_a_text_file_are_refused(lib, tiny, tmp_path) -> None:
+    _, tokenizer = tiny
+    text = tmp_path / "notes.txt"
+    text.write_text("plain words\n")
+    settings = settings_for(lib, "--dataset", str(text), "--dataset-format", "chat")
+    with pytest.raises(lib.Error, match=r"notes.txt: examples come from a \.jsonl or \.json file"):
+        lib.data.make_sets(settings, tokenizer, offline_model=True)
