@@ -100,9 +100,10 @@ def segments(record: Record, kind: str, render) -> list[conversations.Segment]:
     if kind == CHAT:
         turns = conversations.check_messages(values["messages"], record.where)
         return conversations.segments(turns, render)
-    texts = {f: values.get(f) for f in (*_FIELDS[kind], "input")}
-    for field, value in texts.items():
-        if value is not None and not isinstance(value, str):
+    for field in (*_FIELDS[kind], "input"):
+        value = values.get(field)
+        # Only the instruction layout's `input` may be left out (or null).
+        if not isinstance(value, str) and not (field == "input" and value is None):
             raise TrainingSetupError(f"{record.where}: {field}: expected a string")
     if kind == TEXT:
         return [(values["text"], True)]

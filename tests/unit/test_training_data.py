@@ -243,6 +243,10 @@ CHAT_LINE = json.dumps(
             r"data.jsonl:2: no 'completion' field \(the data set's format is prompt-completion\)",
         ),
         ([json.dumps({"question": "a"})], r"data.jsonl:1: cannot tell the data set's format"),
+        (
+            [json.dumps({"prompt": "a", "completion": None})],
+            r"data.jsonl:1: completion: expected a string",
+        ),
     ],
 )
 def test_bad_data_is_refused_naming_the_line(lib, tiny, tmp_path, lines, expected) -> None:
