@@ -99,7 +99,15 @@ def segments(record: Record, kind: str, render) -> list[conversations.Segment]:
     values = record.fields
     if kind == CHAT:
         turns = conversations.check_messages(values["messages"], record.where)
-        return conversations.segments(turns, render)
+        try:
+            return conversations.segments(turns, render)
+        except TrainingSetupError:
+            raise
+        except Exception as exc:  # a template's own raise_exception(), or its Jinja errors
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TrainingSetupError(
+                f"{record.where}: the chat template refused the conversation: {first}"
+            ) from None
     for field in (*_FIELDS[kind], "input"):
         value = values.get(field)
         # Only the instruction layout's `input` may be left out (or null).

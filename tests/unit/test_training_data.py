@@ -267,6 +267,14 @@ def test_a_conversation_without_a_chat_template_names_the_fix(lib, tmp_path) -> 
     settings.chat_template = str(template)
     sets = lib.data.make_sets(settings, tokenizer, offline_model=False)
     assert tokenizer.decode(sets.train[0]["input_ids"]) == "user: hi\nassistant: hello\n"
+    # A template that refuses a conversation (as Llama 2's does when roles do not alternate).
+    template.write_text("{{ raise_exception('Conversation roles must alternate') }}")
+    with pytest.raises(
+        lib.Error,
+        match=r"c.jsonl:1: the chat template refused the conversation: "
+        "Conversation roles must alternate",
+    ):
+        lib.data.make_sets(settings, tokenizer, offline_model=False)
 
 
 def test_long_examples_are_cut_and_counted_and_promptless_ones_dropped(
