@@ -15,7 +15,9 @@ declared memory budget for the probe, the throughput bench's smoke run): CI runs
 it working; its figures mean nothing there.
 
     python bench/gpu_check.py                  # everything, into bench/results/gpu_check.json
-    python bench/gpu_check.py --out DIR        # the JSON (and each step's log) into DIR
+    python bench/gpu_check.py --out DIR        # gpu_check.json, gpu_check.log (every step's
+                                               # output) and throughput.json into DIR; the
+                                               # jobs' own files stay in a scratch folder
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ PYTHON = sys.executable
 
 
 def run(argv: list[str], log: Path, *, env: dict | None = None, timeout: float = 600) -> str:
-    """A step's command; its output kept in `log`, an error with its tail when it fails."""
+    """A step's command; its output added to `log`, an error with its tail when it fails."""
     started = time.monotonic()
     done = subprocess.run(
         argv,
@@ -46,7 +48,8 @@ def run(argv: list[str], log: Path, *, env: dict | None = None, timeout: float =
         env={**os.environ, **(env or {})},
         cwd=REPO,
     )
-    log.write_text(f"$ {' '.join(argv)}\n{done.stdout}\n{done.stderr}")
+    with open(log, "a", encoding="utf-8") as handle:
+        handle.write(f"\n$ {' '.join(argv)}\n{done.stdout}\n{done.stderr}")
     if done.returncode != 0:
         raise RuntimeError(
             f"{argv[1:3]} failed after {time.monotonic() - started:.0f} s: "
@@ -73,17 +76,19 @@ def health(out: Path) -> dict:
     report = json.loads(
         run(
             [PYTHON, "-m", "ugro", "--config", "config/cluster.yaml", "health", "--json"],
-            out / "health.log",
+            out / "gpu_check.log",
         )
     )
     return report
 
 
-def train(out: Path, name: str, model: str, options: list[str], env: dict | None = None) -> dict:
+def train(
+    out: Path, work: Path, name: str, model: str, options: list[str], env: dict | None = None
+) -> dict:
     """One train_production.py run alone on this machine: its tokens/s and peak memory."""
-    job = out / name
+    job = work / name
     argv = [PYTHON, "scripts/train_production.py", "--model", model, "--output-dir", str(job)]
-    run([*argv, *options], out / f"{name}.log", env=env)
+    run([*argv, *options], out / "gpu_check.log", env=env)
     records = [json.loads(line) for line in (job / "metrics.jsonl").read_text().splitlines()]
     train_lines = [r for r in records if r.get("kind") == "train"]
     config = json.loads((job / "train_config.json").read_text())
@@ -106,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="a folder for gpu_check.json and the logs")
     p.add_argument("--skip-throughput", action="store_true")
     args = p.parse_args(argv)
-    out = Path(args.out or tempfile.mkdtemp(prefix="ugro-gpu-check-"))
+    work = Path(tempfile.mkdtemp(prefix="ugro-gpu-check-"))
+    out = Path(args.out) if args.out else work
     out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_check.log").unlink(missing_ok=True)
     facts = torch_facts()
     gpu = facts["cuda"]
     # On the GPU: a ~100M Llama, long sequences, enough steps to time. Off it: the same paths,
@@ -141,11 +148,13 @@ def main(argv: list[str] | None = None) -> int:
                 variants[f"{packing[2:]}_{checkpointing[2:]}"] = [*common, packing, checkpointing]
     timed(
         "training",
-        lambda: {name: train(out, name, model, options) for name, options in variants.items()},
+        lambda: {
+            name: train(out, work, name, model, options) for name, options in variants.items()
+        },
     )
     # The probe doubles the micro-batch up to the global batch asked (256 at most) until a step
     # runs out of memory (on the CPU: until it passes the declared budget).
-    probe_env = {"UGRO_BALANCE": "auto", "UGRO_BALANCE_CACHE": str(out / "balance-cache")}
+    probe_env = {"UGRO_BALANCE": "auto", "UGRO_BALANCE_CACHE": str(work / "balance-cache")}
     if not gpu:
         probe_env["UGRO_MEMORY_BUDGET_GB"] = "0.045"
     asked = "256" if gpu else "16"
@@ -153,9 +162,9 @@ def main(argv: list[str] | None = None) -> int:
                      "--eval-strategy", "no", "--save-strategy", "no", "--packing"]  # fmt: skip
 
     def probe() -> dict:
-        job = out / "balance"
+        job = work / "balance"
         argv = [PYTHON, "scripts/train_production.py", "--model", "llama-100m" if gpu else model]
-        run([*argv, "--output-dir", str(job), *probe_options], out / "balance.log", env=probe_env)
+        run([*argv, "--output-dir", str(job), *probe_options], out / "gpu_check.log", env=probe_env)
         return json.loads((job / "balance.json").read_text())
 
     timed("balance_probe", probe)
@@ -166,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         timed(
             "throughput",
             lambda: (
-                run(bench, out / "throughput.log", timeout=1800),
+                run(bench, out / "gpu_check.log", timeout=1800),
                 json.loads((out / "throughput.json").read_text()),
             )[1],
         )
