@@ -5,12 +5,12 @@ completions only and batches are padded to their longest example, as UGRO's are.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
+import same_settings
 import torch
-from peft import LoraConfig, get_peft_model
+from peft import get_peft_model
 from token_clock import TokenClock
 from torch.utils.data import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments
@@ -53,59 +53,13 @@ def pad(pad_id: int):
 
 
 def main() -> None:
-    p = argparse.ArgumentParser()
-    for name in ("--model", "--data", "--out", "--optim"):
-        p.add_argument(name, required=True)
-    for name in (
-        "--max-seq-length",
-        "--batch-size",
-        "--max-steps",
-        "--logging-steps",
-        "--lora-rank",
-        "--workers",
-    ):
-        p.add_argument(name, type=int, required=True)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--gradient-checkpointing", action="store_true")
-    args = p.parse_args()
+    args = same_settings.parse()
     tokenizer = AutoTokenizer.from_pretrained(args.model)
     model = AutoModelForCausalLM.from_pretrained(args.model, attn_implementation="sdpa")
     model.config.use_cache = False
-    model = get_peft_model(
-        model,
-        LoraConfig(
-            r=args.lora_rank,
-            lora_alpha=2 * args.lora_rank,
-            lora_dropout=0.05,
-            target_modules=["q_proj", "v_proj"],
-            task_type="CAUSAL_LM",
-        ),
-    )
-    cuda = torch.cuda.is_available()
+    model = get_peft_model(model, same_settings.lora(args))
     training = TrainingArguments(
-        output_dir=args.out + ".d",
-        max_steps=args.max_steps,
-        learning_rate=args.lr,
-        per_device_train_batch_size=args.batch_size,
-        logging_steps=args.logging_steps,
-        save_strategy="no",
-        report_to=[],
-        disable_tqdm=True,
-        seed=42,
-        warmup_steps=0,
-        bf16=args.dtype == "bfloat16",
-        fp16=args.dtype == "float16",
-        optim=args.optim,
-        gradient_checkpointing=args.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False},
-        dataloader_num_workers=args.workers,
-        dataloader_pin_memory=cuda,
-        ddp_find_unused_parameters=False,
-        use_cpu=not cuda,
-        remove_unused_columns=False,
-        include_num_input_tokens_seen="non_padding",
-        average_tokens_across_devices=True,
+        **same_settings.trainer_arguments(args), remove_unused_columns=False
     )
     trainer = Trainer(
         model=model,
