@@ -154,13 +154,15 @@ class Bench:
             ["--gradient-checkpointing"] if self.device["gradient_checkpointing"] else []
         )
 
-    def local(self, script: str, nproc: int) -> float:
-        """A contender under plain torchrun on this machine, as many ranks as UGRO ran."""
+    def local(self, script: str, job_dir: str) -> float:
+        """A contender under plain torchrun on this machine: as many ranks as UGRO's job ran,
+        with the threads its launch gave each."""
         self.runs += 1
+        config = json.loads((Path(job_dir) / "train_config.json").read_text())
         out = f"{self.root}/{script}-{self.runs}.json"
         argv = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        argv += [f"--nproc-per-node={nproc}", *self.contender_args(script, out)]
-        env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
+        argv += [f"--nproc-per-node={config['world_size']}", *self.contender_args(script, out)]
+        env = {**os.environ, "OMP_NUM_THREADS": threads(Path(job_dir))}
         done = subprocess.run(
             argv, capture_output=True, text=True, timeout=3600, check=False, env=env
         )
@@ -185,8 +187,7 @@ class Bench:
                 else value.replace(f":{job['rendezvous_port']}", f":{port}")
                 for previous, value in zip(["", *command], command[:wrapper], strict=False)
             ]
-            master = name == job["lead"] if "lead" in job else name.endswith("master")
-            node = None if master else next(n for n in box.nodes if n.name == name)
+            node = next((n for n in box.nodes if n.name == name), None)  # None: the master
             home = str(Path.home()) if node is None else node.home
             argv = [
                 "env", f"OMP_NUM_THREADS={threads(Path(job_dir))}",
@@ -382,12 +383,11 @@ def main(argv: list[str] | None = None) -> int:
         samples["ugro"].append(speed)
         if trl is None:
             trl = not args.no_trl and trl_available(box, run["job_dir"])
-        world = json.loads((Path(run["job_dir"]) / "train_config.json").read_text())["world_size"]
         for script, name in (("plain_trainer.py", "plain"), ("trl_sft.py", "trl")):
             if name == "trl" and not trl:
                 continue
             if box is None:
-                samples[name].append(bench.local(script, world))
+                samples[name].append(bench.local(script, run["job_dir"]))
             else:
                 samples[name].append(bench.by_hand(box, script, run["job_dir"]))
         if not args.smoke:  # the smoke run keeps to what CI covers nowhere else
