@@ -20,6 +20,7 @@ from ugro.health import monitor
 from ugro.queue.schedule import Placement
 from ugro.queue.submit import dispatched, queue_order
 from ugro.records.daemon_files import DaemonFiles, DaemonState
+from ugro.records.deployments import DeploymentFiles, all_deployments
 from ugro.records.history import JobRecord, Jobs
 from ugro.records.job_status import job_status
 from ugro.results.logview import LogView
@@ -242,3 +243,39 @@ def _tail(path: Path, lines: int, chunk: int = 64 * 1024) -> list[str]:
     except OSError:
         return []
     return text.splitlines()[-lines:]
+
+
+def deployment_row(files: DeploymentFiles, *, now: float | None = None) -> dict[str, Any]:
+    """A deployment as `ugro serve status --json` and /api/deployments show it: never its key."""
+    deployment, state = files.deployment(), files.state()
+    now = time.time() if now is None else now
+    stats = state.stats
+    return {
+        "name": deployment.name,
+        "node": deployment.node,
+        "url": deployment.url,
+        "engine": deployment.engine,
+        "base": deployment.base_id,
+        "models": deployment.model_ids,
+        "jobs": {m.model_id: m.job_id for m in deployment.models if m.job_id},
+        "state": state.state,
+        "message": state.message,
+        "needs_key": deployment.needs_key,
+        "created": deployment.created,
+        "uptime_s": round(now - state.serving_since, 1) if state.serving_since else None,
+        "restarts": state.restarts,
+        "requests": stats.get("requests"),
+        "refused": stats.get("refused"),
+        "latency_p50_ms": stats.get("latency_p50_ms"),
+        "latency_p99_ms": stats.get("latency_p99_ms"),
+        "tokens_per_s": stats.get("tokens_per_s"),
+        "updated_age_s": round(now - state.updated, 1) if state.updated else None,
+    }
+
+
+def deployments_view(cluster: Cluster) -> list[dict[str, Any]]:
+    rows = []
+    for files in all_deployments(cluster):
+        with contextlib.suppress(KeyError, TypeError, ValueError):
+            rows.append(deployment_row(files))
+    return rows

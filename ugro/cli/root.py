@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from ugro.cli import cluster, jobs, queue, sandbox
+from ugro.cli import cluster, jobs, queue, sandbox, serve
 from ugro.commands.context import Context
 from ugro.core.errors import ExitCode, UgroError
 from ugro.core.logs import setup_terminal
@@ -43,6 +43,7 @@ def cli(ctx: click.Context, config: str | None, verbose: int) -> None:
       ugro results exp1        how it went
       ugro daemon start        run the queue and watch the nodes' health
       ugro submit --name exp2  queue a job for when its nodes are free
+      ugro serve up exp1       talk to what exp1 trained (OpenAI-compatible API)
       ugro sandbox up          a 3-node cluster on this machine, to try things on
     """
     setup_terminal(verbose)
@@ -69,6 +70,7 @@ for _command in (
     queue.queue_command,
     queue.cancel_command,
     queue.daemon,
+    serve.serve,
     sandbox.sandbox,
 ):
     cli.add_command(_command)

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,6 +28,7 @@ from ugro.launch.definition import JobScript, LaunchRequest, code_files, lead_of
 from ugro.launch.job_playbooks import stop_quietly
 from ugro.network.check import preflight as network_preflight
 from ugro.nodes.runner import EventCallback, RunResult, run_playbook
+from ugro.records.deployments import serving_nodes
 from ugro.records.history import Jobs, now_iso
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def start_attempt(
     jobs = Jobs(cluster)
     script = JobScript.choose(request.script)
     code = code_files(cluster, script)
-    extravars = attempt_vars(request, job_id, script, args, attempt, nodes)
+    extravars = attempt_vars(request, job_id, script, args, attempt, nodes, serving_nodes(cluster))
     log.info(
         "launching %s (attempt %d) on %s: %s %s",
         job_id,
@@ -200,7 +201,11 @@ def attempt_vars(
     args: tuple[str, ...],
     attempt: int,
     nodes: list[str],
+    serving: Mapping[str, list[str]] | None = None,
 ) -> dict[str, Any]:
+    """The launch role's variables for one attempt (`serving`: the nodes that serve a
+    deployment, from the master's records, which the refusals name)."""
+    serving = {node: list(names) for node, names in (serving or {}).items() if node in nodes}
     return {
         **request.extravars,
         "ugro_job_id": job_id,
@@ -212,6 +217,7 @@ def attempt_vars(
         "ugro_launch_attempt": attempt,
         "ugro_launch_lead": lead_of(nodes),
         "ugro_launch_data_files": list(request.data_files),
+        "ugro_launch_serving": serving,
     }
 
 

@@ -28,7 +28,8 @@ def launch_refusals(
 
     `hosts` are the nodes still in the play after the preflight, `all_hosts` the job's nodes,
     `lead` the job's lead node (it hosts the rendezvous), `request` the job (job_id,
-    id_pattern, script, allow_drift, force, master_addr: the lead's address, master_port).
+    id_pattern, script, allow_drift, force, serving: {node: [deployment names]} from the
+    master's records, master_addr: the lead's address, master_port).
     """
     refusals = []
     job_id = str(request["job_id"])
@@ -65,6 +66,13 @@ def launch_refusals(
                 f"`ugro stop {other}` ends it (`ugro reset` every job's processes); "
                 "--force launches beside it"
             )
+        serving = request.get("serving") or {}
+        for host in all_hosts:
+            for name in serving.get(host) or ():
+                refusals.append(
+                    f"{host} serves {name}: `ugro serve down {name}` ends it; "
+                    "--force launches beside it"
+                )
     if lead in reports and reports[lead].get("free_port") is None:
         refusals.append(
             f"no free port from {request['master_port']} up on {request['master_addr']}"

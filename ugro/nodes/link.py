@@ -1,4 +1,5 @@
-"""The controller's line to one node of a job: its heartbeat stream, an SSH probe, a stop.
+"""A controller's line to a node: its heartbeat stream, an SSH probe, a stop (HeartbeatLink);
+a job's (NodeLink, jobctl) and a deployment's (ServeLink, servectl).
 
 Every job carries ugro's node-side job control (code/ugro_jobctl.py, from roles/ugro_job). The
 controller keeps one `jobctl watch` running on each node, over SSH (the master's own: a local
@@ -41,42 +42,54 @@ class Beat:
     received: float
 
 
-class NodeLink:
-    def __init__(self, cluster: Cluster, node: Node, job_id: str, *, interval: float = 1.0):
+class HeartbeatLink:
+    """A node's heartbeat stream (a watch command that prints a JSON report each interval, held
+    open over SSH) and a fresh SSH probe: what a job's controller and a deployment's controller
+    both decide a node's fate by. Subclasses say what to watch (`watch_command`)."""
+
+    def __init__(self, cluster: Cluster, node: Node, *, interval: float = 1.0):
         self.cluster = cluster
         self.node = node
-        self.job_id = job_id
         self.interval = interval
-        self.job_dir = str(PurePosixPath(node.experiments_path) / job_id)
         self.beat: Beat | None = None
         self.started = time.monotonic()
         self._process: subprocess.Popen[bytes] | None = None
         self._lock = threading.Lock()
+
+    def watch_command(self) -> list[str]:
+        raise NotImplementedError
 
     # -- commands on the node ---------------------------------------------------------------
     def argv(self, remote: list[str], *, keepalive: bool = False) -> list[str]:
         """`remote` run on the node: as it is on the master, else through ssh."""
         return on_node(self.cluster, self.node, remote, options=_KEEPALIVE if keepalive else ())
 
-    def jobctl(self, action: str, *extra: str) -> list[str]:
-        return [
-            self.node.python,
-            f"{self.job_dir}/{JOBCTL}",
-            action,
-            "--job-id",
-            self.job_id,
-            "--job-id-pattern",
-            JOB_ID_PATTERN,
-            "--job-dir",
-            self.job_dir,
-            *extra,
-        ]
+    def run_json(self, remote: list[str], *, timeout: float = 60) -> dict[str, Any]:
+        """`remote` run once on the node; the JSON object it prints, or {"unreachable": why}."""
+        try:
+            done = subprocess.run(
+                self.argv(remote),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return {"unreachable": f"no answer within {timeout:.0f}s"}
+        try:
+            report = json.loads(done.stdout)
+        except ValueError:
+            why = done.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"]
+            return {"unreachable": f"exit {done.returncode}: {why[-1]}"}
+        if not isinstance(report, dict):
+            return {"unreachable": "unreadable report"}
+        return report
 
     # -- the heartbeat stream -------------------------------------------------------------------
     def start(self) -> None:
         """(Re)start the node's watch stream; its reports arrive in a thread of their own."""
         self.close()
-        argv = self.argv(self.jobctl("watch", "--interval", str(self.interval)), keepalive=True)
+        argv = self.argv(self.watch_command(), keepalive=True)
         self.started = time.monotonic()
         process = subprocess.Popen(
             argv,
@@ -147,27 +160,65 @@ class NodeLink:
             return False
         return done.returncode == 0
 
+
+class NodeLink(HeartbeatLink):
+    """A job's link to one of its nodes: `jobctl watch` as the heartbeat, jobctl's actions."""
+
+    def __init__(self, cluster: Cluster, node: Node, job_id: str, *, interval: float = 1.0):
+        super().__init__(cluster, node, interval=interval)
+        self.job_id = job_id
+        self.job_dir = str(PurePosixPath(node.experiments_path) / job_id)
+
+    def watch_command(self) -> list[str]:
+        return self.jobctl("watch", "--interval", str(self.interval))
+
+    def jobctl(self, action: str, *extra: str) -> list[str]:
+        return [
+            self.node.python,
+            f"{self.job_dir}/{JOBCTL}",
+            action,
+            "--job-id",
+            self.job_id,
+            "--job-id-pattern",
+            JOB_ID_PATTERN,
+            "--job-dir",
+            self.job_dir,
+            *extra,
+        ]
+
     def run_jobctl(self, action: str, *extra: str, timeout: float = 60) -> dict[str, Any]:
         """One jobctl action on the node; its JSON report, or {"unreachable": why}."""
-        try:
-            done = subprocess.run(
-                self.argv(self.jobctl(action, *extra)),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            return {"unreachable": f"no answer within {timeout:.0f}s"}
-        try:
-            report = json.loads(done.stdout)
-        except ValueError:
-            why = done.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"]
-            return {"unreachable": f"exit {done.returncode}: {why[-1]}"}
-        if not isinstance(report, dict):
-            return {"unreachable": "unreadable report"}
-        return report
+        return self.run_json(self.jobctl(action, *extra), timeout=timeout)
 
     def stop(self, *, grace: float) -> dict[str, Any]:
         """Every process of the job on the node ended and checked gone (SIGTERM, grace, SIGKILL)."""
         return self.run_jobctl("stop", "--grace", str(grace), timeout=grace + 60)
+
+
+class ServeLink(HeartbeatLink):
+    """A deployment's link to its node: `servectl watch` (whether the server lives, its health
+    and figures) as the heartbeat; servectl's start and stop."""
+
+    def __init__(self, cluster: Cluster, node: Node, deployment_dir: str, *, interval: float = 1.0):
+        super().__init__(cluster, node, interval=interval)
+        self.deployment_dir = deployment_dir
+
+    def servectl(self, action: str, *extra: str) -> list[str]:
+        return [
+            self.node.python,
+            f"{self.deployment_dir}/code/servectl.py",
+            action,
+            "--dir",
+            self.deployment_dir,
+            *extra,
+        ]
+
+    def watch_command(self) -> list[str]:
+        return self.servectl("watch", "--interval", str(self.interval))
+
+    def start_server(self) -> dict[str, Any]:
+        return self.run_json(self.servectl("start", "--python", self.node.python), timeout=60)
+
+    def stop(self, *, grace: float) -> dict[str, Any]:
+        """Every process of the deployment ended and checked gone (SIGTERM, grace, SIGKILL)."""
+        return self.run_json(self.servectl("stop", "--grace", str(grace)), timeout=grace + 60)

@@ -27,7 +27,8 @@ BASE_PYTHON = Path("/usr/bin/python3")
 MARKER = ".ugro-sandbox-env.json"
 
 
-# What training needs (scripts/requirements.txt), so that `ugro sync` finds it all in place.
+# What training and serving need (scripts/requirements.txt), so that `ugro sync` finds it all
+# in place.
 TRAINING_PACKAGES = (
     "torch",
     "numpy",
@@ -38,6 +39,9 @@ TRAINING_PACKAGES = (
     "tensorboard",
     "psutil",
     "nvidia-ml-py",
+    # `ugro serve`: UGRO's own inference server.
+    "starlette",
+    "uvicorn",
 )
 
 

@@ -13,9 +13,21 @@ namespace, it keeps one node's reader from seeing another node's processes (root
 sees every namespace's).
 """
 
+import contextlib
 import os
+import shutil
+import signal
+import subprocess
+import time
 
 TAG = "UGRO_JOB_ID="
+# A deployment's server (`ugro serve`) carries this one: it is not a job, and a sweep of jobs
+# leaves it alone.
+DEPLOYMENT_TAG = "UGRO_DEPLOYMENT="
+
+# How long a stop waits for the GPUs to release the memory of the processes it ended (the
+# driver frees it a little after the process is gone).
+GPU_RELEASE_WAIT_S = 15.0
 
 
 def stat(pid):
@@ -49,9 +61,10 @@ def _own_pid_namespace():
         return None
 
 
-def tagged_processes(job_id=None):
+def tagged_processes(job_id=None, tag=TAG):
     """This user's live processes in this PID namespace that carry a UGRO job tag (job_id's
-    only, when given), in pid order, each as a dict: pid, ppid, job_id, rank, state, cmdline,
+    only, when given), in pid order (`tag`: another kind of UGRO process, such as a
+    deployment's server, DEPLOYMENT_TAG), each as a dict: pid, ppid, job_id, rank, state, cmdline,
     and role (agent, rank or other)."""
     namespace = _own_pid_namespace()
     uid = os.getuid()
@@ -69,9 +82,9 @@ def tagged_processes(job_id=None):
             with open(base + "/environ", "rb") as handle:
                 variables = handle.read().split(b"\0")
             tags = [
-                v[len(TAG) :].decode("utf-8", "replace")
+                v[len(tag) :].decode("utf-8", "replace")
                 for v in variables
-                if v.startswith(TAG.encode())
+                if v.startswith(tag.encode())
             ]
             if not tags or (job_id is not None and tags[0] != job_id):
                 continue
@@ -129,3 +142,62 @@ def _classify(processes):
             process["role"] = "rank"
         else:
             process["role"] = "other"
+
+
+# --- ending processes -------------------------------------------------------------------------
+
+
+def stop_pids(first, remaining, grace):
+    """SIGTERM `first`, SIGKILL what `remaining()` still finds after `grace`, then check that
+    none is left and that no GPU still holds memory for one of them (a job's processes, a
+    deployment's server)."""
+    started = time.monotonic()
+    for pid in first:
+        signal_pid(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and remaining():
+        time.sleep(0.1)
+    killed = remaining()
+    for pid in killed:
+        # A stopped process (kill -STOP) takes SIGKILL too; CONT lets it see it at once.
+        signal_pid(pid, signal.SIGKILL)
+        signal_pid(pid, signal.SIGCONT)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and remaining():
+        time.sleep(0.05)
+    gpu_held = gpu_holders(set(first))
+    deadline = time.monotonic() + GPU_RELEASE_WAIT_S
+    while gpu_held and time.monotonic() < deadline:
+        time.sleep(0.5)
+        gpu_held = gpu_holders(set(first))
+    return {
+        "signalled": len(first),
+        "killed": len(killed),
+        "left": remaining(),
+        "gpu_held": gpu_held,
+        "gpu_checked": shutil.which("nvidia-smi") is not None,
+        "took_s": round(time.monotonic() - started, 2),
+    }
+
+
+def gpu_holders(pids):
+    """Which of `pids` a GPU still lists as holding memory (nvidia-smi, where there is one)."""
+    if not pids or shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        done = subprocess.run(
+            ["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return []
+    listed = {int(line) for line in done.stdout.split() if line.strip().isdigit()}
+    return sorted(listed & pids)
+
+
+def signal_pid(pid, sig):
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)

@@ -13,28 +13,21 @@ can place them on its own clock without trusting the node's.
 """
 
 import argparse
-import contextlib
 import glob
 import json
 import os
 import re
 import select
-import shutil
-import signal
-import subprocess
 import sys
 import time
 
 # The one reader of a job's processes on a node (roles/ugro_health/module_utils): beside this
 # file in a job's code/ directory, or inlined before it when ugro sends it on stdin.
-from ugro_jobprocs import alive, tagged_processes
+from ugro_jobprocs import alive, stop_pids, tagged_processes
 
 # What ugro_rank.py writes when torchrun (or a stop) ends a rank with SIGTERM: a consequence of
 # a failure elsewhere, not a cause.
 TERMINATED = 143
-# How long a stop waits for the GPUs to release the memory of the processes it ended (the
-# driver frees it a little after the process is gone).
-GPU_RELEASE_WAIT_S = 15.0
 
 # How often a watch looks, between two heartbeats, for the job's end (a beat goes at once).
 ENDED_CHECK_S = 0.1
@@ -206,55 +199,7 @@ def stop(job_id, grace):
     """SIGTERM every process of the job, SIGKILL what is left after `grace`, then check that
     none remains and that no GPU still holds memory for one of them."""
     first = [p["pid"] for p in job_processes(job_id)]
-    return _stop_pids(first, lambda: [p["pid"] for p in job_processes(job_id)], grace)
-
-
-def _stop_pids(first, remaining, grace):
-    started = time.monotonic()
-    for pid in first:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and remaining():
-        time.sleep(0.1)
-    killed = remaining()
-    for pid in killed:
-        # A stopped process (kill -STOP) takes SIGKILL too; CONT lets it see it at once.
-        _signal(pid, signal.SIGKILL)
-        _signal(pid, signal.SIGCONT)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and remaining():
-        time.sleep(0.05)
-    gpu_held = _gpu_holders(set(first))
-    deadline = time.monotonic() + GPU_RELEASE_WAIT_S
-    while gpu_held and time.monotonic() < deadline:
-        time.sleep(0.5)
-        gpu_held = _gpu_holders(set(first))
-    return {
-        "signalled": len(first),
-        "killed": len(killed),
-        "left": remaining(),
-        "gpu_held": gpu_held,
-        "gpu_checked": shutil.which("nvidia-smi") is not None,
-        "took_s": round(time.monotonic() - started, 2),
-    }
-
-
-def _gpu_holders(pids):
-    """Which of `pids` a GPU still lists as holding memory (nvidia-smi, where there is one)."""
-    if not pids or shutil.which("nvidia-smi") is None:
-        return []
-    try:
-        done = subprocess.run(
-            ["nvidia-smi", "--query-compute-apps=pid", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return []
-    listed = {int(line) for line in done.stdout.split() if line.strip().isdigit()}
-    return sorted(listed & pids)
+    return stop_pids(first, lambda: [p["pid"] for p in job_processes(job_id)], grace)
 
 
 def sweep(job_id_pattern, kill, grace):
@@ -270,13 +215,8 @@ def sweep(job_id_pattern, kill, grace):
         def remaining():
             return [p["pid"] for p in tagged_processes() if pattern.match(p["job_id"])]
 
-        report.update(_stop_pids([p["pid"] for p in processes], remaining, grace))
+        report.update(stop_pids([p["pid"] for p in processes], remaining, grace))
     return report
-
-
-def _signal(pid, sig):
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.kill(pid, sig)
 
 
 # --- small readers ------------------------------------------------------------------------------
