@@ -9,9 +9,14 @@ job behind on it: what it started is stopped, so one failure does not become the
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +143,68 @@ def reference_run(sandbox: Sandbox) -> ReferenceRun:
     done = run_ugro("launch", "--name", "reference", *REFERENCE_TRAINING, env=env, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return ReferenceRun(done.stdout.split("Launched ", 1)[1].split(" ", 1)[0], done)
+
+
+# --- the dashboard in a real browser (test_dashboard, test_serve) --------------------------
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("UGRO_TEST_ARTIFACTS", REPO / "test-artifacts"))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+TOKEN = "dashboard-test-token-0123"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if CHROMIUM is None:
+        pytest.skip("no chromium here (apt-get install chromium; scripts/setup.sh does)")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        # Root (as in CI) cannot use chromium's sandbox; the pages are our own.
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def dashboard(sandbox) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ugro",
+            "--config",
+            str(sandbox.cluster_file),
+            "dashboard",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "UGRO_DASHBOARD_TOKEN": TOKEN},
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    try:
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)

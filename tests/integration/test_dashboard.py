@@ -5,81 +5,18 @@ $UGRO_TEST_ARTIFACTS (default test-artifacts/ in the checkout)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_ugro
+from tests.integration.conftest import TOKEN, shot
 from ugro.display.console import number
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
-ARTIFACTS = Path(os.environ.get("UGRO_TEST_ARTIFACTS", REPO / "test-artifacts"))
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-TOKEN = "dashboard-test-token-0123"
 # Long enough to watch: a step logged each step, for about half a minute on the sandbox.
 WATCHED = ["--", "--max-steps", "60", "--logging-steps", "1", "--save-strategy", "no"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-def browser() -> Iterator[object]:
-    if CHROMIUM is None:
-        pytest.skip("no chromium here (apt-get install chromium; scripts/setup.sh does)")
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    with playwright_api.sync_playwright() as playwright:
-        # Root (as in CI) cannot use chromium's sandbox; the pages are our own.
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def dashboard(sandbox) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ugro",
-            "--config",
-            str(sandbox.cluster_file),
-            "dashboard",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "UGRO_DASHBOARD_TOKEN": TOKEN},
-    )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    try:
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
 
 # Figures as the API gives them, with what they are: the page and the CLI must agree.
 SAMPLE_FIGURES = [
@@ -91,11 +28,6 @@ SAMPLE_FIGURES = [
     (34.56, "duration (s)"),
     (None, "best loss"),
 ]
-
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
 
 
 def test_a_running_jobs_curve_grows_in_the_browser(sandbox, dashboard, browser) -> None:

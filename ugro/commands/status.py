@@ -1,4 +1,5 @@
-"""`ugro status`: the cluster's last health check, and its running and recent jobs."""
+"""`ugro status`: the cluster's last health check, its running and recent jobs, and its
+deployments (`ugro serve`)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from ugro.commands.health import daemon_health
 from ugro.core.errors import ExitCode
 from ugro.core.files import read_json
 from ugro.records.controller_files import ControllerHandle
+from ugro.records.deployments import STOPPED, all_deployments
 from ugro.records.history import JobRecord, Jobs
 from ugro.records.job_status import job_status
+from ugro.views import deployments_view
 
 
 def controller_notes(jobs: Jobs, running: list[JobRecord]) -> list[str]:
@@ -44,8 +47,10 @@ def status(ctx: Context, *, recent: int = 10, as_json: bool = False) -> ExitCode
     # or lost node never holds this up. A controller that died with work left (a running job,
     # a retry to start, leftovers to end) is started again.
     revived = [r.job_id for r in records if revive(jobs, r)]
+    revived += [f"deployment {d.name}" for d in all_deployments(cluster) if d.ensure()]
     for job_id in revived:
         click.echo(f"{job_id}: its controller had stopped; started it again.", err=True)
+    deployments = [d for d in deployments_view(cluster) if d["state"] != STOPPED]
     if as_json:
         fresh = daemon_health(ctx)
         click.echo(
@@ -56,6 +61,7 @@ def status(ctx: Context, *, recent: int = 10, as_json: bool = False) -> ExitCode
                     if fresh
                     else None,
                     "jobs": [r.__dict__ | job_status(jobs, r).to_json() for r in records],
+                    "deployments": deployments,
                 },
                 indent=2,
                 sort_keys=True,
@@ -86,4 +92,8 @@ def status(ctx: Context, *, recent: int = 10, as_json: bool = False) -> ExitCode
             click.echo(line)
     else:
         click.echo("No jobs yet: `ugro launch --name exp1` starts one.")
+    if deployments:
+        from ugro.display.serving import deployments_table
+
+        console.print(deployments_table(deployments))
     return ExitCode.OK

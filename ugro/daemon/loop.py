@@ -37,6 +37,7 @@ from ugro.records.daemon_files import (
     QueueEntry,
     already_running,
 )
+from ugro.records.deployments import all_deployments, serving_nodes
 from ugro.records.history import JobRecord, Jobs, now_iso
 from ugro.web.serve import Listener, choose_token, serve_in_thread
 
@@ -128,6 +129,11 @@ class Daemon:
                 continue
             if ControllerHandle(self.jobs.experiment_dir(record.job_id)).ensure():
                 log.info("%s: its controller had stopped; started it again", record.job_id)
+        for deployment in all_deployments(self.cluster):
+            if deployment.ensure():
+                log.info(
+                    "deployment %s: its controller had stopped; started it again", deployment.name
+                )
         self.busy = self._busy(records)
         self._schedule(records)
         self.notices.look(records)
@@ -170,6 +176,8 @@ class Daemon:
             if working:
                 for name in self.jobs.nodes(record):
                     busy.setdefault(name, record.job_id)
+        for name, deployments in serving_nodes(self.cluster).items():
+            busy.setdefault(name, f"serves {', '.join(deployments)}")
         for name in self.health.deep_nodes:
             # Importing torch there now: a job would share the GPU with it.
             busy.setdefault(name, "the daemon's deep health probe")

@@ -128,6 +128,9 @@ def _place(
         if not node.healthy:
             return f"{name} {node.why or 'unhealthy'}"
         if name in taken:
+            # A job's id, or what else holds the node ("serves chat": a deployment).
+            if taken[name].startswith("serves "):
+                return f"{name} {taken[name]}"
             return f"{name} busy with {taken[name]}"
         if name in held:
             return f"{name} held for {held[name]}, earlier in the queue"

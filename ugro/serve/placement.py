@@ -59,6 +59,8 @@ def look(cluster: Cluster, node: Node, timeout: float = 60) -> NodeFacts:
         )
     except subprocess.TimeoutExpired:
         raise UsageError(f"{node.name} did not answer within {timeout:.0f}s") from None
+    except OSError as exc:  # the master's own interpreter (a local node) is missing
+        raise UsageError(f"{node.name}: cannot run {argv[0]}: {exc.strerror}") from None
     try:
         data = json.loads(done.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

@@ -4,8 +4,9 @@ shapes) and one static page that draws it with uPlot, shipped in the wheel.
 Who may ask: on loopback, anyone on this machine (as with the project's files); anywhere else
 only holders of the token (`Authorization: Bearer <token>`, or a cookie set by opening
 `/?token=<token>` once, which then redirects to a URL without it). Requests naming any other
-host are refused, so a web page cannot reach the API by rebinding a name to 127.0.0.1. Only GET
-exists; every response passes through a filter that blanks the secrets this process knows.
+host are refused, so a web page cannot reach the API by rebinding a name to 127.0.0.1. Every route
+is a GET but the serving page's prompt box (ugro.web.try_it, a POST with its own checks); every
+JSON response passes through a filter that blanks the secrets this process knows.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from ugro.core.errors import UgroError
 from ugro.records.history import Jobs
 from ugro.results.compare import compare as compare_jobs
 from ugro.results.summary import find_jobs, job_results
+from ugro.web.try_it import try_deployment
 
 STATIC = Path(__file__).parent / "static"
 COOKIE = "ugro_dashboard"
@@ -168,6 +170,9 @@ def create_app(cluster: Cluster, *, host: str = "127.0.0.1", token: str | None =
         except ValueError:
             return 0
 
+    async def try_it(request: Request) -> Any:
+        return await try_deployment(cluster, request)
+
     routes = [
         Route("/", lambda _: FileResponse(STATIC / "index.html")),
         Route("/api/cluster", answer(cluster_info)),
@@ -182,6 +187,8 @@ def create_app(cluster: Cluster, *, host: str = "127.0.0.1", token: str | None =
         ),
         Route("/api/jobs/{job}/telemetry", answer(lambda r: views.telemetry_view(directory(r)))),
         Route("/api/jobs/{job}/logs", answer(lambda r: views.logs_view(directory(r)))),
+        Route("/api/deployments", answer(lambda r: views.deployments_view(cluster))),
+        Route("/api/deployments/{name}/{kind}", try_it, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     hosts = ["127.0.0.1", "localhost", "[::1]", "::1"]

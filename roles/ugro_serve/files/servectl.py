@@ -108,6 +108,9 @@ def port_taken(host, port):
     """Why the server could not listen on host:port, or None."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     probe = socket.socket(family, socket.SOCK_STREAM)
+    # As the server binds (uvicorn sets it too): a port whose last connections linger in
+    # TIME_WAIT after a stop is free to listen on again.
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         probe.bind((host, port))
     except OSError as exc:

@@ -1,7 +1,8 @@
 // The UGRO dashboard: reads the JSON API (/api/..., the CLI's --json shapes) and draws it with
 // uPlot. Every value from the API goes into the page as text (textContent), never as markup.
 // Views: #/ (nodes, queue, jobs, health changes), #/job/<id> (live curves, ranks, nodes, logs),
-// #/compare?jobs=a,b (what differs, curves overlaid).
+// #/compare?jobs=a,b (what differs, curves overlaid), #/serving (deployments, and a prompt box
+// whose answer streams in as the deployment writes it).
 "use strict";
 
 const POLL_MS = 2000;
@@ -371,6 +372,97 @@ async function comparePage(view, ids) {
   chart(curves, "tokens/s", c.jobs, align(losses.map((l) => new Map(l.train.filter((p) => p.tokens_per_s !== null).map((p) => [p.step, p.tokens_per_s])))));
 }
 
+// --- serving ---------------------------------------------------------------------------------
+async function servingPage(view) {
+  const list = el("section");
+  const boxes = el("section");
+  view.append(list, boxes);
+  const made = new Set();
+  every(POLL_MS, async () => {
+    const deployments = await api("/api/deployments");
+    list.replaceChildren(el("h2", { text: "Deployments" }));
+    if (!deployments.length) {
+      list.append(el("p", { class: "muted", text: "None: `ugro serve up JOB` serves a job's adapter." }));
+    } else {
+      list.append(table(
+        ["name", "node", "URL", "engine", "models", "state", "requests", "p50 ms", "p99 ms", "tokens/s"],
+        deployments.map((d) => ({ cells: [d.name, d.node, d.url, d.engine, d.models.join(", "),
+          stateText(d.state, d.message ? `${d.state}: ${d.message}` : d.state), d.requests,
+          d.latency_p50_ms, d.latency_p99_ms, d.tokens_per_s] })),
+        [6, 7, 8, 9],
+      ));
+    }
+    for (const d of deployments.filter((x) => x.state === "serving" && !made.has(x.name))) {
+      made.add(d.name);
+      boxes.append(promptBox(d));
+    }
+  });
+}
+
+// One deployment's prompt box: a model, chat or completion, the text; the answer as it streams.
+function promptBox(deployment) {
+  const model = el("select", { "aria-label": "model" }, ...deployment.models.map((m) => el("option", { value: m, text: m })));
+  if (deployment.models.length > 1) model.value = deployment.models[1];
+  const kind = el("select", { "aria-label": "kind" }, el("option", { value: "chat", text: "chat" }), el("option", { value: "completions", text: "completion" }));
+  const prompt = el("textarea", { rows: "3", cols: "80", "aria-label": "prompt", placeholder: "Say something" });
+  const tokens = el("input", { type: "number", value: "64", min: "1", "aria-label": "max tokens" });
+  const temperature = el("input", { type: "number", value: "0", min: "0", max: "2", step: "0.1", "aria-label": "temperature" });
+  const send = el("button", { type: "button", text: "Send" });
+  const out = el("pre", { class: "log answer", "aria-label": "answer" });
+  const status = el("span", { class: "muted" });
+  send.addEventListener("click", async () => {
+    out.textContent = "";
+    status.textContent = "…";
+    send.disabled = true;
+    const chat = kind.value === "chat";
+    const body = { model: model.value, max_tokens: Number(tokens.value), temperature: Number(temperature.value) };
+    if (chat) body.messages = [{ role: "user", content: prompt.value }];
+    else body.prompt = prompt.value;
+    try {
+      const response = await fetch(`/api/deployments/${encodeURIComponent(deployment.name)}/${kind.value}`, {
+        method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+      });
+      if (!response.ok) {
+        const error = await response.json();
+        throw new Error(error.error && error.error.message ? error.error.message : error.error || response.statusText);
+      }
+      await readEvents(response, (event) => {
+        const choice = (event.choices || [])[0];
+        if (choice) out.textContent += chat ? (choice.delta.content || "") : (choice.text || "");
+        if (choice && choice.finish_reason) status.textContent = `done (${choice.finish_reason})`;
+      });
+    } catch (error) {
+      status.textContent = String(error.message || error);
+    } finally {
+      send.disabled = false;
+    }
+  });
+  return el("div", { class: "panel prompt", "data-deployment": deployment.name },
+    el("h3", { text: `Try ${deployment.name}` }),
+    el("div", {}, model, " ", kind, " max tokens ", tokens, " temperature ", temperature, " ", send, " ", status),
+    prompt, out);
+}
+
+// Server-sent events from a fetch response: each `data:` line's JSON, until [DONE].
+async function readEvents(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = event.split("\n").filter((l) => l.startsWith("data: ")).map((l) => l.slice(6)).join("");
+      if (data === "[DONE]") return;
+      if (data) onEvent(JSON.parse(data));
+    }
+  }
+}
+
 // --- routing ---------------------------------------------------------------------------------
 async function route() {
   timers.forEach(clearInterval);
@@ -383,6 +475,8 @@ async function route() {
   try {
     if (hash.startsWith("#/job/")) {
       await jobPage(view, decodeURIComponent(hash.slice(6)));
+    } else if (hash.startsWith("#/serving")) {
+      await servingPage(view);
     } else if (hash.startsWith("#/compare")) {
       const query = new URLSearchParams(hash.split("?")[1] || "");
       await comparePage(view, (query.get("jobs") || "").split(",").filter(Boolean));
