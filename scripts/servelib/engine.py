@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from servelib.models import Loaded
+from servelib.models import BASE_ROW, Loaded
 from servelib.sampling import find_stop, make_generator, next_token, safe_prefix
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ class Request:
     stop: tuple[str, ...] = ()
     seed: int | None = None
     n: int = 1
+    ignore_eos: bool = False  # vLLM's extension: exactly max_tokens (benchmarks)
     sink: Sink = lambda event: None
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -51,7 +52,9 @@ class _Row:
     choice: int
     generator: torch.Generator | None
     tokens: list[int] = field(default_factory=list)
-    text: str = ""
+    text: str = ""  # what the tokens up to read_offset decode to, whole characters only
+    prefix_offset: int = 0  # incremental detokenizing (as vLLM and TGI do it): the text of
+    read_offset: int = 0  # tokens[prefix_offset:read_offset] is known; only the tail is new
     sent: int = 0
     finish: str | None = None
 
@@ -140,8 +143,9 @@ class Engine:
         rows_of = {id(r): [row for row in rows if row.request is r] for r in batch}
         logits = self._forward(live, ids, mask, positions, cache)
         while True:
+            greedy = logits.argmax(-1).tolist()  # one call for every row that wants it
             for k, row in enumerate(live):
-                self._advance(row, logits[k])
+                self._advance(row, logits[k], greedy[k])
             keep = [k for k, row in enumerate(live) if row.finish is None]
             for request in [r for r in pending if all(row.finish for row in rows_of[id(r)])]:
                 pending.remove(request)
@@ -160,32 +164,45 @@ class Engine:
             logits = self._forward(live, step_ids, mask, positions, cache)
 
     def _forward(self, rows, ids, mask, positions, cache) -> torch.Tensor:
-        kwargs = {}
-        if self._peft:
-            kwargs["adapter_names"] = [self.loaded.row_name(r.request.model_id) for r in rows]
-        out = self.loaded.model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            use_cache=True,
-            **{self._cache_argument: cache},
-            **kwargs,
-        )
-        return out.logits[:, -1, :]
+        """One forward pass for every live row. Rows of one model take peft's plain path (the
+        adapter set active, or every adapter off for the base); only a batch that mixes models
+        pays for peft's per-row path (`adapter_names`)."""
+        inputs = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "position_ids": positions,
+            "use_cache": True,
+            self._cache_argument: cache,
+        }
+        model = self.loaded.model
+        if not self._peft:
+            return model(**inputs).logits[:, -1, :]
+        names = [self.loaded.row_name(r.request.model_id) for r in rows]
+        if len(set(names)) > 1:
+            return model(**inputs, adapter_names=names).logits[:, -1, :]
+        if names[0] == BASE_ROW:
+            with model.disable_adapter():
+                return model(**inputs).logits[:, -1, :]
+        if model.active_adapter != names[0]:
+            model.set_adapter(names[0])
+        return model(**inputs).logits[:, -1, :]
 
-    def _advance(self, row: _Row, logits: torch.Tensor) -> None:
+    def _advance(self, row: _Row, logits: torch.Tensor, greedy: int) -> None:
         request = row.request
         if request.cancelled.is_set():
             row.finish = "cancelled"
             return
-        token = next_token(logits, request.temperature, request.top_p, row.generator)
+        if request.temperature > 0:
+            token = next_token(logits, request.temperature, request.top_p, row.generator)
+        else:
+            token = greedy
         row.tokens.append(token)
         self.generated_tokens += 1
-        if token in self._eos:
+        self._detokenize(row)
+        text = row.text
+        if token in self._eos and not request.ignore_eos:
             row.finish = "stop"
-            text = self._text(row.tokens[:-1])
         else:
-            text = self._text(row.tokens)
             cut = find_stop(text, request.stop) if request.stop else None
             if cut is not None:
                 row.finish, text = "stop", text[:cut]
@@ -194,7 +211,7 @@ class Engine:
                 or len(request.prompt_ids) + len(row.tokens) >= self.loaded.context
             ):
                 row.finish = "length"
-        row.text = text
+                text += self._undecided(row)  # the last bytes, even as a partial character
         ready = len(text) if row.finish else safe_prefix(text, request.stop)
         if ready > row.sent:
             request.sink(("delta", row.choice, text[row.sent : ready]))
@@ -204,6 +221,19 @@ class Engine:
 
     def _text(self, tokens: list[int]) -> str:
         return self.loaded.tokenizer.decode(tokens, skip_special_tokens=True)
+
+    def _detokenize(self, row: _Row) -> None:
+        """Extend row.text by what the newest token completes, decoding only the last few
+        tokens: decoding the whole answer at every token costs its length squared."""
+        known = self._text(row.tokens[row.prefix_offset : row.read_offset])
+        now = self._text(row.tokens[row.prefix_offset :])
+        if len(now) > len(known) and not now.endswith("\ufffd"):
+            row.text += now[len(known) :]
+            row.prefix_offset, row.read_offset = row.read_offset, len(row.tokens)
+
+    def _undecided(self, row: _Row) -> str:
+        known = self._text(row.tokens[row.prefix_offset : row.read_offset])
+        return self._text(row.tokens[row.prefix_offset :])[len(known) :]
 
 
 def _cache_argument(model) -> str:

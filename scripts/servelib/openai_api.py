@@ -116,6 +116,9 @@ def parse(body: Any, *, chat: bool, loaded: Loaded, model_ids: list[str], cap: i
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise ApiError(400, "'stream' must be true or false", param="stream")
+    ignore_eos = body.get("ignore_eos", False)  # vLLM's extension, for benchmarks
+    if not isinstance(ignore_eos, bool):
+        raise ApiError(400, "'ignore_eos' must be true or false", param="ignore_eos")
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise ApiError(400, "'stream_options' must be an object", param="stream_options")
@@ -128,6 +131,7 @@ def parse(body: Any, *, chat: bool, loaded: Loaded, model_ids: list[str], cap: i
         stop=_stops(body.get("stop")),
         seed=seed,
         n=n,
+        ignore_eos=ignore_eos,
     )
     return Parsed(request, chat, stream, bool(options.get("include_usage")))
 

@@ -260,7 +260,8 @@ def test_a_stop_waits_for_gpu_memory_and_says_what_a_gpu_still_holds(
     monkeypatch.setenv("FAKE_GPU_PIDS", str(sleeper.pid))
     monkeypatch.setenv("FAKE_GPU_CALLS", str(calls))
     monkeypatch.setenv("FAKE_GPU_COUNTER", str(tmp_path / "calls"))
-    monkeypatch.setattr(jobctl, "GPU_RELEASE_WAIT_S", 2.0)
+    # The wait lives with the node's process helpers (ugro_jobprocs), which jobctl imports.
+    monkeypatch.setattr(sys.modules[jobctl.stop_pids.__module__], "GPU_RELEASE_WAIT_S", 2.0)
     try:
         wait_for(lambda: jobctl.job_processes(job_id), timeout=10)
         report = jobctl.stop(job_id, 2.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from typing import TYPE_CHECKING
 
 import click
 
@@ -20,7 +21,10 @@ from ugro.records.deployments import (
     all_deployments,
     deployments_root,
 )
-from ugro.serve.deploy import UpRequest
+from ugro.views import deployment_row
+
+if TYPE_CHECKING:
+    from ugro.serve.deploy import UpRequest
 
 UP_WAIT_S = 600.0
 DOWN_WAIT_S = 90.0
@@ -30,6 +34,7 @@ REVIVE_AFTER_S = 5.0
 
 
 def serve_up(ctx: Context, request: UpRequest, *, detach: bool = False) -> ExitCode:
+    # rich and ansible-runner, for `up` only: status, logs and down answer without them.
     from ugro.display.progress import RunProgress
     from ugro.serve.deploy import up
 
@@ -55,8 +60,6 @@ def serve_up(ctx: Context, request: UpRequest, *, detach: bool = False) -> ExitC
 
 
 def serve_status(ctx: Context, *, name: str | None = None, as_json: bool = False) -> ExitCode:
-    from ugro.views import deployment_row
-
     cluster = ctx.cluster()
     found = [_files(ctx, name)] if name else all_deployments(cluster)
     for files in found:
@@ -69,6 +72,7 @@ def serve_status(ctx: Context, *, name: str | None = None, as_json: bool = False
     if not rows:
         click.echo("No deployments: `ugro serve up JOB` serves a job's adapter.")
         return ExitCode.OK
+    # rich, for a person only: `serve status --json` answers without it.
     from ugro.display.console import console
     from ugro.display.serving import deployments_table
 

@@ -93,7 +93,7 @@ def status(ctx: Context, *, recent: int = 10, as_json: bool = False) -> ExitCode
     else:
         click.echo("No jobs yet: `ugro launch --name exp1` starts one.")
     if deployments:
-        from ugro.display.serving import deployments_table
+        from ugro.display.serving import deployments_table  # rich, as above
 
         console.print(deployments_table(deployments))
     return ExitCode.OK
