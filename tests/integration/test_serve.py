@@ -19,6 +19,7 @@ from tests.conftest import run_ugro
 from tests.integration.conftest import TOKEN, shot
 from tests.integration.jobkit import wait_for
 from ugro.config import load_cluster_file
+from ugro.core import processes
 from ugro.records.deployments import DeploymentFiles, all_deployments, deployments_root
 from ugro.records.history import Jobs
 from ugro.sandbox import faults
@@ -240,6 +241,20 @@ def test_serve_two_adapters_from_gpu1_through_faults(
     finally:
         faults.fault(sandbox.name, "gpu1", "heal")
     wait_for(lambda: files.state().state == "serving", 45, "serving after the heal")
+
+    # Its controller killed: the next look (`ugro serve status`, `ugro status`, the daemon)
+    # starts another, which picks the deployment up as it is.
+    controllers = processes.find(
+        lambda pid: f"ugro.serve\0{files.dir}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    )
+    assert len(controllers) == 1
+    processes.end(controllers)
+    revived = run_ugro("serve", "status", env=env)
+    assert "both: its controller had stopped; started it again." in revived.stderr
+    wait_for(files.alive, 10, "a new controller")
+    overall = json.loads(run_ugro("status", "--json", env=env).stdout)
+    assert [d["name"] for d in overall["deployments"]] == ["both"]
+    assert overall["deployments"][0]["state"] == "serving"
 
     # The key went nowhere it should not.
     for path in (files.log_path, *cluster.paths.runs.rglob("*")):

@@ -147,7 +147,8 @@ def state(directory, spec):
         "processes": len(server_pids(spec["name"])),
     }
     if report["alive"]:
-        health, _ = _get(spec, "/health")
+        # vLLM's /health answers before the model can serve; its /v1/models only once it can.
+        health, _ = _get(spec, "/v1/models" if spec.get("engine") == "vllm" else "/health")
         report["health"] = health
         if health == 200 and spec.get("engine") != "vllm":
             code, stats = _get(spec, "/ugro/stats")
