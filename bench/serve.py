@@ -134,7 +134,12 @@ def start_ugro(base: Path, adapter: Path, root: Path, port: int) -> subprocess.P
     (root / "spec.json").write_text(json.dumps(spec))
     log = open(root / "server.log", "wb")  # noqa: SIM115 - the server's, for its life
     return subprocess.Popen(
-        [sys.executable, str(REPO / "scripts" / "ugro_serve.py"), "--spec", str(root / "spec.json")],
+        [
+            sys.executable,
+            str(REPO / "scripts" / "ugro_serve.py"),
+            "--spec",
+            str(root / "spec.json"),
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
