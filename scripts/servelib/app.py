@@ -154,10 +154,24 @@ class Server:
         )
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple] = asyncio.Queue()
-        parsed.request.sink = lambda event: loop.call_soon_threadsafe(events.put_nowait, event)
+
+        counted = [True]
+
+        def deliver(event: tuple) -> None:
+            events.put_nowait(event)
+            if event[0] in ("done", "error") and counted[0]:
+                # The engine ends every request it took (a cancelled one too): counting it out
+                # here, not where the response ends, holds even for a client gone before its
+                # stream began.
+                counted[0] = False
+                self._release(client)
+
+        parsed.request.sink = lambda event: loop.call_soon_threadsafe(deliver, event)
+        self.in_flight[client] += 1
         try:
             engine.submit(parsed.request)
         except Full:
+            self._release(client)
             self.stats.refuse()
             raise ApiError(
                 503,
@@ -166,11 +180,10 @@ class Server:
                 code="overloaded",
                 retry_after=1,
             ) from None
-        self.in_flight[client] += 1
         started = time.monotonic()
         if parsed.stream:
             return StreamingResponse(
-                self._stream(parsed, events, client, started),
+                self._stream(parsed, events, started),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )
@@ -180,7 +193,8 @@ class Server:
             first = await self._collect(events, answer, started)
             done = True
         finally:
-            self._release(client, parsed, done)
+            if not done:  # the client left: its rows leave the batch at the next token
+                parsed.request.cancelled.set()
         self.stats.answered(time.monotonic() - started, first)
         return JSONResponse(answer.whole())
 
@@ -198,7 +212,7 @@ class Server:
                 return first
 
     async def _stream(
-        self, parsed: Parsed, events: asyncio.Queue, client: str, started: float
+        self, parsed: Parsed, events: asyncio.Queue, started: float
     ) -> AsyncIterator[str]:
         answer = Answer(parsed)
         first, done = None, False
@@ -221,14 +235,13 @@ class Server:
                     break
             yield "data: [DONE]\n\n"
         finally:
-            self._release(client, parsed, done)
+            if not done:
+                parsed.request.cancelled.set()
 
-    def _release(self, client: str, parsed: Parsed, done: bool) -> None:
+    def _release(self, client: str) -> None:
         self.in_flight[client] -= 1
         if self.in_flight[client] <= 0:
             del self.in_flight[client]
-        if not done:
-            parsed.request.cancelled.set()
 
 
 def _model(model_id: str, created: int, parent: str | None) -> dict[str, Any]:

@@ -103,7 +103,12 @@ class Engine:
 
     def run_forever(self) -> None:
         while True:
-            batch = [r for r in self._take() if not r.cancelled.is_set()]
+            batch = []
+            for request in self._take():
+                if request.cancelled.is_set():  # its client left while it waited
+                    request.sink(("done", len(request.prompt_ids), 0))
+                else:
+                    batch.append(request)
             if not batch:
                 continue
             started = time.monotonic()

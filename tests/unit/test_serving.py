@@ -372,3 +372,27 @@ def test_safe_prefix_holds_back_a_possible_stop_and_a_partial_character(
     assert safe_prefix("hello", ("xyz",)) == 5
     assert safe_prefix("caf\ufffd", ()) == 3
     assert find_stop("a\nb END c", ("END", "\n")) == 1
+
+
+def test_clients_that_leave_are_counted_out(served: Running) -> None:
+    """A client gone before its stream began, or in the middle of it, frees its place: the
+    engine ends every request it took, and that is where a client's count goes down."""
+    body = json.dumps({"model": "alpha", "prompt": "x", "max_tokens": 60, "stream": True})
+    head = (
+        f"POST /v1/completions HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {KEY}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    server = served.server
+    for _ in range(server.spec.max_per_client + 2):
+        with socket.create_connection(("127.0.0.1", served.port)) as sock:
+            sock.sendall((head + body).encode())
+    deadline = time.monotonic() + 10  # until the server has taken them in
+    while not server.in_flight and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert server.in_flight, "the requests never arrived"
+    deadline = time.monotonic() + 30  # their clients are gone: they end, and are counted out
+    while server.in_flight and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not served.server.in_flight
+    status, _, _ = served.post("/v1/completions", {"model": "alpha", "prompt": "x"})
+    assert status == 200

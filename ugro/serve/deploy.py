@@ -79,6 +79,10 @@ def up(cluster: Cluster, request: UpRequest, *, on_event: EventCallback | None =
         raise UsageError(f"--engine {request.engine}: expected one of {', '.join(engines.ENGINES)}")
     adapters = find_adapters(cluster, list(request.jobs))
     base = common_base(adapters)
+    if any(a.model_id == base.model_id for a in adapters):
+        raise UsageError(
+            f"job {base.model_id} has its base model's name: the two would share a model id"
+        )
     name = check_name(request.name or adapters[0].model_id)
     files = DeploymentFiles(deployments_root(cluster) / name)
     _refuse_existing(files)
