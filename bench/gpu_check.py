@@ -9,6 +9,8 @@ show, with one JSON of figures. scripts/gpu_check.sh installs what the machine l
    checkpointing, packed and unpacked (the built-in conversations).
 3. The balance probe's largest micro-batch, found by a real out-of-memory search.
 4. bench/throughput.py on the GPU: UGRO against the plain Trainer and TRL.
+5. bench/serve.py on the GPU: UGRO's own server against `generate` in a loop, and vLLM on the
+   same adapter where the machine's Python has vllm.
 
 On a machine without CUDA it runs the same steps smaller (the tiny Llama, a few steps, a
 declared memory budget for the probe, the throughput bench's smoke run): CI runs it so, to keep
@@ -16,13 +18,15 @@ it working; its figures mean nothing there.
 
     python bench/gpu_check.py                  # everything, into bench/results/gpu_check.json
     python bench/gpu_check.py --out DIR        # gpu_check.json, gpu_check.log (every step's
-                                               # output) and throughput.json into DIR; the
-                                               # jobs' own files stay in a scratch folder
+                                               # output), throughput.json and serve.json into
+                                               # DIR; the jobs' own files stay in a scratch
+                                               # folder
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -179,6 +183,21 @@ def main(argv: list[str] | None = None) -> int:
                 json.loads((out / "throughput.json").read_text()),
             )[1],
         )
+    # Serving: UGRO's own server against generate in a loop, and vLLM beside it where the
+    # machine's Python has vllm (bench/serve.py); off the GPU its smoke run.
+    serve = [PYTHON, "bench/serve.py", "--out", str(out / "serve.json")]
+    if gpu:
+        serve += ["--model", "llama-100m", "--repeats", "1"]
+        serve += ["--vllm"] if importlib.util.find_spec("vllm") else []
+    else:
+        serve += ["--smoke"]
+    timed(
+        "serving",
+        lambda: (
+            run(serve, out / "gpu_check.log", timeout=1200),
+            json.loads((out / "serve.json").read_text()),
+        )[1],
+    )
     report["total_s"] = round(time.monotonic() - started, 1)
     (out / "gpu_check.json").write_text(json.dumps(report | {"steps_s": steps_s}, indent=2))
     failed = [k for k, v in report.items() if isinstance(v, dict) and "error" in v]

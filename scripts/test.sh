@@ -17,4 +17,21 @@ echo "test: imports";      lint-imports --no-cache
 echo "test: pytest"
 # The suite is a budget: every run lists its slowest tests (the whole of .ci/run stays under
 # 20 minutes on a 2-core machine; README's Development section has the figures).
-exec python -m pytest --durations=40 "$@"
+if [ "$#" -gt 0 ]; then
+  exec python -m pytest --durations=40 "$@"
+fi
+# Two runs side by side: the sandbox's tests, in order on the session's one sandbox (they mostly
+# wait on nodes, heartbeats and timeouts: one core of two sat idle through a serial suite), and
+# every test that shares nothing with them (the unit tier, molecule, the built-in cluster's jobs
+# in projects of their own, the wheel, the GPU check on the CPU). The second one's report follows
+# the first's.
+beside="$(mktemp)"
+python -m pytest -m "not sandbox" --durations=20 >"$beside" 2>&1 &
+beside_pid=$!
+status=0
+python -m pytest -m sandbox --durations=40 || status=$?
+wait "$beside_pid" || status=$?
+echo "test: pytest -m 'not sandbox' (run beside the sandbox's tests)"
+cat "$beside"
+rm -f "$beside"
+exit "$status"

@@ -112,3 +112,15 @@ def run_ugro(
         env={**os.environ, **(env or {})},
         check=False,
     )
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` selects by markers
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that uses the sandbox carries the `sandbox` marker, whether its module says
+    so or only its fixtures do: scripts/test.sh runs `-m sandbox` (in order, on the session's
+    one sandbox) and `-m "not sandbox"` (everything that shares nothing with it) side by side."""
+    for item in items:
+        if "sandbox" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
+            "sandbox"
+        ):
+            item.add_marker(pytest.mark.sandbox)

@@ -79,21 +79,3 @@ def test_bench_smoke(sandbox, tmp_path) -> None:
     network = report["network"]
     assert network["free"]["busbw_gbps"] > 0 and network["limited"]["busbw_gbps"] > 0
     assert 0 < network["limited_pair_over_limit"] < 2
-
-
-def test_serve_bench_smoke(tmp_path, needs_torch) -> None:
-    """bench/serve.py's shortest form: the floor and UGRO's server, each level once."""
-    out = tmp_path / "serve.json"
-    done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "serve.py"), "--smoke", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    report = json.loads(out.read_text())
-    assert report["floor"]["tokens_per_s"] > 0 and report["floor"]["ttft_ms"] > 0
-    assert set(report["ugro"]) == {"1", "4"}
-    assert report["ratios"]["ugro_over_floor_tokens_per_s_at_4"] > 0
-    assert "ugro_own_cost_at_1" in report["ratios"]

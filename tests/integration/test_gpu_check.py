@@ -1,6 +1,7 @@
 """The GPU check (scripts/gpu_check.sh) runs on this CPU machine, smaller: every step it takes on
 a GPU (health, training packed and unpacked with and without checkpointing, the balance probe,
-the throughput bench against the plain Trainer) produces its figures, so the prepared run for a
+the throughput bench against the plain Trainer, serving against generate in a loop) produces its
+figures, so the prepared run for a
 lent GPU machine cannot rot. Nothing here is timed; its figures mean nothing on a CPU."""
 
 from __future__ import annotations
@@ -50,3 +51,7 @@ def test_the_gpu_check_runs_on_the_cpu(tmp_path) -> None:
     assert 1 <= probe["fit"] < 16 and probe["budget_source"] == "declared", probe
     speeds = report["throughput"]["tokens_per_s_per_rank"]
     assert min(speeds[k]["median"] for k in ("ugro", "plain")) > 0
+    # Serving (bench/serve.py's smoke run): the floor and UGRO's server, each level once.
+    serving = report["serving"]
+    assert serving["floor"]["tokens_per_s"] > 0 and set(serving["ugro"]) == {"1", "4"}
+    assert serving["ratios"]["ugro_over_floor_tokens_per_s_at_4"] > 0

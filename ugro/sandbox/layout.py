@@ -264,7 +264,9 @@ def cluster_yaml(sandbox: Sandbox) -> dict[str, Any]:
                 "connection": "local",
                 "accelerator": "cpu",
             },
-            "communication": {"backend": "c10d", "master_port": 29500, "timeout_seconds": 300},
+            # Not 29500, the built-in cluster's: the sandbox's lead is this machine too, and a
+            # sandbox job must never race a job of the built-in cluster for one port.
+            "communication": {"backend": "c10d", "master_port": 29400, "timeout_seconds": 300},
         },
         "workers": workers,
         "paths": {"project_root": str(sandbox.master_project)},
