@@ -20,18 +20,19 @@ echo "test: pytest"
 if [ "$#" -gt 0 ]; then
   exec python -m pytest --durations=40 "$@"
 fi
-# Two runs side by side: the sandbox's tests, in order on the session's one sandbox (they mostly
-# wait on nodes, heartbeats and timeouts: one core of two sat idle through a serial suite), and
-# every test that shares nothing with them (the unit tier, molecule, the built-in cluster's jobs
-# in projects of their own, the wheel, the GPU check on the CPU). The second one's report follows
-# the first's.
+# Two runs side by side: the sandbox's lane, its tests in order on the session's one sandbox
+# (they mostly wait on nodes, heartbeats and timeouts: one core of two sat idle through a serial
+# suite) with the tests that start UGRO jobs on this machine (the sandbox's master: a job there
+# would see their processes as another job's); and beside it every test that shares nothing
+# with them (most of the unit tier, molecule, torchrun on loopback, the wheel). The second
+# one's report follows the first's.
 beside="$(mktemp)"
-python -m pytest -m "not sandbox" --durations=20 >"$beside" 2>&1 &
+python -m pytest -m "not sandbox and not master_jobs" --durations=20 >"$beside" 2>&1 &
 beside_pid=$!
 status=0
-python -m pytest -m sandbox --durations=40 || status=$?
+python -m pytest -m "sandbox or master_jobs" --durations=40 || status=$?
 wait "$beside_pid" || status=$?
-echo "test: pytest -m 'not sandbox' (run beside the sandbox's tests)"
+echo "test: pytest -m 'not sandbox and not master_jobs' (run beside the sandbox's lane)"
 cat "$beside"
 rm -f "$beside"
 exit "$status"

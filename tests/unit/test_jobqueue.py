@@ -43,6 +43,16 @@ def test_one_node_jobs_on_different_nodes_start_together() -> None:
     assert reasons(decisions) == {"c": "gpu1 busy with a"}
 
 
+def test_a_node_that_serves_is_busy_and_says_with_what() -> None:
+    # The daemon marks a node that serves a deployment "serves NAME" (ugro/daemon/loop.py).
+    decisions = schedule(
+        [Waiting("a", Placement(nodes=("gpu1",))), Waiting("b", Placement(count=1))],
+        views(gpu1={"busy_with": "serves chat"}),
+    )
+    assert reasons(decisions) == {"a": "gpu1 serves chat"}
+    assert started(decisions) == {"b": ("gpu-master",)}
+
+
 def test_backfill_only_where_no_earlier_job_asks() -> None:
     # The head waits for gpu2 (busy); a later 1-node job may use gpu1, which the head does not
     # ask for, but never gpu-master, which it does.
