@@ -71,6 +71,7 @@ class Engine:
         self._waiting: deque[Request] = deque()
         self._wake = threading.Condition()
         self.generated_tokens = 0
+        self.submitted = 0  # every request taken in, for the figures and the tests
         self.busy_seconds = 0.0
         eos = loaded.tokenizer.eos_token_id
         self._eos = {eos} if isinstance(eos, int) else set(eos or ())
@@ -83,6 +84,7 @@ class Engine:
             if len(self._waiting) >= self.max_waiting:
                 raise Full
             self._waiting.append(request)
+            self.submitted += 1
             self._wake.notify()
 
     def waiting(self) -> int:

@@ -104,6 +104,8 @@ def test_a_token_is_required_when_set(cluster, served) -> None:
     assert get(f"{base}/api/jobs")[0] == 401
     assert get(f"{base}/")[0] == 401
     assert get(f"{base}/api/jobs", {"Authorization": "Bearer wrong"})[0] == 401
+    status, _, body = get(f"{base}/favicon.ico")  # what a browser asks for on the 401 page
+    assert (status, body) == (204, "")
     assert get(f"{base}/api/jobs", {"Authorization": "Bearer t0ken-for-tests"})[0] == 200
     status, headers, _ = get(f"{base}/?token=t0ken-for-tests")
     assert status == 303 and headers["location"] == "/"

@@ -383,13 +383,21 @@ def test_clients_that_leave_are_counted_out(served: Running) -> None:
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
     )
     server = served.server
-    for _ in range(server.spec.max_per_client + 2):
+    clients = server.spec.max_per_client + 2
+    engine = server.engine
+    assert engine is not None
+    submitted, before = engine.submitted, engine.submitted + server.stats.refused
+    for _ in range(clients):
         with socket.create_connection(("127.0.0.1", served.port)) as sock:
             sock.sendall((head + body).encode())
-    deadline = time.monotonic() + 10  # until the server has taken them in
-    while not server.in_flight and time.monotonic() < deadline:
-        time.sleep(0.005)
-    assert server.in_flight, "the requests never arrived"
+    # Each of them is taken in or refused; counting them there, not by watching in_flight
+    # (which a quick engine empties again between two looks), cannot miss them.
+    deadline = time.monotonic() + 30
+    while engine.submitted + server.stats.refused - before < clients:
+        assert time.monotonic() < deadline, "the requests never arrived"
+        time.sleep(0.01)
+    assert engine.submitted + server.stats.refused - before == clients
+    assert engine.submitted > submitted, "none of them was taken in"
     deadline = time.monotonic() + 30  # their clients are gone: they end, and are counted out
     while server.in_flight and time.monotonic() < deadline:
         time.sleep(0.02)

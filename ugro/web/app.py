@@ -22,7 +22,13 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -81,9 +87,14 @@ class TokenGate:
             return
         request = Request(scope)
         offered = request.query_params.get("token")
-        if offered is not None and request.url.path == "/" and self._valid(offered):
+        response: Any
+        if request.url.path == "/favicon.ico":
+            # No icon, and no second 401 in the console of a refused page (browsers ask for
+            # one after any page): nothing of the cluster is in an empty answer.
+            response = Response(status_code=204)
+        elif offered is not None and request.url.path == "/" and self._valid(offered):
             # Once: into an HttpOnly cookie, and off the URL (history, screenshots, referrers).
-            response: Any = RedirectResponse("/", status_code=303)
+            response = RedirectResponse("/", status_code=303)
             response.set_cookie(COOKIE, self.token, httponly=True, samesite="strict")
         elif self._valid(self._presented(request)):
             await self.app(scope, receive, send)
