@@ -113,7 +113,7 @@ def bench_daemon_launch(
     leave the daemon running (its project is the result's "project")."""
     with_daemon = project(base, workdir, "daemon-on", 2 if smoke else 60)
     without = project(base, workdir, "daemon-off", 60)
-    # (The smoke run syncs nothing: a job carries its code, and the sandbox is synced.)
+    # (The smoke run syncs nothing: a job carries its code, and its sandbox was synced once.)
     for config in () if smoke else (with_daemon, without):
         subprocess.run([*UGRO, "--config", str(config), "sync"], check=True, capture_output=True)
     start_daemon(with_daemon, nodes)

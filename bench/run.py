@@ -425,7 +425,7 @@ def medians(samples: dict[str, list[dict]]) -> dict[str, dict]:
 
 def bench_launch(box, files, size, reps, *, smoke: bool = False) -> dict:
     """`ugro launch` against the same torchrun commands started by hand over ssh (the smoke
-    run skips the sync: a job carries its code, and the test suite's sandbox is synced)."""
+    run skips the sync: a job carries its code, and its sandbox was synced once)."""
     config = files[size]
     if not smoke:
         subprocess.run([*UGRO, "--config", str(config), "sync"], check=True, capture_output=True)
@@ -535,7 +535,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
 
     name = args.sandbox or SANDBOX
-    if layout.load(name) is None:
+    fresh = layout.load(name) is None
+    if fresh:
         if args.sandbox:
             sys.exit(f"no sandbox {name} is up")
         print(f"bringing up a {max(sizes)}-node sandbox ...", flush=True)
@@ -554,6 +555,11 @@ def main(argv: list[str] | None = None) -> int:
             f"--name {name}` and rerun"
         )
     files = cluster_files(box, sizes, workdir, smoke=args.smoke)
+    if fresh and args.smoke:
+        # Its own new sandbox, synced once: the smoke run's sections sync nothing themselves.
+        subprocess.run(
+            [*UGRO, "--config", str(files[max(sizes)]), "sync"], check=True, capture_output=True
+        )
     report: dict = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),

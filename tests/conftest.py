@@ -117,9 +117,8 @@ def run_ugro(
 @pytest.hookimpl(tryfirst=True)  # before `-m` selects by markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Every test that uses the sandbox carries the `sandbox` marker, whether its module says
-    so or only its fixtures do: scripts/test.sh runs the sandbox's lane (`-m "sandbox or
-    master_jobs"`, in order, on the session's one sandbox) and beside it everything that shares
-    nothing with it."""
+    so or only its fixtures do: scripts/test.sh runs the sandbox's lane (`-m sandbox`, in order,
+    on the session's one sandbox) and beside it, in a PID namespace of its own, the rest."""
     for item in items:
         if "sandbox" in getattr(item, "fixturenames", ()) and not item.get_closest_marker(
             "sandbox"

@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import REPO
 
-pytestmark = [pytest.mark.slow, pytest.mark.master_jobs]
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.timeout(600)

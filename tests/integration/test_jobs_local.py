@@ -19,7 +19,7 @@ from tests.conftest import history_lines, run_ugro
 from ugro.config import load_cluster_file
 from ugro.records.history import Jobs
 
-pytestmark = [pytest.mark.slow, pytest.mark.master_jobs]
+pytestmark = pytest.mark.slow
 
 WRITE_AND_WAIT = """\
 import os, sys, time

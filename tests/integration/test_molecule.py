@@ -12,15 +12,9 @@ import pytest
 
 from tests.conftest import REPO
 
-# These scenarios start UGRO-tagged job processes on this machine (the sandbox's master too):
-# they run in the sandbox's lane (scripts/test.sh).
-MASTER_JOBS = ("ugro_job", "ugro_launch")
-ROLES = [
-    pytest.param(role, marks=pytest.mark.master_jobs) if role in MASTER_JOBS else role
-    for role in sorted(
-        p.parent.parent.parent.name for p in REPO.glob("roles/*/molecule/default/molecule.yml")
-    )
-]
+ROLES = sorted(
+    p.parent.parent.parent.name for p in REPO.glob("roles/*/molecule/default/molecule.yml")
+)
 
 
 @pytest.mark.slow

@@ -84,7 +84,6 @@ def installed(wheel: Path, venv: Path) -> Path:
     return python
 
 
-@pytest.mark.master_jobs  # its first launch trains on this machine
 def test_installed_wheel_runs_from_anywhere(wheel: Path, tmp_path: Path) -> None:
     """A newcomer's first commands, with ugro installed and no cluster.yaml anywhere: health is
     green and the first launch trains (the job carries the wheel's own scripts)."""

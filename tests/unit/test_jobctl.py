@@ -19,10 +19,6 @@ import pytest
 from tests.conftest import REPO
 from ugro.nodes import scripts
 
-# Its job processes carry UGRO_JOB_ID on this machine, the sandbox's master too.
-pytestmark = pytest.mark.master_jobs
-
-
 PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}_[0-9]{8}_[0-9]{6}$"
 
 jobctl = scripts.load(scripts.JOBCTL, "jobctl")
