@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from ugro.cli import cluster, jobs, queue, sandbox, serve
+from ugro.cli import cluster, jobs, node, queue, sandbox, serve
 from ugro.commands.context import Context
 from ugro.core.errors import ExitCode, UgroError
 from ugro.core.logs import setup_terminal
@@ -38,6 +38,8 @@ def cli(ctx: click.Context, config: str | None, verbose: int) -> None:
 
     \b
     Quick start:
+      ugro init                a cluster.yaml for this machine, UGRO's own SSH key
+      ugro node add gpu1 --ip ADDRESS --user USER   enrol a machine (its host key checked)
       ugro health              check every node (GPU, torch, disk, SSH)
       ugro launch --name exp1  train on every node, follow it, bring the results home
       ugro results exp1        how it went
@@ -51,6 +53,8 @@ def cli(ctx: click.Context, config: str | None, verbose: int) -> None:
 
 
 for _command in (
+    node.init_command,
+    node.node,
     cluster.health,
     cluster.netcheck,
     cluster.status,

@@ -37,6 +37,12 @@ def sandbox() -> None:
     metavar="SPEC",
     help="Packages for the nodes' environment (default: torch at this machine's version).",
 )
+@click.option(
+    "--bare",
+    is_flag=True,
+    help="Nodes as machines are before enrolment: a password login only, no key of the "
+    "master's, no known host key (try `ugro init` and `ugro node add` on them).",
+)
 def sandbox_up(
     name: str,
     count: int | None,
@@ -44,6 +50,7 @@ def sandbox_up(
     subnet: str,
     wheelhouse: str | None,
     packages: tuple[str, ...],
+    bare: bool,
 ) -> int:
     """Bring a sandbox up and write its cluster.yaml."""
     from ugro.commands import sandbox as run
@@ -58,7 +65,12 @@ def sandbox_up(
         )
         count = legacy_count
     return run.up(
-        name=name, nodes=count or 3, subnet=subnet, wheelhouse=wheelhouse, packages=packages
+        name=name,
+        nodes=count or 3,
+        subnet=subnet,
+        wheelhouse=wheelhouse,
+        packages=packages,
+        bare=bare,
     )
 
 
@@ -86,7 +98,9 @@ def sandbox_status(name: str, as_json: bool) -> int:
 @click.argument("node")
 @click.argument(
     "action",
-    type=click.Choice(["down", "up", "partition", "heal", "slow", "cpu", "mtu", "block"]),
+    type=click.Choice(
+        ["down", "up", "partition", "heal", "slow", "cpu", "mtu", "block", "hide", "reinstall"]
+    ),
 )
 @sandbox_name_option
 @click.option("--delay-ms", type=click.IntRange(min=0), help="slow: added delay each way (netem).")
@@ -96,6 +110,9 @@ def sandbox_status(name: str, as_json: bool) -> int:
 )
 @click.option("--mtu", type=click.IntRange(576, 9000), help="mtu: the node's link MTU.")
 @click.option("--peer", metavar="NODE", help="block: the worker whose packets this one drops.")
+@click.option(
+    "--tool", type=click.Choice(["python3", "rsync"]), help="hide: the program the node lacks."
+)
 def sandbox_fault(
     name: str,
     node: str,
@@ -105,10 +122,12 @@ def sandbox_fault(
     percent: int | None,
     mtu: int | None,
     peer: str | None,
+    tool: str | None,
 ) -> int:
     """Inject a fault: NODE down|up, partition|heal, slow --delay-ms N / --rate-kbit N,
-    cpu --percent N (a slower node), mtu --mtu N, block --peer NODE (the pair cannot connect).
-    heal undoes every one but down."""
+    cpu --percent N (a slower node), mtu --mtu N, block --peer NODE (the pair cannot connect),
+    hide --tool T (a program it lacks), reinstall (a new host key). heal undoes every one but
+    down and reinstall."""
     from ugro.commands import sandbox as run
 
     return run.fault(
@@ -120,4 +139,5 @@ def sandbox_fault(
         percent=percent,
         mtu=mtu,
         peer=peer,
+        tool=tool,
     )

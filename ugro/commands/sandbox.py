@@ -13,7 +13,13 @@ from ugro.sandbox import faults, lifecycle
 
 
 def up(
-    *, name: str, nodes: int, subnet: str, wheelhouse: str | None, packages: tuple[str, ...]
+    *,
+    name: str,
+    nodes: int,
+    subnet: str,
+    wheelhouse: str | None,
+    packages: tuple[str, ...],
+    bare: bool = False,
 ) -> ExitCode:
     started = time.monotonic()
     box = lifecycle.up(
@@ -22,6 +28,7 @@ def up(
         subnet=subnet,
         wheelhouse=wheelhouse,
         packages=list(packages) or None,
+        bare=bare,
         echo=lambda line: click.echo(line, err=True),
     )
     click.echo(
@@ -29,7 +36,15 @@ def up(
         f"in {time.monotonic() - started:.1f}s."
     )
     click.echo(f"Cluster file: {box.cluster_file}")
-    click.echo(f"Try it:       ugro --config {box.cluster_file} health")
+    if box.bare:
+        click.echo(f"Its nodes are bare; their users' password is in {box.password_file}.")
+        for node in box.nodes:
+            click.echo(
+                f"Enrol:        ugro --config {box.cluster_file} node add {node.name} "
+                f"--ip {node.address} --user {node.user}"
+            )
+    else:
+        click.echo(f"Try it:       ugro --config {box.cluster_file} health")
     return ExitCode.OK
 
 
@@ -65,6 +80,7 @@ def fault(
     percent: int | None = None,
     mtu: int | None = None,
     peer: str | None = None,
+    tool: str | None = None,
 ) -> ExitCode:
     faults.fault(
         name,
@@ -75,6 +91,7 @@ def fault(
         percent=percent,
         mtu=mtu,
         peer=peer,
+        tool=tool,
     )
     click.echo(f"{node}: {action} done.")
     return ExitCode.OK

@@ -179,12 +179,15 @@ def lock_held(path: Path) -> bool:
     return False
 
 
-def spawn_detached(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+def spawn_detached(
+    argv: list[str], log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start `argv` in a session of its own, without a terminal, its output appended to
     `log_path`: closing the terminal or killing the caller leaves it running."""
     with open(log_path, "ab") as log_file:
         return subprocess.Popen(
             argv,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from ugro.core.cluster import Cluster, Node
 from ugro.core.files import append_jsonl
-from ugro.nodes import scripts
+from ugro.nodes import hostkeys, scripts
 from ugro.nodes.inventory import environment_vars
 from ugro.nodes.ssh import on_node
 
@@ -154,10 +154,12 @@ def light_probe(cluster: Cluster, node: Node, now: float, previous: Sample | Non
         report = None
     if done.returncode != 0 or not isinstance(report, dict):
         lines = done.stderr.decode("utf-8", "replace").strip().splitlines()
-        reason = lines[-1] if lines else f"exit {done.returncode}"
+        reason = lines[-1][:200] if lines else f"exit {done.returncode}"
+        # A refused host key says which changed into which, and the way out.
+        reason = hostkeys.explain(cluster, node, " ".join(lines)) or reason
         # ssh itself exits 255 when it cannot reach or log in to the node.
         status: Status = "down" if done.returncode == 255 else "unhealthy"
-        return Sample(node.name, now, "light", status, (reason[:200],))
+        return Sample(node.name, now, "light", status, (reason,))
     return judge(node.name, now, report, previous)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from ugro.core.cluster import Cluster, Node
 from ugro.core.layout import CODE_DIR, JOB_ID_PATTERN, JOBCTL_FILE
+from ugro.nodes import hostkeys
 from ugro.nodes.ssh import on_node
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ class HeartbeatLink:
             report = json.loads(done.stdout)
         except ValueError:
             why = done.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"]
-            return {"unreachable": f"exit {done.returncode}: {why[-1]}"}
+            said = hostkeys.explain(self.cluster, self.node, " ".join(why)) or why[-1]
+            return {"unreachable": f"exit {done.returncode}: {said}"}
         if not isinstance(report, dict):
             return {"unreachable": "unreadable report"}
         return report

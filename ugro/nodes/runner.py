@@ -25,7 +25,7 @@ from typing import Any
 
 from ugro.core.cluster import Cluster
 from ugro.core.errors import RunError
-from ugro.nodes import assets
+from ugro.nodes import assets, hostkeys
 from ugro.nodes.inventory import build_inventory
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,17 @@ def _failure_message(res: Mapping[str, Any]) -> str:
     if stderr and (not message or message.startswith("non-zero return code")):
         message = stderr.splitlines()[-1]
     return " ".join(message.split()) or "failed"
+
+
+def _explain_host_keys(cluster: Cluster, hosts: Mapping[str, HostOutcome]) -> None:
+    """A node refused for its host key: ssh's banner of @ signs becomes one line with the known
+    and the offered fingerprints and `ugro node rekey` as the way out."""
+    for outcome in hosts.values():
+        if outcome.unreachable and outcome.name in cluster.node_names:
+            node = cluster.node(outcome.name)
+            outcome.message = hostkeys.explain(cluster, node, outcome.message or "") or (
+                outcome.message
+            )
 
 
 def _unreachable_message(res: Mapping[str, Any]) -> str:
@@ -300,6 +311,7 @@ def run_playbook(
             for number, handler in handlers.items():
                 signal.signal(number, handler)
     artifact_dir = Path(runner.config.artifact_dir) if runner.config.artifact_dir else None
+    _explain_host_keys(cluster, collector.hosts)
     result = RunResult(
         playbook=Path(arguments["playbook"]).stem,
         status=runner.status,

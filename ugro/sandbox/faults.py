@@ -2,8 +2,9 @@
 
 down (every process of the node killed, as by a power cut), up, partition (its link down),
 slow (netem delay or a tbf rate on both ends), cpu --percent (its processes held to a share of
-a CPU, ugro.sandbox.throttle), mtu, block --peer (a pair that cannot connect), and heal, which
-undoes every one but down.
+a CPU, ugro.sandbox.throttle), mtu, block --peer (a pair that cannot connect), hide --tool (a
+program the node seems never to have had), reinstall (a new host key), and heal, which undoes
+every one but down and reinstall.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from ugro.core import processes
 from ugro.core.errors import SandboxError, UsageError
 from ugro.sandbox import layout, system, throttle
 from ugro.sandbox.layout import NodePlan, Sandbox
-from ugro.sandbox.lifecycle import start_sshd, wait_for_sshd
+from ugro.sandbox.lifecycle import make_host_key, start_sshd, wait_for_sshd
 
-FAULTS = ("down", "up", "partition", "heal", "slow", "cpu", "mtu", "block")
+FAULTS = ("down", "up", "partition", "heal", "slow", "cpu", "mtu", "block", "hide", "reinstall")
 DEFAULT_MTU = 1500
+# What a machine may lack before it is enrolled (`hide --tool`): what `ugro node add` checks.
+HIDEABLE = ("python3", "rsync")
 
 
 def fault(
@@ -30,6 +33,7 @@ def fault(
     percent: int | None = None,
     mtu: int | None = None,
     peer: str | None = None,
+    tool: str | None = None,
 ) -> NodePlan:
     system.check_prerequisites()
     sandbox = layout.load(name)
@@ -57,6 +61,9 @@ def fault(
         for name in list(node.blocked):
             _block(sandbox, node, sandbox.node(name), add=False)
         _throttle(sandbox, node, 0)
+        if node.hidden:
+            node.hidden = []
+            _restart(sandbox, node)
     elif action == "cpu":
         if percent is None or not 1 <= percent <= 100:
             raise UsageError("cpu needs --percent N, 1 to 100 (100: no limit)")
@@ -73,6 +80,18 @@ def fault(
         if other.name == node.name:
             raise UsageError(f"block --peer {peer}: a node cannot block itself")
         _block(sandbox, node, other, add=True)
+    elif action == "hide":
+        if tool not in HIDEABLE:
+            raise UsageError(f"hide needs --tool, one of: {', '.join(HIDEABLE)}")
+        if tool not in node.hidden:
+            node.hidden.append(tool)
+        _restart(sandbox, node)
+    elif action == "reinstall":
+        # A new host key, as the machine would have after a reinstall: its users and files stay.
+        for key in sandbox.node_dir(node).glob("ssh_host_ed25519_key*"):
+            key.unlink()
+        make_host_key(sandbox, node)
+        _restart(sandbox, node)
     elif action == "slow":
         if delay_ms is None and rate_kbit is None:
             raise UsageError("slow needs --delay-ms N and/or --rate-kbit N")
@@ -81,6 +100,14 @@ def fault(
         raise UsageError(f"unknown fault {action!r}; expected one of: {', '.join(FAULTS)}")
     sandbox.save()
     return node
+
+
+def _restart(sandbox: Sandbox, node: NodePlan) -> None:
+    """The node's sshd (and everything it started) ended and started again."""
+    processes.end(system.netns_pids(node.netns))
+    start_sshd(sandbox, node)
+    wait_for_sshd(sandbox, [node])
+    node.down = False
 
 
 def _throttle(sandbox: Sandbox, node: NodePlan, percent: int) -> None:

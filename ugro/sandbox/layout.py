@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shlex
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,9 @@ class NodePlan:
     throttle_pid: int | None = None
     mtu: int = 0  # 0: the default
     blocked: list[str] = field(default_factory=list)  # peers whose packets are dropped
+    # Programs the node seems not to have (`fault NODE hide --tool T`): /dev/null is bound over
+    # each in the node's own mount namespace, as on a machine where they were never installed.
+    hidden: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -68,6 +72,9 @@ class Sandbox:
     env_dir: str
     master_user: str
     nodes: list[NodePlan] = field(default_factory=list)
+    # Bare nodes (`up --bare`), as machines are before they are enrolled: their users log in
+    # with a password only, and the master knows neither their keys nor their host keys.
+    bare: bool = False
 
     # -- files ------------------------------------------------------------------------------
     @property
@@ -89,6 +96,11 @@ class Sandbox:
     @property
     def known_hosts(self) -> Path:
         return self.root / "known_hosts"
+
+    @property
+    def password_file(self) -> Path:
+        """A bare sandbox's node users' password (mode 0600): what their owner would type."""
+        return self.root / "node_password"
 
     @property
     def master_project(self) -> Path:
@@ -231,6 +243,14 @@ def load(name: str) -> Sandbox | None:
         ) from None
 
 
+def rendezvous_port(sandbox_name: str) -> int:
+    """Each sandbox's own rendezvous port, never 29500 (the built-in cluster's): every sandbox's
+    lead is this machine, and jobs of two clusters must never race for one port."""
+    if sandbox_name == DEFAULT_NAME:
+        return 29400
+    return 29401 + zlib.crc32(sandbox_name.encode()) % 98
+
+
 def cluster_yaml(sandbox: Sandbox) -> dict[str, Any]:
     """The sandbox as a cluster.yaml in the seed's schema."""
     workers = [
@@ -264,9 +284,11 @@ def cluster_yaml(sandbox: Sandbox) -> dict[str, Any]:
                 "connection": "local",
                 "accelerator": "cpu",
             },
-            # Not 29500, the built-in cluster's: the sandbox's lead is this machine too, and a
-            # sandbox job must never race a job of the built-in cluster for one port.
-            "communication": {"backend": "c10d", "master_port": 29400, "timeout_seconds": 300},
+            "communication": {
+                "backend": "c10d",
+                "master_port": rendezvous_port(sandbox.name),
+                "timeout_seconds": 300,
+            },
         },
         "workers": workers,
         "paths": {"project_root": str(sandbox.master_project)},

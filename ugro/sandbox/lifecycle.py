@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import pwd
+import secrets
 import shutil
 import sys
 import time
@@ -19,14 +20,17 @@ import yaml
 
 from ugro.core import processes
 from ugro.core.errors import SandboxError, UsageError
+from ugro.nodes import hostkeys
 from ugro.sandbox import layout, system
 from ugro.sandbox.layout import NodePlan, Sandbox
 from ugro.sandbox.nodeenv import default_packages, ensure_env
+from ugro.sandbox.nodeinit import HIDE_ENV
 
 log = logging.getLogger(__name__)
 Echo = Callable[[str], None]
 
 SSHD_READY_TIMEOUT = 20.0
+NODE_PATH = "/usr/local/bin:/usr/bin:/bin"  # what sshd gives a node user's commands
 SSHD_CONFIG = """\
 # Written by `ugro sandbox up` for node {node}.
 ListenAddress {address}
@@ -36,7 +40,7 @@ PidFile none
 AllowUsers {user}
 AuthorizedKeysFile .ssh/authorized_keys
 PubkeyAuthentication yes
-PasswordAuthentication no
+PasswordAuthentication {passwords}
 KbdInteractiveAuthentication no
 PermitRootLogin no
 UsePAM no
@@ -60,12 +64,14 @@ def up(
     subnet: str = layout.DEFAULT_SUBNET,
     packages: list[str] | None = None,
     wheelhouse: str | None = None,
+    bare: bool = False,
     echo: Echo = print,
 ) -> Sandbox:
     system.check_prerequisites()
     if layout.load(name) is not None:
         raise UsageError(f"sandbox {name} is already up; `ugro sandbox down` first to remake it")
     sandbox = layout.plan(name, nodes, subnet, master_user=_current_user())
+    sandbox.bare = bare
     _check_free(sandbox)
     ensure_env(
         Path(sandbox.env_dir), packages or default_packages(), wheelhouse=wheelhouse, echo=echo
@@ -146,6 +152,10 @@ def _make(sandbox: Sandbox) -> None:
         ]
     )
     public_key = sandbox.identity_file.with_suffix(".pub").read_text(encoding="utf-8")
+    password = None
+    if sandbox.bare:
+        password = secrets.token_urlsafe(12)
+        hostkeys.write_private(sandbox.password_file, password + "\n")
     prefix = ipaddress.ip_network(sandbox.subnet).prefixlen
 
     system.run(["ip", "link", "add", sandbox.bridge, "type", "bridge"])
@@ -155,14 +165,14 @@ def _make(sandbox: Sandbox) -> None:
     marker = _user_marker(sandbox.name)
     for node in sandbox.nodes:
         _make_network(sandbox, node, prefix)
-        _make_user(node, marker, public_key)
+        _make_user(node, marker, None if sandbox.bare else public_key, password)
         sandbox.save()
 
     # Host keys are independent of each other: make them side by side.
     with ThreadPoolExecutor(max_workers=8) as pool:
-        list(pool.map(lambda node: _make_host_key(sandbox, node), sandbox.nodes))
+        list(pool.map(lambda node: make_host_key(sandbox, node), sandbox.nodes))
     known = []
-    for node in sandbox.nodes:
+    for node in [] if sandbox.bare else sandbox.nodes:
         host_key = (sandbox.node_dir(node) / "ssh_host_ed25519_key.pub").read_text().split()
         known.append(f"{node.address} {host_key[0]} {host_key[1]}\n")
     sandbox.known_hosts.write_text("".join(known), encoding="utf-8")
@@ -201,7 +211,7 @@ def _make_network(sandbox: Sandbox, node: NodePlan, prefix: int) -> None:
         system.run(system.in_netns(node.netns, argv))
 
 
-def _make_user(node: NodePlan, marker: str, public_key: str) -> None:
+def _make_user(node: NodePlan, marker: str, public_key: str | None, password: str | None) -> None:
     system.run(
         [
             "useradd",
@@ -218,23 +228,33 @@ def _make_user(node: NodePlan, marker: str, public_key: str) -> None:
     # useradd leaves the password field locked ('!'), which sshd without PAM treats as a locked
     # account even for key logins; '*' means "no password" without locking the account.
     system.run(["usermod", "--password", "*", node.user])
+    if password is not None:  # on chpasswd's stdin: never in an argv that ps would show
+        system.run(["chpasswd"], input=f"{node.user}:{password}\n")
     entry = pwd.getpwnam(node.user)
     ssh_dir = Path(node.home) / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    os.chown(ssh_dir, entry.pw_uid, entry.pw_gid)
+    if public_key is None:  # bare: the key is installed by whoever enrols the node
+        return
     keys = ssh_dir / "authorized_keys"
     keys.write_text(public_key, encoding="utf-8")
     keys.chmod(0o600)
-    for path in (ssh_dir, keys):
-        os.chown(path, entry.pw_uid, entry.pw_gid)
+    os.chown(keys, entry.pw_uid, entry.pw_gid)
 
 
-def _make_host_key(sandbox: Sandbox, node: NodePlan) -> None:
+def make_host_key(sandbox: Sandbox, node: NodePlan) -> None:
     directory = sandbox.node_dir(node)
     directory.mkdir(parents=True, exist_ok=True)
     key = directory / "ssh_host_ed25519_key"
     system.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", node.name, "-f", str(key)])
     (directory / "sshd_config").write_text(
-        SSHD_CONFIG.format(node=node.name, address=node.address, host_key=key, user=node.user),
+        SSHD_CONFIG.format(
+            node=node.name,
+            address=node.address,
+            host_key=key,
+            user=node.user,
+            passwords="yes" if sandbox.bare else "no",
+        ),
         encoding="utf-8",
     )
 
@@ -267,9 +287,23 @@ def start_sshd(sandbox: Sandbox, node: NodePlan) -> None:
     )
     # ip netns exec execs unshare, which forks the namespace's first process (nodeinit, then
     # sshd) and waits for it: the pid is unshare's, alive as long as sshd is.
-    process = processes.spawn_detached(argv, directory / "sshd.log")
+    env = None
+    if node.hidden:
+        env = {**os.environ, HIDE_ENV: ":".join(_program_files(node.hidden))}
+    process = processes.spawn_detached(argv, directory / "sshd.log", env=env)
     node.sshd_pid = process.pid
     node.down = False
+
+
+def _program_files(programs: list[str]) -> list[str]:
+    """Where a node user's shell would find each program (sshd's default PATH), each file once."""
+    found = {
+        os.path.realpath(path)
+        for program in programs
+        for directory in NODE_PATH.split(":")
+        if os.path.exists(path := os.path.join(directory, program))
+    }
+    return sorted(found)
 
 
 def wait_for_sshd(sandbox: Sandbox, nodes: list[NodePlan]) -> None:
@@ -306,7 +340,17 @@ def _cluster_text(sandbox: Sandbox) -> str:
         "removed by `ugro sandbox down`.\n"
         f"# Use it with: ugro --config {sandbox.cluster_file} health\n"
     )
-    return header + yaml.safe_dump(layout.cluster_yaml(sandbox), sort_keys=False)
+    described = layout.cluster_yaml(sandbox)
+    if sandbox.bare:
+        # Nothing of a bare node is known yet: the way to enrol each is.
+        described.pop("workers")
+        header += "# Its nodes are bare; enrol them with (password in node_password beside it):\n"
+        header += "".join(
+            f"#   ugro --config {sandbox.cluster_file} node add {n.name} --ip {n.address} "
+            f"--user {n.user}\n"
+            for n in sandbox.nodes
+        )
+    return header + yaml.safe_dump(described, sort_keys=False)
 
 
 # --- down ---------------------------------------------------------------------------------------

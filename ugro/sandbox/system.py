@@ -59,13 +59,15 @@ def check_prerequisites() -> None:
 
 
 def run(
-    argv: Sequence[str], *, check: bool = True, timeout: float = 60
+    argv: Sequence[str], *, check: bool = True, timeout: float = 60, input: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     tool = which(argv[0]) or argv[0]
     command = [tool, *argv[1:]]
     log.debug("run %s", command)
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout, check=False, input=input
+        )
     except FileNotFoundError:
         raise PrerequisiteError(f"{argv[0]} is not installed") from None
     except subprocess.TimeoutExpired:
