@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +71,36 @@ class Enrolment:
         self, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
         return run_ugro("--config", str(self.config), *args, env=env or self.env())
+
+    def at_a_terminal(self, args: list[str], *, answer: str) -> tuple[int, str]:
+        """ugro run with a terminal of its own (a pty); `answer` typed at its question."""
+        primary, secondary = pty.openpty()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ugro", "--config", str(self.config), *args],
+            stdin=secondary,
+            stdout=secondary,
+            stderr=secondary,
+            env={**os.environ, **self.env()},
+            close_fds=True,
+        )
+        os.close(secondary)
+        said, answered = b"", False
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([primary], [], [], 0.5)
+            if ready:
+                try:
+                    chunk = os.read(primary, 4096)
+                except OSError:  # the terminal's other end closed: ugro is done
+                    break
+                if not chunk:
+                    break
+                said += chunk
+            if not answered and b"Is it the same?" in said:
+                os.write(primary, answer.encode() + b"\n")
+                answered = True
+        os.close(primary)
+        return process.wait(timeout=30), said.decode("utf-8", "replace")
 
     def fingerprint(self, node: str) -> str:
         """What `ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` prints on the node."""
@@ -184,8 +218,12 @@ def test_two_bare_nodes_enrol_from_init_and_train_together(enrolment: Enrolment)
     before = enrolment.files()
     wrong = enrolment.ugro("node", "rekey", "gpu2", "--fingerprint", old)
     assert wrong.returncode == 2 and enrolment.files() == before
-    rekeyed = enrolment.ugro("node", "rekey", "gpu2", "--fingerprint", new)
-    assert rekeyed.returncode == 0, rekeyed.stderr
+    # At a terminal, as a person: both keys shown, "n" keeps the old, "y" takes the new.
+    code, said = enrolment.at_a_terminal(["node", "rekey", "gpu2"], answer="n")
+    assert code == 2 and old in said and new in said and "Is it the same?" in said
+    assert enrolment.files() == before
+    code, said = enrolment.at_a_terminal(["node", "rekey", "gpu2"], answer="y")
+    assert code == 0 and f"gpu2's host key is now {new}" in said, said
     assert enrolment.ugro("health", "--now").returncode == 0
 
 

@@ -12,10 +12,11 @@ import pytest
 import yaml
 
 from tests.conftest import run_ugro
-from ugro.config import edit
+from ugro.config import edit, load_cluster_file
 from ugro.core.errors import ConfigError
 from ugro.enrol import facts
 from ugro.nodes import hostkeys
+from ugro.records.history import Jobs
 
 GOLDEN = Path(__file__).parent / "golden"
 NEW_NODE = {
@@ -203,3 +204,30 @@ def test_init_writes_this_machine_and_never_overwrites_silently(tmp_path: Path) 
     assert key.read_bytes() == first_key  # UGRO's key is made once
     listed = run_ugro("--config", str(path), "node", "list", "--json", env=env)
     assert listed.returncode == 0 and '"host_key": "local"' in listed.stdout
+
+
+def test_a_node_in_use_is_not_removed_and_a_free_one_is(tmp_path: Path) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(
+        (GOLDEN / "cluster_by_hand.yaml").read_text() + f"paths:\n    project_root: {tmp_path}\n"
+    )
+    known = tmp_path / "known_hosts"
+    known.write_text("10.0.0.2 ssh-ed25519 AAAAone\n10.0.0.3 ssh-ed25519 AAAAtwo\n")
+    text = path.read_text().replace(
+        "    connect_timeout: 7", f"    connect_timeout: 7\n    known_hosts: {known}"
+    )
+    path.write_text(text)
+    jobs = Jobs(load_cluster_file(path))
+    jobs.record("busy_20260101_000000", "launching", nodes=["gpu-master", "gpu1"])
+    jobs.record("later_20260101_000000", "queued", nodes=["gpu2"])
+    before = path.read_bytes(), known.read_bytes()
+    for node, why in (("gpu1", "runs busy_"), ("gpu2", "is queued for later_"),
+                      ("gpu-master", "is the master")):  # fmt: skip
+        refused = run_ugro("--config", str(path), "node", "remove", node)
+        assert refused.returncode == 2 and why in refused.stderr, refused.stderr
+    assert (path.read_bytes(), known.read_bytes()) == before
+    jobs.record("later_20260101_000000", "stopped", reason="cancelled before it started")
+    removed = run_ugro("--config", str(path), "node", "remove", "gpu2")
+    assert removed.returncode == 0, removed.stderr
+    assert known.read_text() == "10.0.0.2 ssh-ed25519 AAAAone\n"
+    assert [w["name"] for w in yaml.safe_load(path.read_text())["workers"]] == ["gpu1"]

@@ -15,7 +15,7 @@ import yaml
 
 from ugro.commands.context import Context
 from ugro.config import edit
-from ugro.config.source import CONFIG_ENV, current_user
+from ugro.config.source import CONFIG_ENV, current_user, locate_config
 from ugro.core.errors import ExitCode, UsageError
 from ugro.enrol import identity, remote
 
@@ -87,7 +87,8 @@ def init(ctx: Context, *, name: str | None, address: str | None, force: bool) ->
             f"{ip}; `ugro init --force --ip ADDRESS` sets it",
             err=True,
         )
-    where = "" if path == identity.config_dir() / "cluster.yaml" else f" --config {path}"
+    # Plain `ugro` finds this file unless another comes first (./config/cluster.yaml).
+    where = "" if locate_config() == path.resolve() else f" --config {path}"
     click.echo("Next:")
     click.echo(f"  ugro{where} node add gpu1 --ip ADDRESS --user USER   (each machine, once)")
     click.echo(f"  ugro{where} health")

@@ -9,8 +9,6 @@ they were if its sync or health check fails.
 from __future__ import annotations
 
 import json
-import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,7 +22,7 @@ from ugro.config import edit
 from ugro.config.source import locate_config
 from ugro.core.cluster import Cluster
 from ugro.core.errors import ConfigError, ExitCode, UgroError, UsageError
-from ugro.enrol import facts, identity, remote
+from ugro.enrol import facts, identity, remote, trust
 from ugro.nodes import hostkeys
 
 _NEXT_STEPS = "`ugro init` writes one for this machine; or pass --config"
@@ -48,41 +46,12 @@ def add(
         cluster = ctx.cluster()
         _check_new(cluster, name, address, port)
         known_hosts = identity.known_hosts_of(cluster)
-        key = _confirmed_key(name, address, port, known_hosts, fingerprint)
+        key = trust.confirmed_key(name, address, port, known_hosts, fingerprint)
         private, public = identity.public_key_of(cluster)
-        with _trial_known_hosts(known_hosts, address, port, key) as trial:
+        with trust.trial_known_hosts(known_hosts, address, port, key) as trial:
             target = remote.Target(name, address, port, user, trial, cluster.ssh.connect_timeout)
-            if not remote.key_logs_in(target, private):
-                click.echo(
-                    f"Installing UGRO's key for {user}@{address}: type {user}'s password when "
-                    "ssh asks for it (UGRO never sees it).",
-                    err=True,
-                )
-                failed = remote.install_key(target, public)
-                if failed:
-                    raise UsageError(
-                        f"{name}: could not log in as {user} with a password ({failed}); "
-                        "nothing was written"
-                    )
-                if not remote.key_logs_in(target, private):
-                    raise UsageError(
-                        f"{name}: UGRO's key was installed for {user} but does not log in "
-                        "(sshd's AuthorizedKeysFile, or the permissions of ~/.ssh?); nothing "
-                        "was written"
-                    )
-            found = remote.probe(target, private)
-            if isinstance(found, str):
-                raise UsageError(f"{name}: could not be asked what it has ({found})")
-            shortfalls = facts.problems(
-                found,
-                name=name,
-                manager=cluster.environment.manager,
-                disk_min_free_gb=cluster.daemon.disk_min_free_gb,
-            )
-            if shortfalls:
-                raise UsageError(
-                    "; ".join(shortfalls) + "; then run this again (nothing was written)"
-                )
+            _log_in(target, private, public)
+            found = _ready(target, private, cluster)
             worker = _worker_entry(cluster, name, address, user, port, found)
             known_text = trial.read_text(encoding="utf-8")
         old_config = path.read_bytes()
@@ -97,6 +66,46 @@ def add(
     click.echo(f"Added {name} (rank {worker['rank']}) to {path}.")
     _print_rows(Context(str(path), ctx.verbose), [name])
     return ExitCode.OK
+
+
+def _log_in(target: remote.Target, private: Path, public: str) -> None:
+    """UGRO's key logs in to the node: it did already, or it is installed now with the password
+    the user types into ssh."""
+    if remote.key_logs_in(target, private):
+        return
+    who = f"{target.user}@{target.address}"
+    click.echo(
+        f"Installing UGRO's key for {who}: type {target.user}'s password when ssh asks for it "
+        "(UGRO never sees it).",
+        err=True,
+    )
+    failed = remote.install_key(target, public)
+    if failed:
+        raise UsageError(
+            f"{target.name}: could not log in as {target.user} with a password ({failed}); "
+            "nothing was written"
+        )
+    if not remote.key_logs_in(target, private):
+        raise UsageError(
+            f"{target.name}: UGRO's key was installed for {target.user} but does not log in "
+            "(sshd's AuthorizedKeysFile, or the permissions of ~/.ssh?); nothing was written"
+        )
+
+
+def _ready(target: remote.Target, private: Path, cluster: Cluster) -> facts.Facts:
+    """What the node has, once it has everything a node needs; else each shortfall, refused."""
+    found = remote.probe(target, private)
+    if isinstance(found, str):
+        raise UsageError(f"{target.name}: could not be asked what it has ({found})")
+    shortfalls = facts.problems(
+        found,
+        name=target.name,
+        manager=cluster.environment.manager,
+        disk_min_free_gb=cluster.daemon.disk_min_free_gb,
+    )
+    if shortfalls:
+        raise UsageError("; ".join(shortfalls) + "; then run this again (nothing was written)")
+    return found
 
 
 def _bring_up(path: Path, verbose: int, name: str) -> None:
@@ -268,13 +277,13 @@ def rekey(ctx: Context, *, name: str, fingerprint: str | None) -> ExitCode:
             raise UsageError(f"{name} is reached without SSH: it has no host key to check")
         known_hosts = identity.known_hosts_of(cluster)
         old = hostkeys.known_keys(known_hosts, node.address, node.port)
-        offered = _scan(name, node.address, node.port)
+        offered = trust.scan(name, node.address, node.port)
         if old and old[0] in offered:
             click.echo(f"{name}'s host key is unchanged ({old[0].fingerprint}).")
             return ExitCode.OK
         if old:
             click.echo(f"{name} ({node.address}) was known by host key {old[0].fingerprint}.")
-        key = _confirm(name, node.address, offered, fingerprint)
+        key = trust.confirm(name, node.address, offered, fingerprint)
         hostkeys.write_private(
             known_hosts, hostkeys.with_key(known_hosts, node.address, node.port, key)
         )
@@ -335,70 +344,3 @@ def _check_new(cluster: Cluster, name: str, address: str, port: int) -> None:
     for node in cluster.nodes:
         if node.address == address and node.port == port and node.connection != "local":
             raise UsageError(f"{address}:{port} is already {node.name}'s address")
-
-
-def _scan(name: str, address: str, port: int) -> list[hostkeys.HostKey]:
-    offered = hostkeys.scan(address, port)
-    if not offered:
-        raise UsageError(
-            f"{name}: no SSH host key from {address} port {port} (no answer within 5 s): is "
-            "the address right, the machine on and sshd running?"
-        )
-    return offered
-
-
-def _confirmed_key(
-    name: str,
-    address: str,
-    port: int,
-    known_hosts: Path,
-    fingerprint: str | None,
-) -> hostkeys.HostKey:
-    offered = _scan(name, address, port)
-    known = hostkeys.known_keys(known_hosts, address, port)
-    if known:
-        if known[0] in offered:
-            return known[0]  # checked before (a node removed and added again)
-        raise UsageError(
-            f"{address} is known by host key {known[0].fingerprint} but now offers "
-            f"{offered[0].fingerprint}: refused; if the machine was reinstalled, remove its "
-            f"line from {known_hosts} after checking"
-        )
-    return _confirm(name, address, offered, fingerprint)
-
-
-def _confirm(
-    name: str, address: str, offered: list[hostkeys.HostKey], fingerprint: str | None
-) -> hostkeys.HostKey:
-    """The key a person confirmed, or that matches --fingerprint; refused otherwise."""
-    key = offered[0]
-    click.echo(f"{name} ({address}) offers host key {key.key_type} {key.fingerprint}")
-    if fingerprint is not None:
-        match = next((k for k in offered if k.fingerprint == fingerprint.strip()), None)
-        if match is None:
-            raise UsageError(
-                f"--fingerprint {fingerprint} does not match {name}'s host key "
-                f"{key.fingerprint}: nothing was written"
-            )
-        return match
-    if not sys.stdin.isatty():
-        raise UsageError(
-            f"no terminal to confirm {name}'s host key {key.fingerprint}: check it on {name}'s "
-            f"console (`{key.console_command()}`) and pass --fingerprint"
-        )
-    click.echo(f"On {name}'s own console, `{key.console_command()}` shows its fingerprint.")
-    if not click.confirm("Is it the same?", default=False):
-        raise UsageError(f"{name}'s host key was not confirmed: nothing was written")
-    return key
-
-
-@contextmanager
-def _trial_known_hosts(
-    known_hosts: Path, address: str, port: int, key: hostkeys.HostKey
-) -> Iterator[Path]:
-    """known_hosts with the new key, in a file of its own until the node is added."""
-    known_hosts.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=known_hosts.parent, prefix=".enrol.") as scratch:
-        trial = Path(scratch) / "known_hosts"
-        hostkeys.write_private(trial, hostkeys.with_key(known_hosts, address, port, key))
-        yield trial
