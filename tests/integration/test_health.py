@@ -390,7 +390,8 @@ def test_sandbox_host_keys_are_checked_through_ugro(sandbox, tmp_path: Path) -> 
     for plan in sandbox.nodes:
         node = summary["nodes"][plan.name]
         assert node["status"] == "unreachable"
-        assert "Host key verification failed" in node["message"]
+        assert f"{plan.name} ({plan.address}) has no known host key" in node["message"]
+        assert f"`ugro node rekey {plan.name}`" in node["message"]
     assert empty.read_text() == ""  # nothing was learned on first use
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from tests.integration.conftest import ssh_as
 from ugro.core.errors import SandboxError
-from ugro.sandbox import faults, lifecycle, system
+from ugro.sandbox import faults, system
+from ugro.sandbox import status as sandbox_status
 
 pytestmark = pytest.mark.sandbox
 
@@ -105,7 +106,7 @@ def test_fault_down_and_up(sandbox) -> None:
         assert system.tcp_banner(node.address) is None
         assert system.netns_pids(node.netns) == []
         assert ssh_as(sandbox, node, "true").returncode == 255
-        _, rows = lifecycle.status(sandbox.name)
+        _, rows = sandbox_status.status(sandbox.name)
         assert {r.name: r.sshd for r in rows}[node.name] == "down"
     finally:
         faults.fault(sandbox.name, node.name, "up")

@@ -175,11 +175,12 @@ def test_watch_beats_at_once_when_the_supervisor_ends(tmp_path: Path) -> None:
         supervisor.kill()
         supervisor.wait()
         ended_at = time.monotonic()
-        # The next beat comes within a second of the end, not 30 s later.
-        readable, _, _ = select.select([watcher.stdout], [], [], 5)
-        assert readable, "no beat within 5 s of the supervisor's end"
+        # The next beat comes at once (within a second on an idle machine), not 30 s later:
+        # the bound leaves room for a loaded one.
+        readable, _, _ = select.select([watcher.stdout], [], [], 15)
+        assert readable, "no beat within 15 s of the supervisor's end"
         assert json.loads(watcher.stdout.readline())["supervisor"]["alive"] is False
-        assert time.monotonic() - ended_at < 2
+        assert time.monotonic() - ended_at < 15
     finally:
         watcher.stdin.close()
         assert watcher.wait(timeout=5) == 0

@@ -24,6 +24,8 @@ from ugro.core.cluster import Cluster
 from ugro.core.errors import ConfigError, ExitCode, UgroError, UsageError
 from ugro.enrol import facts, identity, remote, trust
 from ugro.nodes import hostkeys
+from ugro.records.deployments import serving_nodes
+from ugro.records.history import Jobs
 
 _NEXT_STEPS = "`ugro init` writes one for this machine; or pass --config"
 
@@ -110,6 +112,7 @@ def _ready(target: remote.Target, private: Path, cluster: Cluster) -> facts.Fact
 
 def _bring_up(path: Path, verbose: int, name: str) -> None:
     """The new node synced and healthy, or the reason it is not (raised)."""
+    # The verbs that follow an enrolment (Ansible's runner, rich), loaded only when one does.
     from ugro.commands.health import health
     from ugro.commands.sync import sync
 
@@ -245,9 +248,6 @@ def remove(ctx: Context, *, name: str) -> ExitCode:
 
 def _uses(cluster: Cluster) -> dict[str, list[str]]:
     """{node: what uses it}: a running or queued job, a deployment."""
-    from ugro.records.deployments import serving_nodes
-    from ugro.records.history import Jobs
-
     uses: dict[str, list[str]] = {}
     jobs = Jobs(cluster)
     for record in jobs.records().values():
@@ -310,6 +310,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 def _check_fields(*, name: str, address: str, user: str) -> None:
     """Each value as cluster.yaml's schema holds it, refused with the option it came from."""
+    # pydantic and the schema, for the commands that check a node's fields only.
     from pydantic import TypeAdapter, ValidationError
 
     from ugro.config.schema import Address, NodeName, UserName
@@ -327,6 +328,7 @@ def _check_fields(*, name: str, address: str, user: str) -> None:
 
 
 def _valid_hostname(text: str) -> bool:
+    # pydantic and the schema, for the commands that check a node's fields only.
     from pydantic import TypeAdapter, ValidationError
 
     from ugro.config.schema import HostName

@@ -10,6 +10,7 @@ import click
 
 from ugro.core.errors import ExitCode
 from ugro.sandbox import faults, lifecycle
+from ugro.sandbox import status as sandbox_status
 
 
 def up(
@@ -55,7 +56,7 @@ def down(*, name: str, purge_env: bool) -> ExitCode:
 
 
 def status(*, name: str, as_json: bool) -> ExitCode:
-    box, rows = lifecycle.status(name)
+    box, rows = sandbox_status.status(name)
     if as_json:
         click.echo(
             json.dumps({"sandbox": asdict(box), "nodes": [asdict(r) for r in rows]}, indent=2)

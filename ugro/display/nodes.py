@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from ugro.health.verdicts import HealthSummary
     from ugro.records.daemon_files import DaemonState
     from ugro.sandbox.layout import Sandbox
-    from ugro.sandbox.lifecycle import NodeStatus
+    from ugro.sandbox.status import NodeStatus
 
 
 def health_table(summary: HealthSummary) -> Table:
