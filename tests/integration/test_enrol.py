@@ -72,6 +72,17 @@ class Enrolment:
     ) -> subprocess.CompletedProcess[str]:
         return run_ugro("--config", str(self.config), *args, env=env or self.env())
 
+    def add(
+        self, node: str, *, key_of: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`ugro node add` of a sandbox node, with the fingerprint of `key_of`'s host key (its
+        own by default), as read on that node's console."""
+        plan = self.box.node(node)
+        return self.ugro(
+            "node", "add", node, "--ip", plan.address, "--user", plan.user,
+            "--fingerprint", self.fingerprint(key_of or node), env=env,
+        )  # fmt: skip
+
     def at_a_terminal(self, args: list[str], *, answer: str) -> tuple[int, str]:
         """ugro run with a terminal of its own (a pty); `answer` typed at its question."""
         primary, secondary = pty.openpty()
@@ -152,48 +163,17 @@ def test_two_bare_nodes_enrol_from_init_and_train_together(enrolment: Enrolment)
 
     # A wrong fingerprint, then a wrong password: refused, nothing written.
     before = enrolment.files()
-    wrong = enrolment.ugro(
-        "node",
-        "add",
-        "gpu1",
-        "--ip",
-        gpu1.address,
-        "--user",
-        gpu1.user,
-        "--fingerprint",
-        enrolment.fingerprint("gpu2"),
-    )
+    wrong = enrolment.add("gpu1", key_of="gpu2")
     assert wrong.returncode == 2 and "does not match gpu1's host key" in wrong.stderr
     bad_password = enrolment.home / "not-the-password"
     bad_password.write_text("letmein\n")
-    refused = enrolment.ugro(
-        "node",
-        "add",
-        "gpu1",
-        "--ip",
-        gpu1.address,
-        "--user",
-        gpu1.user,
-        "--fingerprint",
-        enrolment.fingerprint("gpu1"),
-        env=enrolment.env(bad_password),
-    )
+    refused = enrolment.add("gpu1", env=enrolment.env(bad_password))
     assert refused.returncode == 2 and "could not log in as" in refused.stderr, refused.stderr
     assert "letmein" not in refused.stdout + refused.stderr
     assert enrolment.files() == before
 
     for node in (gpu1, gpu2):
-        added = enrolment.ugro(
-            "node",
-            "add",
-            node.name,
-            "--ip",
-            node.address,
-            "--user",
-            node.user,
-            "--fingerprint",
-            enrolment.fingerprint(node.name),
-        )
+        added = enrolment.add(node.name)
         assert added.returncode == 0, added.stdout[-2000:] + added.stderr[-2000:]
         assert f"Added {node.name} (rank {node.rank})" in added.stdout
     password = box.password_file.read_text().strip()
@@ -239,17 +219,7 @@ def test_a_node_without_rsync_or_an_answer_is_refused_and_nothing_written(
     faults.fault(NAME, gpu1.name, "hide", tool="rsync")
     try:
         before = other.files()
-        lacking = other.ugro(
-            "node",
-            "add",
-            "gpu1",
-            "--ip",
-            gpu1.address,
-            "--user",
-            gpu1.user,
-            "--fingerprint",
-            other.fingerprint("gpu1"),
-        )
+        lacking = other.add("gpu1")
         assert lacking.returncode == 2, lacking.stderr
         assert "gpu1 has no rsync: install it" in lacking.stderr
         assert [line for line in lacking.stderr.splitlines() if line.startswith("ugro:")] == [
