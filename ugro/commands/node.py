@@ -47,7 +47,7 @@ def add(
     with _locked(path):
         cluster = ctx.cluster()
         _check_new(cluster, name, address, port)
-        known_hosts = identity.known_hosts_of(cluster)
+        known_hosts = hostkeys.known_hosts_of(cluster)
         key = trust.confirmed_key(name, address, port, known_hosts, fingerprint)
         private, public = identity.public_key_of(cluster)
         with trust.trial_known_hosts(known_hosts, address, port, key) as trial:
@@ -167,7 +167,7 @@ def _print_rows(ctx: Context, names: list[str]) -> None:
 
 
 def _rows(cluster: Cluster, names: list[str]) -> list[dict[str, Any]]:
-    known_hosts = identity.known_hosts_of(cluster)
+    known_hosts = hostkeys.known_hosts_of(cluster)
     uses = _uses(cluster)
     rows = []
     for name in names:
@@ -235,7 +235,7 @@ def remove(ctx: Context, *, name: str) -> ExitCode:
                 f"{name} {'; '.join(uses)}: remove it once that is over "
                 "(`ugro stop`, `ugro cancel`, `ugro serve down`)"
             )
-        known_hosts = identity.known_hosts_of(cluster)
+        known_hosts = hostkeys.known_hosts_of(cluster)
         text = edit.remove_worker(path.read_text(encoding="utf-8"), node.name)
         edit.replace_checked(path, text)
         if known_hosts.exists():
@@ -275,7 +275,7 @@ def rekey(ctx: Context, *, name: str, fingerprint: str | None) -> ExitCode:
         node = cluster.node(name)
         if node.connection == "local":
             raise UsageError(f"{name} is reached without SSH: it has no host key to check")
-        known_hosts = identity.known_hosts_of(cluster)
+        known_hosts = hostkeys.known_hosts_of(cluster)
         old = hostkeys.known_keys(known_hosts, node.address, node.port)
         offered = trust.scan(name, node.address, node.port)
         if old and old[0] in offered:

@@ -50,13 +50,6 @@ def ensure_known_hosts(path: Path) -> bool:
     return True
 
 
-def known_hosts_of(cluster: Cluster) -> Path:
-    """The known_hosts a cluster's ssh uses (cluster.yaml's ssh.known_hosts, else ssh's own)."""
-    if cluster.ssh.known_hosts:
-        return Path(os.path.expanduser(cluster.ssh.known_hosts))
-    return hostkeys.default_known_hosts()
-
-
 def public_key_of(cluster: Cluster) -> tuple[Path, str]:
     """The private key ssh logs in with and its public half's text: cluster.yaml's
     ssh.identity_file, else the first of ssh's own default keys."""

@@ -63,7 +63,10 @@ def host_pattern(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
-def default_known_hosts() -> Path:
+def known_hosts_of(cluster: Cluster) -> Path:
+    """The known_hosts a cluster's ssh uses: cluster.yaml's ssh.known_hosts, else ssh's own."""
+    if cluster.ssh.known_hosts:
+        return Path(os.path.expanduser(cluster.ssh.known_hosts))
     return Path.home() / ".ssh" / "known_hosts"
 
 
@@ -189,9 +192,4 @@ def explain(cluster: Cluster, node: Node, ssh_said: str) -> str | None:
     (`explain_refusal`); None for anything else ssh says."""
     if node.connection == "local":
         return None
-    known_hosts = (
-        Path(os.path.expanduser(cluster.ssh.known_hosts))
-        if cluster.ssh.known_hosts
-        else default_known_hosts()
-    )
-    return explain_refusal(known_hosts, node.name, node.address, node.port, ssh_said)
+    return explain_refusal(known_hosts_of(cluster), node.name, node.address, node.port, ssh_said)
