@@ -215,7 +215,7 @@ def _nested_indent(root: yaml.MappingNode) -> int:
     """How far the person indents a mapping under its key (cluster: -> master:)."""
     cluster = _top_level(root, "cluster")
     if isinstance(cluster, yaml.MappingNode) and cluster.value and not cluster.flow_style:
-        return max(1, cluster.value[0][0].start_mark.column) or _DEFAULT_INDENT
+        return int(cluster.value[0][0].start_mark.column) or _DEFAULT_INDENT
     return _DEFAULT_INDENT
 
 
