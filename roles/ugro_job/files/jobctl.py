@@ -167,6 +167,9 @@ def watch(job_id, job_dir, interval, log_lines):
     one at once when the job's supervisor ends: the master tears down or retries that much
     sooner, instead of up to an interval later."""
     while True:
+        # Read before the beat is taken, never after: a supervisor that ends between the beat and
+        # a later read would be reported alive and its end would wait a whole interval.
+        ended = _supervisor_ended(job_dir)
         try:
             sys.stdout.write(
                 json.dumps(snapshot(job_id, job_dir, log_lines), sort_keys=True) + "\n"
@@ -174,7 +177,6 @@ def watch(job_id, job_dir, interval, log_lines):
             sys.stdout.flush()
         except BrokenPipeError:
             return 0
-        ended = _supervisor_ended(job_dir)
         deadline = time.monotonic() + interval
         while (left := deadline - time.monotonic()) > 0:
             readable, _, _ = select.select([sys.stdin], [], [], min(left, ENDED_CHECK_S))
