@@ -14,7 +14,7 @@ import sys
 
 import click
 
-from ugro.cli import cluster, jobs, node, queue, sandbox, serve
+from ugro.cli import cluster, jobs, node, queue, sandbox, serve, slurm
 from ugro.commands.context import Context
 from ugro.core.errors import ExitCode, UgroError
 from ugro.core.logs import setup_terminal
@@ -46,6 +46,7 @@ def cli(ctx: click.Context, config: str | None, verbose: int) -> None:
       ugro daemon start        run the queue and watch the nodes' health
       ugro submit --name exp2  queue a job for when its nodes are free
       ugro serve up exp1       talk to what exp1 trained (OpenAI-compatible API)
+      ugro slurm up            deploy Slurm on the cluster (munge, slurmctld, slurmd)
       ugro sandbox up          a 3-node cluster on this machine, to try things on
     """
     setup_terminal(verbose)
@@ -75,6 +76,7 @@ for _command in (
     queue.cancel_command,
     queue.daemon,
     serve.serve,
+    slurm.slurm,
     sandbox.sandbox,
 ):
     cli.add_command(_command)

@@ -43,6 +43,12 @@ def sandbox() -> None:
     help="Nodes as machines are before enrolment: a password login only, no key of the "
     "master's, no known host key (try `ugro init` and `ugro node add` on them).",
 )
+@click.option(
+    "--slurm",
+    is_flag=True,
+    help="Deploy Slurm on it with `ugro slurm up` (needs sudo, munge, slurmctld and slurmd "
+    "installed here); its node users may sudo.",
+)
 def sandbox_up(
     name: str,
     count: int | None,
@@ -51,6 +57,7 @@ def sandbox_up(
     wheelhouse: str | None,
     packages: tuple[str, ...],
     bare: bool,
+    slurm: bool,
 ) -> int:
     """Bring a sandbox up and write its cluster.yaml."""
     from ugro.commands import sandbox as run
@@ -71,6 +78,7 @@ def sandbox_up(
         wheelhouse=wheelhouse,
         packages=packages,
         bare=bare,
+        slurm=slurm,
     )
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import click
 
-from ugro.core.errors import ExitCode
+from ugro.core.errors import ExitCode, UsageError
 from ugro.sandbox import faults, lifecycle
 from ugro.sandbox import status as sandbox_status
 
@@ -21,7 +22,12 @@ def up(
     wheelhouse: str | None,
     packages: tuple[str, ...],
     bare: bool = False,
+    slurm: bool = False,
 ) -> ExitCode:
+    if slurm and bare:
+        raise UsageError(
+            "--slurm needs enrolled nodes: drop --bare (or enrol them, then `ugro slurm up`)"
+        )
     started = time.monotonic()
     box = lifecycle.up(
         name,
@@ -30,6 +36,7 @@ def up(
         wheelhouse=wheelhouse,
         packages=list(packages) or None,
         bare=bare,
+        slurm=slurm,
         echo=lambda line: click.echo(line, err=True),
     )
     click.echo(
@@ -46,6 +53,22 @@ def up(
             )
     else:
         click.echo(f"Try it:       ugro --config {box.cluster_file} health")
+    if slurm:
+        return _deploy_slurm(box.cluster_file)
+    return ExitCode.OK
+
+
+def _deploy_slurm(cluster_file: Path) -> ExitCode:
+    """The sandbox's Slurm, deployed as on real hosts: by `ugro slurm up` (the same role)."""
+    from ugro.config import load_cluster
+    from ugro.slurm import deploy  # ansible-runner, only for --slurm
+
+    started = time.monotonic()
+    deployed = deploy.up(load_cluster(str(cluster_file)))
+    click.echo(
+        f"Slurm is up on it ({deployed.changed} changes, {time.monotonic() - started:.1f}s): "
+        f"ugro --config {cluster_file} slurm status"
+    )
     return ExitCode.OK
 
 

@@ -325,6 +325,37 @@ class NotifySection(_Model):
     timeout_seconds: Annotated[int, Field(ge=1, le=3600)] = 30
 
 
+_SLURM_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")
+
+
+def _slurm_name(value: str) -> str:
+    if not _SLURM_NAME.fullmatch(value):
+        raise ValueError(
+            f"{value!r}: expected a letter, then letters, digits, '_' or '-' (40 at most)"
+        )
+    return value
+
+
+class SlurmSection(_Model):
+    """Slurm as `ugro slurm up` deploys it (roles/ugro_slurm)."""
+
+    cluster_name: Annotated[str, AfterValidator(_slurm_name)] = "ugro"
+    partition: Annotated[str, AfterValidator(_slurm_name)] = "ugro"
+    # Whom Slurm runs jobs as: one account with one UID on every node (the master's user
+    # unless set). `ugro slurm up` refuses nodes where it is missing or its UID differs.
+    job_user: UserName | None = None
+    # How the daemons are started: systemd units (Debian's), or directly where PID 1 is not
+    # systemd (containers, WSL, the sandbox).
+    services: Literal["systemd", "direct"] = "systemd"
+    # Install munge and Slurm with the node's package manager (apt); off where they are already.
+    install: bool = True
+    # RealMemory is this far below what slurmd reports, so a node never turns invalid when
+    # the kernel reserves a little more after a reboot.
+    memory_margin_mb: Annotated[int, Field(ge=0, le=1_048_576)] = 1024
+    controller_port: Port = 6817
+    node_port: Port = 6818
+
+
 class ClusterConfig(_Model):
     cluster: ClusterSection
     workers: list[WorkerSection] = []
@@ -337,6 +368,9 @@ class ClusterConfig(_Model):
     notify: NotifySection = NotifySection()
     telemetry: TelemetrySection = TelemetrySection()
     dashboard: DashboardSection = DashboardSection()
+    # Who starts jobs on the nodes: UGRO itself, or Slurm (deployed by `ugro slurm up`).
+    scheduler: Literal["ugro", "slurm"] = "ugro"
+    slurm: SlurmSection = SlurmSection()
 
 
 # --- Cross-field rules --------------------------------------------------------------------------

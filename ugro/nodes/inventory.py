@@ -12,6 +12,7 @@ import shlex
 import sys
 from typing import Any
 
+from ugro.config.slurm import SlurmSettings
 from ugro.core.cluster import Cluster, Node
 from ugro.core.layout import layout_vars
 from ugro.nodes.ssh import known_hosts_option, ssh_command
@@ -55,6 +56,8 @@ def host_vars(cluster: Cluster, node: Node) -> dict[str, Any]:
             str(cluster.paths.config / "training_defaults.yaml") if cluster.paths.config else ""
         ),
         **environment_vars(cluster, node),
+        # cluster.yaml's slurm section with its defaults (roles/ugro_slurm).
+        "ugro_slurm": SlurmSettings.of(cluster).as_vars(),
     }
     if node.nproc_per_node is not None:
         variables["ugro_nproc_per_node"] = node.nproc_per_node

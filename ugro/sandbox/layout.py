@@ -75,6 +75,9 @@ class Sandbox:
     # Bare nodes (`up --bare`), as machines are before they are enrolled: their users log in
     # with a password only, and the master knows neither their keys nor their host keys.
     bare: bool = False
+    # Nodes ready for `ugro slurm up` (`up --slurm`): their users may sudo, and munge's
+    # directories are each node's own (ugro.sandbox.slurm).
+    slurm: bool = False
 
     # -- files ------------------------------------------------------------------------------
     @property

@@ -22,9 +22,10 @@ from ugro.core import processes
 from ugro.core.errors import SandboxError, UsageError
 from ugro.nodes import hostkeys
 from ugro.sandbox import layout, system
+from ugro.sandbox import slurm as sandbox_slurm
 from ugro.sandbox.layout import NodePlan, Sandbox
 from ugro.sandbox.nodeenv import default_packages, ensure_env
-from ugro.sandbox.nodeinit import HIDE_ENV
+from ugro.sandbox.nodeinit import CGROUP_ENV, HIDE_ENV, PRIVATE_ENV
 
 log = logging.getLogger(__name__)
 Echo = Callable[[str], None]
@@ -65,13 +66,16 @@ def up(
     packages: list[str] | None = None,
     wheelhouse: str | None = None,
     bare: bool = False,
+    slurm: bool = False,
     echo: Echo = print,
 ) -> Sandbox:
     system.check_prerequisites()
+    if slurm:
+        sandbox_slurm.check_prerequisites()
     if layout.load(name) is not None:
         raise UsageError(f"sandbox {name} is already up; `ugro sandbox down` first to remake it")
     sandbox = layout.plan(name, nodes, subnet, master_user=_current_user())
-    sandbox.bare = bare
+    sandbox.bare, sandbox.slurm = bare, slurm
     _check_free(sandbox)
     ensure_env(
         Path(sandbox.env_dir), packages or default_packages(), wheelhouse=wheelhouse, echo=echo
@@ -167,6 +171,8 @@ def _make(sandbox: Sandbox) -> None:
         _make_network(sandbox, node, prefix)
         _make_user(node, marker, None if sandbox.bare else public_key, password)
         sandbox.save()
+    if sandbox.slurm:
+        sandbox_slurm.allow_sudo(sandbox)
 
     # Host keys are independent of each other: make them side by side.
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -287,9 +293,13 @@ def start_sshd(sandbox: Sandbox, node: NodePlan) -> None:
     )
     # ip netns exec execs unshare, which forks the namespace's first process (nodeinit, then
     # sshd) and waits for it: the pid is unshare's, alive as long as sshd is.
-    env = None
+    env = dict(os.environ)
     if node.hidden:
-        env = {**os.environ, HIDE_ENV: ":".join(_program_files(node.hidden))}
+        env[HIDE_ENV] = ":".join(_program_files(node.hidden))
+    if sandbox.slurm:
+        binds = sandbox_slurm.private_binds(sandbox, node)
+        env[PRIVATE_ENV] = ":".join(f"{source}={target}" for source, target in binds)
+        env[CGROUP_ENV] = sandbox_slurm.cgroup_kind()
     process = processes.spawn_detached(argv, directory / "sshd.log", env=env)
     node.sshd_pid = process.pid
     node.down = False
@@ -341,6 +351,11 @@ def _cluster_text(sandbox: Sandbox) -> str:
         f"# Use it with: ugro --config {sandbox.cluster_file} health\n"
     )
     described = layout.cluster_yaml(sandbox)
+    if sandbox.slurm:  # no systemd here: the role starts the daemons by their pid files
+        described["slurm"] = {
+            "cluster_name": sandbox_slurm.cluster_name(sandbox.name),
+            "services": "direct",
+        }
     if sandbox.bare:
         # Nothing of a bare node is known yet: the way to enrol each is.
         described.pop("workers")
@@ -392,6 +407,8 @@ def down(
         pids.update(n.throttle_pid for n in sandbox.nodes if processes.alive(n.throttle_pid))  # type: ignore[misc]
     processes.end(pids)
     removed.processes = len(pids)
+    node_names = [n.name for n in sandbox.nodes] if sandbox else []
+    sandbox_slurm.remove(name, [layout.MASTER_NAME, *node_names])
 
     for netns in namespaces:
         system.run(["ip", "netns", "delete", netns], check=False)

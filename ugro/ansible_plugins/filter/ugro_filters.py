@@ -68,6 +68,49 @@ def node_script(program: str) -> str:
     return script(PROGRAMS[program])
 
 
+def slurm_files(
+    hostvars: Mapping[str, Any],
+    hosts: Sequence[str],
+    controller: str,
+    settings: Mapping[str, Any],
+) -> dict[str, str]:
+    """slurm.conf and gres.conf from each host's `ugro_slurm_node` fact (ugro.slurm.conf)."""
+    from ugro.slurm.conf import NodeFacts, gpu_devices, gres_conf, parse_slurmd_c, slurm_conf
+
+    def facts(host: str, *, trains: bool) -> NodeFacts:
+        seen = hostvars[host]["ugro_slurm_node"]
+        hostname = str(seen["hostname"]).split(".")[0]
+        topology: dict[str, int] = {}
+        memory = 0
+        if trains:
+            hostname, topology, memory = parse_slurmd_c(str(seen["slurmd_c"]))
+        return NodeFacts(
+            name=host,
+            hostname=hostname,
+            address=str(hostvars[host]["ugro_address"]),
+            topology=topology,
+            memory_mb=memory,
+            gpus=gpu_devices(list(seen.get("devices") or [])),
+        )
+
+    try:
+        nodes = [facts(host, trains=True) for host in hosts]
+        ctld = facts(controller, trains=controller in hosts)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AnsibleFilterError(f"ugro_slurm_files: {type(exc).__name__}: {exc}") from exc
+    return {"slurm.conf": slurm_conf(settings, ctld, nodes), "gres.conf": gres_conf(nodes)}
+
+
+def slurm_uid_problems(
+    hostvars: Mapping[str, Any], hosts: Sequence[str], user: str, reference: str
+) -> list[str]:
+    """Nodes where the job user is missing or has another UID (ugro.slurm.users)."""
+    from ugro.slurm.users import uid_problems
+
+    entries = {host: hostvars[host].get("ugro_slurm_passwd") for host in hosts}
+    return uid_problems(user, entries, reference)
+
+
 class FilterModule:
     def filters(self) -> dict[str, Any]:
         return {
@@ -75,5 +118,7 @@ class FilterModule:
             "ugro_launch_plan": launch_plan,
             "ugro_launch_refusals": launch_refusals,
             "ugro_node_script": node_script,
+            "ugro_slurm_files": slurm_files,
+            "ugro_slurm_uid_problems": slurm_uid_problems,
             "ugro_sync_preview": sync_preview,
         }

@@ -1,0 +1,1 @@
+"""Slurm on a UGRO cluster: its settings, its configuration files, and deploying it."""
