@@ -13,12 +13,14 @@ python="${UGRO_PYTHON:-python3}"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   # The sandbox's hosts (iproute2, openssh-server), the nodes' Python (python3-venv),
-  # systemd-analyze (systemd) to check the daemon's unit file, and a browser (chromium) for
-  # the dashboard's tests (playwright drives it; its own browser download is not used).
+  # systemd-analyze (systemd) to check the daemon's unit file, a browser (chromium) for
+  # the dashboard's tests (playwright drives it; its own browser download is not used), and
+  # Slurm with munge and sudo for `ugro sandbox up --slurm` (the ugro_slurm role's tests).
   echo "setup: installing system packages"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    openssh-server openssh-client iproute2 rsync procps python3 python3-venv systemd chromium >/dev/null
+    openssh-server openssh-client iproute2 rsync procps python3 python3-venv systemd chromium \
+    sudo munge slurmctld slurmd slurm-client >/dev/null
 else
   echo "setup: not root (or no apt-get): skipping system packages; sandbox tests will be skipped"
 fi

@@ -358,6 +358,14 @@ def test_every_key_of_the_schema_changes_the_resolved_cluster(tmp_path: Path) ->
         ("dashboard", "host"): "10.0.0.1",
         ("dashboard", "port"): 9000,
         ("dashboard", "with_daemon"): False,
+        ("slurm", "cluster_name"): "lab",
+        ("slurm", "partition"): "gpus",
+        ("slurm", "job_user"): "trainer",
+        ("slurm", "services"): "direct",
+        ("slurm", "install"): False,
+        ("slurm", "memory_margin_mb"): 2048,
+        ("slurm", "controller_port"): 7817,
+        ("slurm", "node_port"): 7818,
     }
     # Keys that only matter together with another one.
     needs = {

@@ -60,8 +60,9 @@ def up(
 
 def _deploy_slurm(cluster_file: Path) -> ExitCode:
     """The sandbox's Slurm, deployed as on real hosts: by `ugro slurm up` (the same role)."""
+    # The cluster and ansible-runner, only for --slurm.
     from ugro.config import load_cluster
-    from ugro.slurm import deploy  # ansible-runner, only for --slurm
+    from ugro.slurm import deploy
 
     started = time.monotonic()
     deployed = deploy.up(load_cluster(str(cluster_file)))

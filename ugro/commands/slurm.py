@@ -33,6 +33,7 @@ def up(ctx: Context) -> ExitCode:
 
 
 def down(ctx: Context) -> ExitCode:
+    # rich and ansible-runner, as for up.
     from ugro.display.progress import RunProgress
     from ugro.slurm import deploy
 
@@ -48,7 +49,7 @@ def down(ctx: Context) -> ExitCode:
 
 def status(ctx: Context, *, as_json: bool = False) -> ExitCode:
     """Each node's Slurm state and reason, beside UGRO's last health verdict."""
-    from ugro.slurm.deploy import node_states
+    from ugro.slurm.deploy import node_states  # subprocess only: no Ansible, no rich
 
     cluster = ctx.cluster()
     states = node_states(cluster)

@@ -29,6 +29,7 @@ from ugro.core.cluster import (
     LaunchOptions,
     LoggingOptions,
     Node,
+    SlurmOptions,
     SshOptions,
 )
 
@@ -166,6 +167,13 @@ def build_cluster(config: ClusterConfig, *, source: Path | None, base_dir: Path)
             dashboard_host=config.dashboard.host,
             dashboard_port=config.dashboard.port,
             dashboard_with_daemon=config.dashboard.with_daemon,
+        ),
+        slurm=SlurmOptions(
+            **{
+                **config.slurm.model_dump(),
+                # Whom Slurm runs jobs as when cluster.yaml names nobody: who submits them.
+                "job_user": config.slurm.job_user or config.cluster.master.user,
+            }
         ),
         document=config.model_dump(mode="json"),
     )

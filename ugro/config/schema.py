@@ -368,8 +368,6 @@ class ClusterConfig(_Model):
     notify: NotifySection = NotifySection()
     telemetry: TelemetrySection = TelemetrySection()
     dashboard: DashboardSection = DashboardSection()
-    # Who starts jobs on the nodes: UGRO itself, or Slurm (deployed by `ugro slurm up`).
-    scheduler: Literal["ugro", "slurm"] = "ugro"
     slurm: SlurmSection = SlurmSection()
 
 

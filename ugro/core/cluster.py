@@ -136,6 +136,20 @@ class DaemonOptions:
 
 
 @dataclass(frozen=True)
+class SlurmOptions:
+    """What cluster.yaml says about Slurm (roles/ugro_slurm; ugro.config.schema.SlurmSection)."""
+
+    cluster_name: str = "ugro"
+    partition: str = "ugro"
+    job_user: str = "root"  # resolved: the master's user unless cluster.yaml names one
+    services: str = "systemd"  # or "direct": started by pid file, where PID 1 is not systemd
+    install: bool = True
+    memory_margin_mb: int = 1024
+    controller_port: int = 6817
+    node_port: int = 6818
+
+
+@dataclass(frozen=True)
 class Cluster:
     name: str
     source: Path | None  # None: the built-in local cluster
@@ -148,6 +162,7 @@ class Cluster:
     launch: LaunchOptions = LaunchOptions()
     logging: LoggingOptions = LoggingOptions()
     daemon: DaemonOptions = DaemonOptions()
+    slurm: SlurmOptions = SlurmOptions()
     # The validated cluster.yaml (defaults filled in): what a job's config.json records.
     document: Mapping[str, Any] = field(default_factory=dict)
 
@@ -210,6 +225,7 @@ class Cluster:
             daemon=DaemonOptions(
                 **{**data["daemon"], "notify_command": tuple(data["daemon"]["notify_command"])}
             ),
+            slurm=SlurmOptions(**data["slurm"]),
             document=dict(data["document"]),
         )
 

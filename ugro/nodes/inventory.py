@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import shlex
 import sys
+from dataclasses import asdict
 from typing import Any
 
-from ugro.config.slurm import SlurmSettings
 from ugro.core.cluster import Cluster, Node
 from ugro.core.layout import layout_vars
 from ugro.nodes.ssh import known_hosts_option, ssh_command
@@ -57,7 +57,7 @@ def host_vars(cluster: Cluster, node: Node) -> dict[str, Any]:
         ),
         **environment_vars(cluster, node),
         # cluster.yaml's slurm section with its defaults (roles/ugro_slurm).
-        "ugro_slurm": SlurmSettings.of(cluster).as_vars(),
+        "ugro_slurm": asdict(cluster.slurm),
     }
     if node.nproc_per_node is not None:
         variables["ugro_nproc_per_node"] = node.nproc_per_node
