@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import logging
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ugro.core.cluster import Cluster
+from ugro.core.errors import UgroError
 from ugro.core.files import read_json_dict
 from ugro.health import monitor
 from ugro.queue.schedule import Placement
@@ -25,6 +28,10 @@ from ugro.records.history import JobRecord, Jobs
 from ugro.records.job_status import job_status
 from ugro.results.logview import LogView
 from ugro.results.metrics import load_curves, load_telemetry
+from ugro.slurm import jobs as slurm_jobs
+from ugro.slurm.jobs import SlurmJob
+
+log = logging.getLogger(__name__)
 
 # The daemon's probe verdicts in the health playbook's words.
 _HEALTH_STATUS = {"up": "healthy", "unhealthy": "unhealthy", "down": "unreachable"}
@@ -141,15 +148,46 @@ def queue_view(cluster: Cluster) -> dict[str, Any]:
                 "queued_at": record.created_at,
             }
         )
+    active = [r for r in records.values() if r.active]
+    slurm = _slurm_queue(cluster, active)
     return {
         "paused": files.paused(),
         "daemon": state is not None,
         "queued": waiting,
         "running": [
-            {"job_id": r.job_id, "state": r.state, "nodes": jobs.nodes(r), "attempt": r.attempt}
-            for r in records.values()
-            if r.active
+            {
+                "job_id": r.job_id,
+                "state": r.state,
+                "nodes": jobs.nodes(r),
+                "attempt": r.attempt,
+                **_in_slurm(r, slurm),
+            }
+            for r in active
         ],
+    }
+
+
+def _slurm_queue(cluster: Cluster, active: list[JobRecord]) -> dict[str, SlurmJob]:
+    """Slurm's queue by job id, asked only when a job went through Slurm ({} if it does not
+    answer: `ugro queue` still shows UGRO's side)."""
+    if not any(r.detail.get("slurm_job") for r in active):
+        return {}
+    try:
+        return {job.slurm_id: job for job in slurm_jobs.queue(cluster)}
+    except UgroError as exc:
+        log.warning("Slurm's queue: %s", exc.message)
+        return {}
+
+
+def _in_slurm(record: JobRecord, queue: Mapping[str, SlurmJob]) -> dict[str, Any]:
+    slurm_id = record.detail.get("slurm_job")
+    if not slurm_id:
+        return {}
+    job = queue.get(str(slurm_id))
+    return {
+        "slurm_job": str(slurm_id),
+        "slurm_state": job.state if job else "ended",
+        "reason": job.reason if job and job.pending and job.reason != "None" else "",
     }
 
 

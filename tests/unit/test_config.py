@@ -358,6 +358,7 @@ def test_every_key_of_the_schema_changes_the_resolved_cluster(tmp_path: Path) ->
         ("dashboard", "host"): "10.0.0.1",
         ("dashboard", "port"): 9000,
         ("dashboard", "with_daemon"): False,
+        ("scheduler",): "slurm",
         ("slurm", "cluster_name"): "lab",
         ("slurm", "partition"): "gpus",
         ("slurm", "job_user"): "trainer",

@@ -1,5 +1,5 @@
 """Slurm's configuration from probe facts (golden files), the one-job-user check, what sinfo
-says, and cluster.yaml's slurm keys. The role that uses these runs for real in
+says, and cluster.yaml's scheduler and slurm keys. The role that uses these runs for real in
 tests/integration/test_slurm.py and the ugro_slurm molecule scenario."""
 
 from __future__ import annotations
@@ -153,12 +153,13 @@ def test_sinfo_lines_and_which_states_take_jobs() -> None:
 
 def test_the_slurm_settings_default_to_the_masters_user(seed) -> None:
     assert seed.slurm.job_user == seed.master.user == "gpuadmin"
-    assert seed.slurm.services == "systemd"
+    assert seed.slurm.services == "systemd" and seed.scheduler == "ugro"
 
 
 @pytest.mark.parametrize(
     ("extra", "named"),
     [
+        ("scheduler: pbs\n", "scheduler"),
         ("slurm:\n  cluster_name: 9lives\n", "slurm.cluster_name"),
         ("slurm:\n  services: openrc\n", "slurm.services"),
         ("slurm:\n  partition: 'a b;rm'\n", "slurm.partition"),

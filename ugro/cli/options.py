@@ -75,6 +75,12 @@ JOB_OPTIONS = (
         "stay down.",
     ),
     click.option(
+        "--scheduler",
+        type=click.Choice(["ugro", "slurm"]),
+        help="Who starts the job on its nodes: UGRO, or Slurm (deployed by `ugro slurm up`) "
+        "from its queue (default: cluster.yaml's scheduler, else ugro).",
+    ),
+    click.option(
         "--hang-timeout",
         type=click.FloatRange(min=5),
         help="Seconds without a training step that count as a hang "

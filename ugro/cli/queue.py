@@ -55,6 +55,7 @@ def submit_command(
     retries: int | None,
     min_nodes: int | None,
     hang_timeout: float | None,
+    scheduler: str | None,
     balance: str | None,
     script_args: tuple[str, ...],
 ) -> int:
@@ -81,6 +82,7 @@ def submit_command(
         hang_timeout=hang_timeout,
         sweep=sweep,
         balance=balance,
+        scheduler=scheduler,
     )
 
 

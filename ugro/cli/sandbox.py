@@ -47,7 +47,7 @@ def sandbox() -> None:
     "--slurm",
     is_flag=True,
     help="Deploy Slurm on it with `ugro slurm up` (needs sudo, munge, slurmctld and slurmd "
-    "installed here); its node users may sudo.",
+    "installed here); every node logs in as your user, with a home of its own.",
 )
 def sandbox_up(
     name: str,

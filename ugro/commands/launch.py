@@ -45,6 +45,7 @@ def launch(
     force: bool = False,
     resume_job: str | None = None,
     balance: str | None = None,
+    scheduler: str | None = None,
 ) -> ExitCode:
     # rich, only to draw for a person (`--json` and scripts go without it).
     from ugro.display.progress import RunProgress
@@ -59,7 +60,7 @@ def launch(
     )
     node_count = len(nodes) or len(cluster.nodes)
     if resume_job is not None:
-        given = (script, *script_args, balance, model, dataset, epochs, lr)
+        given = (script, *script_args, balance, model, dataset, epochs, lr, scheduler)
         if any(v not in (None, "") for v in given):
             raise UsageError("--resume continues a job as it was launched; give no script options")
         if dry_run:
@@ -82,6 +83,7 @@ def launch(
         force=force,
         extravars=extravars,
         balance=balance,
+        scheduler=scheduler,
     )
     with RunProgress("launch (dry run)" if dry_run else "launch", node_count) as progress:
         result = start.launch(cluster, request, dry_run=dry_run, on_event=progress, options=options)
@@ -128,6 +130,7 @@ def launch_request(
     force: bool = False,
     extravars: Mapping[str, Any] | None = None,
     balance: str | None = None,
+    scheduler: str | None = None,
 ) -> LaunchRequest:
     """The job as `ugro launch` and `ugro submit` take it: train_production.py with the
     cluster's training section and the seed's options, or the user's script with its own."""
@@ -156,6 +159,7 @@ def launch_request(
         balance=choose_mode(cluster, nodes, balance, own_script=bool(script)),
         hf_token=os.environ.get("HF_TOKEN") or None,
         data_files=data_files,
+        scheduler=scheduler or "",
     )
 
 

@@ -10,11 +10,14 @@ import click
 
 from ugro.commands.context import Context
 from ugro.commands.launch import controller_options, launch_request
+from ugro.core.cluster import Cluster
 from ugro.core.errors import ExitCode, UsageError
 from ugro.core.layout import check_job_ref, check_name
+from ugro.launch.definition import LaunchRequest
 from ugro.queue import schedule, sweeps
 from ugro.queue import submit as queue_submit
 from ugro.queue.cancel import stop_job
+from ugro.records.controller_files import ControllerOptions
 from ugro.records.daemon_files import DaemonFiles
 from ugro.records.history import Jobs
 from ugro.views import queue_view
@@ -36,6 +39,7 @@ def submit(
     hang_timeout: float | None,
     sweep: tuple[str, ...],
     balance: str | None = None,
+    scheduler: str | None = None,
 ) -> ExitCode:
     check_name(name)
     if nodes and node_count is not None:
@@ -69,11 +73,17 @@ def submit(
             nodes=nodes,
             allow_drift=allow_drift,
             balance=balance,
+            scheduler=scheduler,
         )
+        if request.scheduler_on(cluster) == "slurm":
+            job_ids.append(_to_slurm(cluster, request, options, node_count))
+            continue
         sweep_detail = {"name": name, "point": point, "index": index} if point else None
         job_ids.append(
             queue_submit.submit(cluster, request, options, placement, sweep=sweep_detail)
         )
+    if job_ids and request.scheduler_on(cluster) == "slurm":
+        return ExitCode.OK
     for job_id in job_ids:
         click.echo(f"{job_id} queued")
     if not DaemonFiles(cluster.paths.data).alive():
@@ -81,6 +91,27 @@ def submit(
             "No daemon runs for this cluster: nothing starts until `ugro daemon start`.", err=True
         )
     return ExitCode.OK
+
+
+def _to_slurm(
+    cluster: Cluster, request: LaunchRequest, options: ControllerOptions, node_count: int | None
+) -> str:
+    """With Slurm scheduling the daemon keeps no second queue: the job goes to Slurm's at once
+    (its controller follows it from there) and `ugro queue` shows Slurm's."""
+    # rich and ansible-runner: the launch's, for Slurm's jobs only.
+    from ugro.display.progress import RunProgress
+    from ugro.launch import start
+
+    if node_count is not None:
+        raise UsageError(
+            "--count picks free nodes in the daemon's queue; with Slurm, name them with --nodes "
+            "(or give none: every node)"
+        )
+    with RunProgress("submit", len(request.nodes) or len(cluster.nodes)) as progress:
+        result = start.launch(cluster, request, on_event=progress, options=options)
+    slurm_job = Jobs(cluster).find(result.job_id).detail.get("slurm_job")
+    click.echo(f"{result.job_id} submitted to Slurm (job {slurm_job})")
+    return result.job_id
 
 
 def queue(ctx: Context, *, as_json: bool, pause: bool, resume: bool) -> ExitCode:

@@ -168,6 +168,7 @@ def build_cluster(config: ClusterConfig, *, source: Path | None, base_dir: Path)
             dashboard_port=config.dashboard.port,
             dashboard_with_daemon=config.dashboard.with_daemon,
         ),
+        scheduler=config.scheduler,
         slurm=SlurmOptions(
             **{
                 **config.slurm.model_dump(),

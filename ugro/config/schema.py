@@ -349,8 +349,7 @@ class SlurmSection(_Model):
     services: Literal["systemd", "direct"] = "systemd"
     # Install munge and Slurm with the node's package manager (apt); off where they are already.
     install: bool = True
-    # RealMemory is this far below what slurmd reports, so a node never turns invalid when
-    # the kernel reserves a little more after a reboot.
+    # RealMemory this far below slurmd's figure: a node never turns invalid after a reboot.
     memory_margin_mb: Annotated[int, Field(ge=0, le=1_048_576)] = 1024
     controller_port: Port = 6817
     node_port: Port = 6818
@@ -368,6 +367,9 @@ class ClusterConfig(_Model):
     notify: NotifySection = NotifySection()
     telemetry: TelemetrySection = TelemetrySection()
     dashboard: DashboardSection = DashboardSection()
+    # Who starts jobs on the nodes: UGRO itself, or Slurm (deployed by `ugro slurm up`):
+    # `ugro launch --scheduler` chooses per job.
+    scheduler: Literal["ugro", "slurm"] = "ugro"
     slurm: SlurmSection = SlurmSection()
 
 

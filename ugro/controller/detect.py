@@ -231,6 +231,13 @@ class AttemptTracker:
                 return False
         return True
 
+    def started(self) -> bool:
+        """Whether a node has reported its supervisor (a Slurm job's start when Slurm runs it)."""
+        return any(
+            (report.get("supervisor") or {}).get("pid") is not None
+            for report in self.reports.values()
+        )
+
     def steps(self) -> dict[str, int]:
         return {f"{node}/{rank}": p.step for (node, rank), p in sorted(self.progress.items())}
 

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
+from ugro.controller import slurm_watch
 from ugro.controller.context import ControllerContext, iso, wall
 from ugro.controller.retry import why_not_retry
 from ugro.controller.watch import Outcome
@@ -42,6 +43,11 @@ def teardown(ctx: ControllerContext, nodes: list[str]) -> dict[str, dict[str, An
 
 def end_attempt(ctx: ControllerContext, record: JobRecord, outcome: Outcome) -> None:
     nodes = ctx.jobs.nodes(record)
+    # Slurm first, so that it records the job cancelled rather than a batch script whose steps
+    # UGRO ended; UGRO's teardown then checks that nothing is left. A job that succeeded ends
+    # in Slurm by itself (COMPLETED).
+    if outcome.state != "succeeded":
+        slurm_watch.cancel(ctx.cluster, record)
     torn_down = teardown(ctx, nodes)
     down_at = time.monotonic()
     reachable = [n for n in nodes if "unreachable" not in torn_down[n]]

@@ -15,6 +15,7 @@ from typing import Any
 from ugro.controller.context import POLL_S, ControllerContext, JobGone
 from ugro.controller.detect import AttemptTracker, Problem, choose_cause
 from ugro.controller.lost_nodes import Heartbeats
+from ugro.controller.slurm_watch import SlurmFollower
 from ugro.records.history import JobRecord
 
 # After the first problem, wait this long for the reports that show its cause.
@@ -40,6 +41,7 @@ def watch_attempt(ctx: ControllerContext, record: JobRecord) -> Outcome:
         tolerate_rank_failures=ctx.cluster.launch.max_restarts > 0,
     )
     first_problem_at: float | None = None
+    slurm = SlurmFollower.of(ctx.cluster, record)
     with Heartbeats(ctx, nodes).streaming() as heartbeats:
         while True:
             if ctx.gone():
@@ -59,7 +61,18 @@ def watch_attempt(ctx: ControllerContext, record: JobRecord) -> Outcome:
                     return _failed(problems, tracker, now)
             elif tracker.succeeded():
                 return Outcome("succeeded", now, last_step=_last_step(tracker), detected=now)
-            _publish(ctx, heartbeats, tracker, now)
+            elif slurm is not None:
+                slurm.look(now)
+                end = slurm.ended(now, started=tracker.started())
+                if end is not None:
+                    return Outcome(
+                        end.state,
+                        now,
+                        reason=end.reason,
+                        detected=now,
+                        last_step=_last_step(tracker),
+                    )
+            _publish(ctx, heartbeats, tracker, now, slurm.note() if slurm else "")
             time.sleep(POLL_S)
 
 
@@ -84,12 +97,16 @@ def _failed(problems: list[Problem], tracker: AttemptTracker, now: float) -> Out
 
 
 def _publish(
-    ctx: ControllerContext, heartbeats: Heartbeats, tracker: AttemptTracker, now: float
+    ctx: ControllerContext,
+    heartbeats: Heartbeats,
+    tracker: AttemptTracker,
+    now: float,
+    note: str = "",
 ) -> None:
     stalled = tracker.stalled_for(now)
     ctx.publish(
         "watching",
-        f"stalled for {stalled // 5 * 5:.0f}s" if stalled and stalled >= 10 else "",
+        f"stalled for {stalled // 5 * 5:.0f}s" if stalled and stalled >= 10 else note,
         silent_s=heartbeats.silence(now),
         steps=tracker.steps(),
         stalled_s=round(stalled, 1) if stalled is not None else None,

@@ -162,6 +162,7 @@ class Cluster:
     launch: LaunchOptions = LaunchOptions()
     logging: LoggingOptions = LoggingOptions()
     daemon: DaemonOptions = DaemonOptions()
+    scheduler: str = "ugro"  # who starts jobs on the nodes: "ugro", or "slurm"
     slurm: SlurmOptions = SlurmOptions()
     # The validated cluster.yaml (defaults filled in): what a job's config.json records.
     document: Mapping[str, Any] = field(default_factory=dict)
@@ -225,6 +226,7 @@ class Cluster:
             daemon=DaemonOptions(
                 **{**data["daemon"], "notify_command": tuple(data["daemon"]["notify_command"])}
             ),
+            scheduler=str(data["scheduler"]),
             slurm=SlurmOptions(**data["slurm"]),
             document=dict(data["document"]),
         )

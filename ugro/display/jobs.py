@@ -143,9 +143,12 @@ def queue_table(summary: Mapping[str, Any]) -> Table:
     for column in ("#", "Job", "State", "Wants / nodes", "Why it waits"):
         table.add_column(column, overflow="fold")
     for job in summary.get("running") or []:
-        table.add_row(
-            "", job["job_id"], Text(job["state"], style="cyan"), ", ".join(job["nodes"]), ""
-        )
+        state = job["state"]
+        if job.get("slurm_job"):  # through Slurm: its state there, and why it waits
+            waits = job["slurm_state"] == "PENDING"
+            state = f"{'queued in Slurm' if waits else state} (Slurm job {job['slurm_job']})"
+        nodes = ", ".join(job["nodes"])
+        table.add_row("", job["job_id"], Text(state, style="cyan"), nodes, job.get("reason", ""))
     for job in summary.get("queued") or []:
         table.add_row(str(job["position"]), job["job_id"], "queued", job["wants"], job["reason"])
     if not summary.get("running") and not summary.get("queued"):

@@ -24,6 +24,7 @@ from filelock import FileLock, Timeout
 from ugro.core.cluster import Cluster
 from ugro.core.errors import RunError, UgroError, UsageError
 from ugro.health.fresh_reports import known_reports
+from ugro.launch import through_slurm
 from ugro.launch.definition import JobScript, LaunchRequest, code_files, lead_of, ranks_per_node
 from ugro.launch.job_playbooks import stop_quietly
 from ugro.network.check import preflight as network_preflight
@@ -53,6 +54,7 @@ OWN_VARIABLES = frozenset(
         "ugro_launch_code_file",
         "ugro_launch_secret_file",
         "ugro_launch_data_files",
+        "ugro_launch_start",
     }
 )
 
@@ -119,6 +121,14 @@ def start_attempt(
         request.script,
         " ".join(args),
     )
+    by_slurm = request.scheduler_on(cluster) == through_slurm.SLURM
+    if by_slurm:
+        refused = through_slurm.refusals(cluster, job_id, attempt, nodes)
+        if refused:
+            reason = "; ".join(refused)
+            jobs.record(job_id, "failed", attempt=attempt, reason=reason, ended_at=now_iso())
+            raise UsageError(f"launch of {job_id} refused: {reason}")
+        extravars["ugro_launch_start"] = False  # Slurm starts each node's supervisor
     with launch_lock(cluster), staged_files(code, request.hf_token) as staged:
         # Under the lock: a check beside another launch's would contend for its ports.
         extravars["ugro_launch_interfaces"], refusal = network_preflight(cluster, nodes)
@@ -156,9 +166,20 @@ def start_attempt(
             rc=result.rc,
             artifact_dir=result.artifact_dir,
         )
-    jobs.record(job_id, "running", attempt=attempt, pids=pids)
+    slurm: dict[str, str] = {}
+    if by_slurm:
+        try:
+            slurm["slurm_job"] = through_slurm.submit(
+                cluster, jobs.experiment_dir(job_id), job_id, attempt, nodes
+            )
+        except UgroError as exc:
+            jobs.record(job_id, "failed", attempt=attempt, reason=exc.message, ended_at=now_iso())
+            raise
+        log.info("%s (attempt %d) is Slurm's job %s", job_id, attempt, slurm["slurm_job"])
+    jobs.record(job_id, "running", attempt=attempt, pids=pids, **slurm)
     for node, command in commands.items():
-        log.info("%s on %s (pid %s): %s", job_id, node, pids.get(node), " ".join(command))
+        started = "Slurm starts it" if by_slurm else f"pid {pids.get(node)}"
+        log.info("%s on %s (%s): %s", job_id, node, started, " ".join(command))
     log.info("launched %s (attempt %d) into %s", job_id, attempt, jobs.experiment_dir(job_id))
     return LaunchResult(job_id, nodes, commands, pids, result)
 

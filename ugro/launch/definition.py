@@ -70,6 +70,8 @@ class LaunchRequest:
     hf_token: str | None = field(default=None, repr=False)
     # Data files on the master that travel with the job to <job dir>/data/ on every node.
     data_files: tuple[str, ...] = ()
+    # Who starts it: "ugro", "slurm", or "" for cluster.yaml's `scheduler`.
+    scheduler: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The request as the controller keeps it for later attempts (the token stays out: the
@@ -84,6 +86,7 @@ class LaunchRequest:
             "extravars": dict(self.extravars),
             "balance": self.balance,
             "data_files": list(self.data_files),
+            "scheduler": self.scheduler,
         }
 
     @classmethod
@@ -99,7 +102,11 @@ class LaunchRequest:
             balance=str(data.get("balance") or "equal"),
             hf_token=os.environ.get("HF_TOKEN") or None,
             data_files=tuple(str(f) for f in data.get("data_files") or ()),
+            scheduler=str(data.get("scheduler") or ""),
         )
+
+    def scheduler_on(self, cluster: Cluster) -> str:
+        return self.scheduler or cluster.scheduler
 
     def resume_args(self) -> tuple[str, ...]:
         """The script's arguments for a later attempt: train_production.py resumes from the

@@ -29,7 +29,8 @@ def launch_refusals(
     `hosts` are the nodes still in the play after the preflight, `all_hosts` the job's nodes,
     `lead` the job's lead node (it hosts the rendezvous), `request` the job (job_id,
     id_pattern, script, allow_drift, force, serving: {node: [deployment names]} from the
-    master's records, master_addr: the lead's address, master_port).
+    master's records, master_addr: the lead's address, master_port, queued_by_slurm: Slurm
+    starts it when its nodes are free).
     """
     refusals = []
     job_id = str(request["job_id"])
@@ -57,7 +58,8 @@ def launch_refusals(
             )
     if not request.get("force"):
         busy: dict[str, list[str]] = {}
-        for host in hosts:
+        # A job Slurm starts waits in its queue for nodes another job holds.
+        for host in [] if request.get("queued_by_slurm") else hosts:
             for other in (reports.get(host, {}).get("ugro_jobs") or {}).keys() - {job_id}:
                 busy.setdefault(str(other), []).append(host)
         for other, where in sorted(busy.items()):

@@ -75,8 +75,8 @@ class Sandbox:
     # Bare nodes (`up --bare`), as machines are before they are enrolled: their users log in
     # with a password only, and the master knows neither their keys nor their host keys.
     bare: bool = False
-    # Nodes ready for `ugro slurm up` (`up --slurm`): their users may sudo, and munge's
-    # directories are each node's own (ugro.sandbox.slurm).
+    # Nodes ready for `ugro slurm up` (`up --slurm`): each logs in as the master's user, with a
+    # home of its own, and munge's directories are each node's own (ugro.sandbox.slurm).
     slurm: bool = False
 
     # -- files ------------------------------------------------------------------------------
@@ -188,8 +188,9 @@ def bridge_name(sandbox_name: str) -> str:
     return f"{sandbox_name}-br"
 
 
-def plan(name: str, nodes: int, subnet: str, master_user: str) -> Sandbox:
-    """The sandbox `up` would make: nothing is touched here."""
+def plan(name: str, nodes: int, subnet: str, master_user: str, *, slurm: bool = False) -> Sandbox:
+    """The sandbox `up` would make: nothing is touched here. With `slurm`, every node logs in as
+    the master's user (Slurm runs a job as one user everywhere), each with a home of its own."""
     check_name(name)
     if not 2 <= nodes <= MAX_NODES:
         raise UsageError(f"--count {nodes}: expected 2..{MAX_NODES} (the master plus workers)")
@@ -216,9 +217,10 @@ def plan(name: str, nodes: int, subnet: str, master_user: str) -> Sandbox:
         state_dir=str(sandbox_root() / name),
         env_dir=str(env_dir()),
         master_user=master_user,
+        slurm=slurm,
     )
     for index in range(1, nodes):
-        user = user_for(name, index)
+        user = master_user if slurm else user_for(name, index)
         sandbox.nodes.append(
             NodePlan(
                 name=f"gpu{index}",
@@ -228,7 +230,7 @@ def plan(name: str, nodes: int, subnet: str, master_user: str) -> Sandbox:
                 rank=index,
                 netns=f"{netns_prefix(name)}gpu{index}",
                 veth_host=f"{veth_prefix(name)}{index}",
-                home=f"/home/{user}",
+                home=(f"{sandbox.state_dir}/nodes/gpu{index}/home" if slurm else f"/home/{user}"),
             )
         )
     return sandbox

@@ -39,11 +39,11 @@ Port 22
 HostKey {host_key}
 PidFile none
 AllowUsers {user}
-AuthorizedKeysFile .ssh/authorized_keys
+AuthorizedKeysFile {authorized_keys}
 PubkeyAuthentication yes
 PasswordAuthentication {passwords}
 KbdInteractiveAuthentication no
-PermitRootLogin no
+PermitRootLogin {root_login}
 UsePAM no
 StrictModes yes
 X11Forwarding no
@@ -74,8 +74,8 @@ def up(
         sandbox_slurm.check_prerequisites()
     if layout.load(name) is not None:
         raise UsageError(f"sandbox {name} is already up; `ugro sandbox down` first to remake it")
-    sandbox = layout.plan(name, nodes, subnet, master_user=_current_user())
-    sandbox.bare, sandbox.slurm = bare, slurm
+    sandbox = layout.plan(name, nodes, subnet, master_user=_current_user(), slurm=slurm)
+    sandbox.bare = bare
     _check_free(sandbox)
     ensure_env(
         Path(sandbox.env_dir), packages or default_packages(), wheelhouse=wheelhouse, echo=echo
@@ -115,7 +115,7 @@ def _check_free(sandbox: Sandbox) -> None:
                 "choose another subnet"
             )
     marker = _user_marker(sandbox.name)
-    for node in sandbox.nodes:
+    for node in [] if sandbox.slurm else sandbox.nodes:  # a Slurm sandbox makes no users
         if system.user_exists(node.user):
             owned = any(u.pw_name == node.user for u in system.users_marked(marker))
             hint = (
@@ -169,10 +169,11 @@ def _make(sandbox: Sandbox) -> None:
     marker = _user_marker(sandbox.name)
     for node in sandbox.nodes:
         _make_network(sandbox, node, prefix)
-        _make_user(node, marker, None if sandbox.bare else public_key, password)
+        if sandbox.slurm:
+            sandbox_slurm.make_home(sandbox, node, public_key)
+        else:
+            _make_user(node, marker, None if sandbox.bare else public_key, password)
         sandbox.save()
-    if sandbox.slurm:
-        sandbox_slurm.allow_sudo(sandbox)
 
     # Host keys are independent of each other: make them side by side.
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -260,6 +261,12 @@ def make_host_key(sandbox: Sandbox, node: NodePlan) -> None:
             host_key=key,
             user=node.user,
             passwords="yes" if sandbox.bare else "no",
+            # A Slurm sandbox's nodes log in as the master's user (root here), whose own
+            # authorized_keys is this machine's: theirs is the sandbox's.
+            authorized_keys=sandbox_slurm.authorized_keys(sandbox)
+            if sandbox.slurm
+            else ".ssh/authorized_keys",
+            root_login="prohibit-password" if sandbox.slurm else "no",
         ),
         encoding="utf-8",
     )

@@ -2,8 +2,10 @@
 cluster (`ugro slurm up`).
 
 Two things differ from real hosts, and both are made here:
-- the role needs root on every node (`become`): each node user may sudo, by a sudoers file of
-  the sandbox's own, removed at `down`;
+- Slurm runs a job as one user on every node, and UGRO's files on a node belong to the node's
+  user: so every node logs in as the master's user (root when the tests run), with a home of
+  its own under the sandbox's directory and the sandbox's key (sshd's AuthorizedKeysFile), no
+  user made or removed;
 - the nodes share this machine's file system, where munged keeps its socket, pid file, seed and
   log in fixed places: each node gets its own directories, bound over those in its own mount
   namespace (nodeinit, $UGRO_SANDBOX_PRIVATE), as a real host has its own disk. Slurm's own
@@ -14,7 +16,6 @@ One Slurm per machine: the master's daemons and /etc/slurm are this machine's.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -30,17 +31,13 @@ MASTER_PID_FILES = {
     "slurmctld": "/run/slurmctld.pid",
     "munged": "/run/munge/munged.pid",
 }
-_SUDOERS_DIR = Path("/etc/sudoers.d")
 # Where the role writes slurm.conf and slurmctld keeps its state (ugro.slurm.conf.PATHS).
 CONF = "/etc/slurm/slurm.conf"
 STATE_DIR = "/var/lib/slurm/slurmctld"
 
 
-def sudoers_file(sandbox_name: str) -> Path:
-    return _SUDOERS_DIR / f"ugro-sandbox-{sandbox_name}"
-
-
 def check_prerequisites() -> None:
+    # sudo: the role becomes root (`become`), as on real hosts, even where it is root already.
     missing = [tool for tool in ("sudo", "slurmctld", "slurmd", "munged") if not system.which(tool)]
     if missing:
         raise UsageError(
@@ -65,18 +62,18 @@ def private_binds(sandbox: Sandbox, node: NodePlan) -> list[tuple[str, str]]:
     return binds
 
 
-def allow_sudo(sandbox: Sandbox) -> None:
-    """Each node user may become root, as the role's `become` needs (never a shell string:
-    the file is written whole and checked with visudo before it is moved into place)."""
-    lines = [f"# Written by `ugro sandbox up --slurm` for sandbox {sandbox.name}.\n"]
-    lines += [f"{node.user} ALL=(ALL:ALL) NOPASSWD: ALL\n" for node in sandbox.nodes]
-    target = sudoers_file(sandbox.name)
-    draft = target.with_name(f".{target.name}.tmp")
-    _SUDOERS_DIR.mkdir(mode=0o750, exist_ok=True)
-    draft.write_text("".join(lines), encoding="utf-8")
-    draft.chmod(0o440)
-    system.run(["visudo", "--check", "--quiet", "--file", str(draft)])
-    os.replace(draft, target)
+def authorized_keys(sandbox: Sandbox) -> str:
+    """The nodes' sshd reads the master's key from here (AuthorizedKeysFile)."""
+    return str(sandbox.root / "authorized_keys")
+
+
+def make_home(sandbox: Sandbox, node: NodePlan, public_key: str) -> None:
+    """The node's home (the master's user, a directory of the node's own) and the key it
+    accepts; nobody else may write either, as sshd's StrictModes requires."""
+    Path(node.home).mkdir(mode=0o755, parents=True, exist_ok=True)
+    keys = Path(authorized_keys(sandbox))
+    keys.write_text(public_key, encoding="utf-8")
+    keys.chmod(0o600)
 
 
 def cluster_name(sandbox_name: str) -> str:
@@ -85,13 +82,13 @@ def cluster_name(sandbox_name: str) -> str:
 
 
 def remove(sandbox_name: str, node_names: list[str]) -> bool:
-    """End the master's Slurm daemons; remove the sudoers file, and Slurm's configuration and
-    state when they are this sandbox's (slurmctld refuses a state directory saved under another
-    ClusterName). True if anything was there."""
+    """End the master's Slurm daemons; remove Slurm's configuration and state when they are this
+    sandbox's (slurmctld refuses a state directory saved under another ClusterName). True if
+    anything was there."""
     found = [(name, path) for name, path in _master_pid_files(node_names) if Path(path).exists()]
     pids = [pid for name, path in found if (pid := _live_pid(path, name))]
     processes.end(pids, grace=5.0)
-    paths = [Path(path) for _name, path in found] + [sudoers_file(sandbox_name)]
+    paths = [Path(path) for _name, path in found]
     if _ours(Path(CONF), sandbox_name):
         paths += [Path(CONF), Path(CONF).with_name("gres.conf")]
         for directory in [STATE_DIR, *(f"/var/spool/slurmd/{n}" for n in node_names)]:

@@ -45,7 +45,9 @@ options:
         choices: [bash, none]
         default: none
   start:
-    description: The file (one of C(files)) to start; it must write its pid to C(pid).
+    description: >-
+      The file (one of C(files)) to start; it must write its pid to C(pid). Empty: write the
+      files only (a job Slurm starts with srun).
     type: str
     required: true
   pid_timeout:
@@ -108,9 +110,8 @@ def main() -> None:
         module.fail_json(msg=error, invocation=invocation)
     if module.check_mode:
         module.exit_json(changed=False, checked=result["checked"], invocation=invocation)
-    module.exit_json(
-        changed=True, ansible_facts={"ugro_launch_pid": result["pid"]}, invocation=invocation
-    )
+    facts = {} if result["pid"] is None else {"ugro_launch_pid": result["pid"]}
+    module.exit_json(changed=True, ansible_facts=facts, invocation=invocation)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,8 @@ def start(request):
         os.chmod(directory, DIRECTORY_MODE)
     for entry in files:
         write(job_dir, entry)
+    if not request["start"]:
+        return {"changed": True, "pid": None}  # Slurm starts it (srun), not this task
     supervisor = os.path.join(job_dir, request["start"])
     # setsid --fork: the supervisor leads a session of its own, outliving this task's connection.
     subprocess.run(
