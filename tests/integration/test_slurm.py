@@ -8,6 +8,7 @@ run in one lane, one after the other.
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 from collections.abc import Iterator
@@ -16,10 +17,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import run_ugro
+from tests.conftest import history_lines, run_ugro
 from tests.integration.conftest import sandbox_unavailable
+from tests.integration.jobkit import (
+    assert_nothing_left,
+    final,
+    finals_of,
+    jobs_of,
+    wait_for,
+    wait_running,
+)
 from ugro.core.errors import UsageError
-from ugro.sandbox import layout, lifecycle
+from ugro.sandbox import faults, layout, lifecycle
 from ugro.sandbox import slurm as sandbox_slurm
 from ugro.sandbox.layout import Sandbox
 
@@ -119,6 +128,122 @@ def test_a_drained_node_shows_in_status_with_its_reason(box: Sandbox) -> None:
         subprocess.run([*control, "State=RESUME"], check=True)
 
 
+# A short LoRA job of the tiny model; its loss is the same whoever schedules it.
+SHORT = ["--", "--max-steps", "6", "--logging-steps", "1", "--eval-strategy", "no",
+         "--save-strategy", "no", "--seed", "11"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def synced(box: Sandbox) -> Sandbox:
+    done = run_ugro("--config", str(box.cluster_file), "sync")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return box
+
+
+def ugro(box: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_ugro("--config", str(box.cluster_file), *args)
+
+
+def final_loss(box: Sandbox, job_id: str) -> float:
+    summary = json.loads((jobs_of(box).experiment_dir(job_id) / "summary.json").read_text())
+    return float(summary["final_loss"])
+
+
+def slurm_times(slurm_ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    """Each job's (state, start, end) as Slurm keeps them for MinJobAge."""
+    listed = subprocess.run(
+        ["squeue", "--noheader", "--states=all", f"--jobs={','.join(slurm_ids)}",
+         "--format=%i|%T|%S|%e"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    rows = [line.split("|") for line in listed.stdout.split()]
+    return {row[0]: (row[1], row[2], row[3]) for row in rows}
+
+
+def test_three_submitted_jobs_run_in_turn_and_train_as_under_ugro(synced: Sandbox) -> None:
+    """Three jobs that each need every node: Slurm runs them one after another, `ugro queue`
+    shows why the later ones wait, and each trains to the same loss as the job UGRO itself
+    schedules with the same seed."""
+    submitted = []
+    for name in ("q1", "q2", "q3"):
+        done = ugro(synced, "submit", "--name", name, "--scheduler", "slurm", *SHORT)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        assert "submitted to Slurm (job " in done.stdout
+        submitted.append(done.stdout.split()[0])
+    listed = ugro(synced, "queue", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["job_id"]: row for row in json.loads(listed.stdout)["running"]}
+    waiting = [rows[j] for j in submitted[1:] if rows.get(j, {}).get("slurm_state") == "PENDING"]
+    assert waiting and all(row["reason"] in ("Resources", "Priority") for row in waiting), rows
+    records = [final(synced, job_id, timeout=240) for job_id in submitted]
+    assert [r.state for r in records] == ["succeeded"] * 3
+    slurm_ids = [str(r.detail["slurm_job"]) for r in records]
+    times = slurm_times(slurm_ids)
+    assert [times[i][0] for i in slurm_ids] == ["COMPLETED"] * 3
+    for earlier, later in itertools.pairwise(slurm_ids):
+        assert times[later][1] >= times[earlier][2], times  # one after another
+    by_ugro = ugro(synced, "launch", "--name", "byugro", *SHORT)
+    assert by_ugro.returncode == 0, by_ugro.stdout[-2000:] + by_ugro.stderr[-2000:]
+    job_id = by_ugro.stdout.split("Launched ", 1)[1].split(" ", 1)[0]
+    assert abs(final_loss(synced, job_id) - final_loss(synced, submitted[0])) <= 1e-3
+
+
+def test_ugro_stop_cancels_it_in_slurm_and_leaves_nothing(synced: Sandbox) -> None:
+    started = ugro(synced, "launch", "--name", "long", "--scheduler", "slurm", "--detach",
+                   "--", "--max-steps", "500", "--logging-steps", "1", "--eval-strategy", "no",
+                   "--save-strategy", "no")  # fmt: skip
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    job_id = started.stdout.split("Launched ", 1)[1].split(" ", 1)[0]
+    wait_running(synced, job_id)
+    slurm_id = str(jobs_of(synced).find(job_id).detail["slurm_job"])
+    assert slurm_times([slurm_id])[slurm_id][0] == "RUNNING"  # squeue shows it
+    stopped = ugro(synced, "stop", "long")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert jobs_of(synced).find(job_id).state == "stopped"
+    assert_nothing_left(synced, job_id)
+    wait_for(lambda: slurm_times([slurm_id])[slurm_id][0] == "CANCELLED", 30, "Slurm cancelled")
+
+
+def test_a_partitioned_node_is_lost_and_the_retry_runs_on_the_nodes_left(synced: Sandbox) -> None:
+    started = ugro(synced, "launch", "--name", "shrink", "--scheduler", "slurm", "--retries", "1",
+                   "--min-nodes", "2", "--detach", "--", "--max-steps", "16", "--grad-accum",
+                   "2", "--logging-steps", "2", "--eval-strategy", "no", "--save-strategy",
+                   "steps", "--save-steps", "4")  # fmt: skip
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    job_id = started.stdout.split("Launched ", 1)[1].split(" ", 1)[0]
+    wait_running(synced, job_id, steps=3)
+    faults.fault(synced.name, "gpu2", "partition")
+    try:
+        record = final(synced, job_id, timeout=240)
+    finally:
+        faults.fault(synced.name, "gpu2", "heal")
+    assert (record.state, record.attempt) == ("succeeded", 2)
+    assert finals_of(synced, job_id) == [(1, "lost"), (2, "succeeded")]
+    lost = next(
+        e
+        for e in history_lines(jobs_of(synced))
+        if e["job_id"] == job_id and e.get("state") == "lost"
+    )
+    assert (lost["failure"]["node"], lost["failure"]["cause"]) == ("gpu2", "unreachable")
+    assert lost["timeline"]["detected"] - lost["timeline"]["ended"] <= 15
+    assert record.detail["nodes"] == ["gpu-master", "gpu1"]
+    # Slurm gave up on gpu2 while it was cut off; `ugro slurm up` returns it to service.
+    assert ugro(synced, "slurm", "up").returncode == 0
+    assert sinfo()["gpu2"] == "idle"
+
+
+def test_a_job_for_a_node_slurm_reports_down_is_refused_naming_it(synced: Sandbox) -> None:
+    control = ["scontrol", "update", "NodeName=gpu1"]
+    subprocess.run([*control, "State=DOWN", "Reason=fan failure"], check=True)
+    try:
+        refused = ugro(synced, "launch", "--name", "nope", "--scheduler", "slurm", *SHORT)
+    finally:
+        subprocess.run([*control, "State=RESUME"], check=True)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    said = refused.stderr.strip().splitlines()[-1]
+    assert "gpu1: Slurm reports it down (fan failure)" in said, said
+
+
 def test_a_job_user_the_nodes_lack_is_refused_and_nothing_changes(
     box: Sandbox, tmp_path: Path
 ) -> None:
@@ -142,3 +267,8 @@ def test_slurm_down_leaves_no_daemon_and_no_configuration(box: Sandbox) -> None:
     assert not Path(sandbox_slurm.CONF).exists()
     status = run_ugro("--config", str(box.cluster_file), "slurm", "status")
     assert status.returncode != 0 and "Slurm does not answer" in status.stderr
+    # A job for Slurm now is refused in one line, before anything starts.
+    refused = run_ugro("--config", str(box.cluster_file), "launch", "--name", "late",
+                       "--scheduler", "slurm", *SHORT)  # fmt: skip
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "`ugro slurm up`" in refused.stderr.strip().splitlines()[-1]
