@@ -1,6 +1,9 @@
 """Slurm's configuration from probe facts (golden files), the one-job-user check, what sinfo
 says, and cluster.yaml's scheduler and slurm keys. The role that uses these runs for real in
-tests/integration/test_slurm.py and the ugro_slurm molecule scenario."""
+tests/integration/test_slurm.py and the ugro_slurm molecule scenario.
+
+Not through the ugro_filters module: importing Ansible in a test process patches sys.intern,
+and torch._dynamo then fails to import in that process (docs/ARCHITECTURE.md, traps)."""
 
 from __future__ import annotations
 
@@ -10,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SEED_CLUSTER
-from ugro.ansible_plugins.filter.ugro_filters import slurm_files
 from ugro.config import load_cluster_file
 from ugro.core.errors import ConfigError
-from ugro.slurm.conf import gpu_devices, parse_slurmd_c
+from ugro.nodes.inventory import host_vars
+from ugro.slurm.conf import files_from_facts, gpu_devices, parse_slurmd_c
 from ugro.slurm.deploy import parse_sinfo
 from ugro.slurm.users import uid_problems
 
@@ -58,15 +61,17 @@ def seed(monkeypatch: pytest.MonkeyPatch):
     return load_cluster_file(SEED_CLUSTER)
 
 
-def test_slurm_conf_and_gres_conf_from_the_seed_clusters_facts(seed) -> None:
-    from ugro.nodes.inventory import host_vars
+def seed_files(seed, hosts: list[str]) -> dict[str, str]:
+    """What the role's ugro_slurm_files filter computes from the facts the role read."""
+    settings = host_vars(seed, seed.master)["ugro_slurm"]
+    addresses = {node.name: node.address for node in seed.nodes}
+    return files_from_facts(
+        SEEN, addresses, hosts=hosts, controller="gpu-master", settings=settings
+    )
 
-    hostvars = {
-        node.name: {**host_vars(seed, node), "ugro_slurm_node": SEEN[node.name]}
-        for node in seed.nodes
-    }
-    settings = hostvars["gpu-master"]["ugro_slurm"]
-    files = slurm_files(hostvars, seed.node_names, "gpu-master", settings)
+
+def test_slurm_conf_and_gres_conf_from_the_seed_clusters_facts(seed) -> None:
+    files = seed_files(seed, seed.node_names)
     check_golden("slurm.conf", files["slurm.conf"])
     check_golden("gres.conf", files["gres.conf"])
     conf = files["slurm.conf"]
@@ -79,14 +84,7 @@ def test_slurm_conf_and_gres_conf_from_the_seed_clusters_facts(seed) -> None:
 
 
 def test_the_master_that_does_not_train_still_names_the_controller(seed) -> None:
-    from ugro.nodes.inventory import host_vars
-
-    hostvars = {
-        node.name: {**host_vars(seed, node), "ugro_slurm_node": SEEN[node.name]}
-        for node in seed.nodes
-    }
-    settings = hostvars["gpu-master"]["ugro_slurm"]
-    conf = slurm_files(hostvars, ["gpu1", "gpu2"], "gpu-master", settings)["slurm.conf"]
+    conf = seed_files(seed, ["gpu1", "gpu2"])["slurm.conf"]
     assert "SlurmctldHost=gpu-master(" in conf
     assert "NodeName=gpu-master" not in conf and "Nodes=gpu1,gpu2 " in conf
 

@@ -37,8 +37,10 @@ log = logging.getLogger(__name__)
 
 # What a line's own keys are; everything else on it is its detail.
 _LINE_KEYS = ("job_id", "name", "state", "event", "at", "attempt")
-# An attempt's outcome, dropped from a record when the next attempt begins.
-_ATTEMPT_KEYS = ("failure", "reason", "ended_at", "pids", "teardown", "pending_cleanup")
+# An attempt's outcome (and its Slurm job), dropped from a record when the next attempt begins.
+_ATTEMPT_KEYS = (
+    "failure", "reason", "ended_at", "pids", "teardown", "pending_cleanup", "slurm_job",
+)  # fmt: skip
 
 
 def now_iso() -> str:

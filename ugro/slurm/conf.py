@@ -114,3 +114,31 @@ def gres_conf(nodes: Sequence[NodeFacts]) -> str:
     for node in nodes:
         lines += [f"NodeName={node.name} Name=gpu File={device}" for device in node.gpus]
     return "\n".join(lines) + "\n"
+
+
+def files_from_facts(
+    seen: Mapping[str, Mapping[str, Any]],
+    addresses: Mapping[str, str],
+    *,
+    hosts: Sequence[str],
+    controller: str,
+    settings: Mapping[str, Any],
+) -> dict[str, str]:
+    """Both files from what the role read on each node (`seen`: its `uname -n`, `slurmd -C`
+    and device files) and each node's address; the controller needs no slurmd of its own."""
+
+    def facts(host: str) -> NodeFacts:
+        node = seen[host]
+        hostname = str(node["hostname"]).split(".")[0]
+        topology: dict[str, int] = {}
+        memory = 0
+        if host in hosts:  # a node that trains: slurmd's own view of it
+            hostname, topology, memory = parse_slurmd_c(str(node["slurmd_c"]))
+        devices = gpu_devices([str(d) for d in node.get("devices") or []])
+        return NodeFacts(host, hostname, addresses[host], topology, memory, devices)
+
+    nodes = [facts(host) for host in hosts]
+    return {
+        "slurm.conf": slurm_conf(settings, facts(controller), nodes),
+        "gres.conf": gres_conf(nodes),
+    }

@@ -48,7 +48,8 @@ def _apply(cluster: Cluster, state: str, on_event: EventCallback | None) -> Depl
     if not result.successful:
         failure = next((o for o in result.hosts.values() if o.failed or o.unreachable), None)
         said = (
-            f"{failure.name}: {'unreachable' if failure.unreachable else failure.message}"
+            f"{failure.name}: {'unreachable: ' if failure.unreachable else ''}"
+            f"{failure.message or 'failed'}"
             if failure
             else f"the playbook {result.status} (rc={result.rc})"
         )

@@ -75,30 +75,18 @@ def slurm_files(
     settings: Mapping[str, Any],
 ) -> dict[str, str]:
     """slurm.conf and gres.conf from each host's `ugro_slurm_node` fact (ugro.slurm.conf)."""
-    from ugro.slurm.conf import NodeFacts, gpu_devices, gres_conf, parse_slurmd_c, slurm_conf
-
-    def facts(host: str, *, trains: bool) -> NodeFacts:
-        seen = hostvars[host]["ugro_slurm_node"]
-        hostname = str(seen["hostname"]).split(".")[0]
-        topology: dict[str, int] = {}
-        memory = 0
-        if trains:
-            hostname, topology, memory = parse_slurmd_c(str(seen["slurmd_c"]))
-        return NodeFacts(
-            name=host,
-            hostname=hostname,
-            address=str(hostvars[host]["ugro_address"]),
-            topology=topology,
-            memory_mb=memory,
-            gpus=gpu_devices(list(seen.get("devices") or [])),
-        )
+    from ugro.slurm.conf import files_from_facts
 
     try:
-        nodes = [facts(host, trains=True) for host in hosts]
-        ctld = facts(controller, trains=controller in hosts)
+        return files_from_facts(
+            {host: hostvars[host]["ugro_slurm_node"] for host in {*hosts, controller}},
+            {host: str(hostvars[host]["ugro_address"]) for host in {*hosts, controller}},
+            hosts=list(hosts),
+            controller=controller,
+            settings=settings,
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise AnsibleFilterError(f"ugro_slurm_files: {type(exc).__name__}: {exc}") from exc
-    return {"slurm.conf": slurm_conf(settings, ctld, nodes), "gres.conf": gres_conf(nodes)}
 
 
 def slurm_uid_problems(
