@@ -223,7 +223,10 @@ def test_sandbox_node_down_is_unreachable_within_the_timeout(sandbox) -> None:
     statuses = {name: node["status"] for name, node in summary["nodes"].items()}
     assert statuses.pop(victim.name) == "unreachable"
     assert set(statuses.values()) == {"healthy"}
-    assert "Connection refused" in summary["nodes"][victim.name]["message"]
+    # A fresh connection is refused; one Ansible's ControlPersist master still held finds its
+    # peer gone (a broken pipe): both are the node's sshd gone, said in ssh's words.
+    said = summary["nodes"][victim.name]["message"]
+    assert "Connection refused" in said or "Broken pipe" in said, said
     assert elapsed < 60
 
 
