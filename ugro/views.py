@@ -131,9 +131,15 @@ def queue_view(cluster: Cluster) -> dict[str, Any]:
     records = jobs.records()
     state = files.live_state()
     reasons = {entry.job_id: entry.reason for entry in state.queue} if state else {}
+    ordered = queue_order(records)
+    active = [r for r in records.values() if r.active]
+    slurm = _slurm_queue(cluster, [*ordered, *active])
     waiting = []
-    for position, record in enumerate(queue_order(records), start=1):
-        if dispatched(jobs, record):
+    for position, record in enumerate(ordered, start=1):
+        in_slurm = _in_slurm(record, slurm)
+        if in_slurm:
+            reason = in_slurm.pop("reason") or "allocated: starting"
+        elif dispatched(jobs, record):
             reason = "starting"
         elif state is None:
             reason = "no daemon runs (`ugro daemon start`)"
@@ -146,10 +152,9 @@ def queue_view(cluster: Cluster) -> dict[str, Any]:
                 "wants": Placement.from_json(record.placement).describe(),
                 "reason": reason,
                 "queued_at": record.created_at,
+                **in_slurm,
             }
         )
-    active = [r for r in records.values() if r.active]
-    slurm = _slurm_queue(cluster, active)
     return {
         "paused": files.paused(),
         "daemon": state is not None,
@@ -167,10 +172,10 @@ def queue_view(cluster: Cluster) -> dict[str, Any]:
     }
 
 
-def _slurm_queue(cluster: Cluster, active: list[JobRecord]) -> dict[str, SlurmJob]:
+def _slurm_queue(cluster: Cluster, records: list[JobRecord]) -> dict[str, SlurmJob]:
     """Slurm's queue by job id, asked only when a job went through Slurm ({} if it does not
     answer: `ugro queue` still shows UGRO's side)."""
-    if not any(r.detail.get("slurm_job") for r in active):
+    if not any(r.detail.get("slurm_job") for r in records):
         return {}
     try:
         return {job.slurm_id: job for job in slurm_jobs.queue(cluster)}

@@ -164,28 +164,39 @@ def slurm_times(slurm_ids: list[str]) -> dict[str, tuple[str, str, str]]:
 
 
 def test_three_submitted_jobs_run_in_turn_and_train_as_under_ugro(synced: Sandbox) -> None:
-    """Three jobs that each need every node: Slurm runs them one after another, `ugro queue`
-    shows why the later ones wait, and each trains to the same loss as the job UGRO itself
-    schedules with the same seed."""
+    """Three jobs that each need every node (the third asks for any 3, which Slurm picks):
+    Slurm runs them one after another, `ugro queue` shows why the later ones wait, a fourth
+    cancelled while it waits leaves Slurm's queue, and the first trains to the same loss as
+    the job UGRO itself schedules with the same seed."""
+    # The drained node of the test before returns to service a moment after its RESUME.
+    wait_for(lambda: set(sinfo().values()) == {"idle"}, 30, "every node idle in Slurm")
     submitted = []
-    for name in ("q1", "q2", "q3"):
-        done = ugro(synced, "submit", "--name", name, "--scheduler", "slurm", *SHORT)
+    for name, wants in (("q1", []), ("q2", []), ("q3", ["--count", "3"]), ("q4", [])):
+        done = ugro(synced, "submit", "--name", name, "--scheduler", "slurm", *wants, *SHORT)
         assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-        assert "submitted to Slurm (job " in done.stdout
-        submitted.append(done.stdout.split()[0])
+        assert " through Slurm (job " in done.stdout
+        submitted.append(done.stdout.split()[1])
+    assert "when Slurm allocates them" in done.stdout
     listed = ugro(synced, "queue", "--json")
     assert listed.returncode == 0, listed.stderr
-    rows = {row["job_id"]: row for row in json.loads(listed.stdout)["running"]}
+    rows = {row["job_id"]: row for row in json.loads(listed.stdout)["queued"]}
     waiting = [rows[j] for j in submitted[1:] if rows.get(j, {}).get("slurm_state") == "PENDING"]
     # Slurm's words: the next job waits for Resources; one behind it may say Priority, or that
     # its nodes are "reserved for jobs in higher priority partitions".
     assert waiting and all(row["reason"] for row in waiting), rows
     assert {"Resources", "Priority"} & {row["reason"] for row in waiting}, rows
+    assert rows[submitted[2]]["wants"] == "3 nodes"
+    cancelled = ugro(synced, "cancel", submitted[3])
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    submitted.pop()
     records = [final(synced, job_id, timeout=240) for job_id in submitted]
     assert [r.state for r in records] == ["succeeded"] * 3
+    assert records[2].detail["nodes"] == ["gpu-master", "gpu1", "gpu2"]  # as Slurm gave them
     slurm_ids = [str(r.detail["slurm_job"]) for r in records]
-    times = slurm_times(slurm_ids)
+    q4_slurm = str(jobs_of(synced).find(done.stdout.split()[1]).detail["slurm_job"])
+    times = slurm_times([*slurm_ids, q4_slurm])
     assert [times[i][0] for i in slurm_ids] == ["COMPLETED"] * 3
+    assert times[q4_slurm][0] == "CANCELLED"
     for earlier, later in itertools.pairwise(slurm_ids):
         assert times[later][1] >= times[earlier][2], times  # one after another
     by_ugro = ugro(synced, "launch", "--name", "byugro", *SHORT)
@@ -211,12 +222,13 @@ def test_ugro_stop_cancels_it_in_slurm_and_leaves_nothing(synced: Sandbox) -> No
 
 
 def test_a_partitioned_node_is_lost_and_the_retry_runs_on_the_nodes_left(synced: Sandbox) -> None:
-    started = ugro(synced, "launch", "--name", "shrink", "--scheduler", "slurm", "--retries", "1",
-                   "--min-nodes", "2", "--detach", "--", "--max-steps", "10", "--grad-accum",
-                   "2", "--logging-steps", "2", "--eval-strategy", "no", "--save-strategy",
-                   "steps", "--save-steps", "4")  # fmt: skip
+    """A job for any 3 nodes: its retry asks Slurm for 2 or 3 of those that answer."""
+    started = ugro(synced, "submit", "--name", "shrink", "--scheduler", "slurm", "--count", "3",
+                   "--retries", "1", "--min-nodes", "2", "--", "--max-steps", "10",
+                   "--grad-accum", "2", "--logging-steps", "2", "--eval-strategy", "no",
+                   "--save-strategy", "steps", "--save-steps", "4")  # fmt: skip
     assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
-    job_id = started.stdout.split("Launched ", 1)[1].split(" ", 1)[0]
+    job_id = started.stdout.split()[1]
     wait_running(synced, job_id, steps=3)
     faults.fault(synced.name, "gpu2", "partition")
     try:
@@ -233,6 +245,8 @@ def test_a_partitioned_node_is_lost_and_the_retry_runs_on_the_nodes_left(synced:
     assert (lost["failure"]["node"], lost["failure"]["cause"]) == ("gpu2", "unreachable")
     assert lost["timeline"]["detected"] - lost["timeline"]["ended"] <= 15
     assert record.detail["nodes"] == ["gpu-master", "gpu1"]
+    retried = (jobs_of(synced).experiment_dir(job_id) / "slurm" / "attempt-2.sbatch").read_text()
+    assert "#SBATCH --nodes=2\n#SBATCH --exclude=gpu2\n" in retried
     # Slurm gave up on gpu2 while it was cut off; `ugro slurm up` returns it to service.
     assert ugro(synced, "slurm", "up").returncode == 0
     assert sinfo()["gpu2"] == "idle"
@@ -241,6 +255,8 @@ def test_a_partitioned_node_is_lost_and_the_retry_runs_on_the_nodes_left(synced:
 def test_a_job_for_a_node_slurm_reports_down_or_another_user_is_refused_naming_it(
     synced: Sandbox, tmp_path: Path
 ) -> None:
+    # The last test's job ends in Slurm a moment after UGRO records it (COMPLETING).
+    wait_for(lambda: set(sinfo().values()) == {"idle"}, 30, "every node idle in Slurm")
     control = ["scontrol", "update", "NodeName=gpu1"]
     subprocess.run([*control, "State=DOWN", "Reason=fan failure"], check=True)
     try:

@@ -40,7 +40,9 @@ def test_the_table_covers_every_state_and_finals_lead_nowhere() -> None:
         ("queued", 1, "launching", 1, True),  # the daemon gave it its nodes
         ("queued", 1, "stopped", 1, True),  # cancelled before it started
         ("queued", 1, "running", 1, False),
-        ("queued", 1, "failed", 1, False),
+        ("queued", 1, "failed", 1, True),  # Slurm ended it in its queue
+        ("failed", 1, "queued", 2, True),  # a retry waits in Slurm's queue
+        ("running", 1, "queued", 2, False),
         ("stopped", 1, "launching", 1, False),  # a cancel recorded first wins
         ("launching", 1, "queued", 1, False),
     ],

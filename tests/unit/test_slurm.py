@@ -140,13 +140,15 @@ def test_a_missing_user_and_a_different_uid_are_each_named_with_the_fix() -> Non
 
 def test_sinfo_lines_and_which_states_take_jobs() -> None:
     states = parse_sinfo(
-        "gpu-master|idle|none\ngpu1|down*|Not responding\ngpu2|drained|disk full|really\ngarbage\n"
+        "gpu-master|idle|gpu:1|none\ngpu1|down*|(null)|Not responding\n"
+        "gpu2|drained|gpu:rtx3070:2(S:0)|disk full|really\ngarbage\n"
     )
     assert states["gpu-master"].takes_jobs and not states["gpu1"].takes_jobs
     assert states["gpu1"].reason == "Not responding"
     assert states["gpu2"].reason == "disk full|really" and not states["gpu2"].takes_jobs
     assert "garbage" not in states
-    assert parse_sinfo("gpu1|mixed|none\n")["gpu1"].takes_jobs
+    assert [states[n].gpus for n in ("gpu-master", "gpu1", "gpu2")] == [1, 0, 2]
+    assert parse_sinfo("gpu1|mixed|(null)|none\n")["gpu1"].takes_jobs
 
 
 def test_the_slurm_settings_default_to_the_masters_user(seed) -> None:

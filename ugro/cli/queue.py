@@ -23,7 +23,8 @@ from ugro.core.errors import UsageError
     "--node-count",
     "node_count",
     type=click.IntRange(min=1),
-    help="Run on any N free, healthy nodes (--node-count says the same).",
+    help="Run on any N free, healthy nodes (--node-count says the same); with Slurm, any N "
+    "that Slurm picks.",
 )
 @click.option(
     "--min-vram",

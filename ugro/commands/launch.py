@@ -15,7 +15,7 @@ from ugro.core.cluster import Cluster
 from ugro.core.errors import ExitCode, UsageError
 from ugro.core.files import read_json_dict
 from ugro.core.layout import PLAN_FILE, check_job_ref, check_name, name_of
-from ugro.launch import definition, start
+from ugro.launch import definition, start, through_slurm
 from ugro.launch.balance import choose_mode, plan_lines
 from ugro.launch.definition import LaunchRequest
 from ugro.records.controller_files import ControllerHandle, ControllerOptions
@@ -69,7 +69,10 @@ def launch(
             result = start.resume(
                 cluster, resume_job, options=options, nodes=nodes, on_event=progress
             )
-        click.echo(f"Resumed {result.job_id} on {', '.join(result.nodes)}.")
+        if isinstance(result, start.Submitted):
+            click.echo(submitted_line(result, "Resumed"))
+        else:
+            click.echo(f"Resumed {result.job_id} on {', '.join(result.nodes)}.")
         return _follow_or_detach(ctx, result.job_id, detach=detach, verbose=verbose)
     assert name is not None
     request = launch_request(
@@ -85,6 +88,10 @@ def launch(
         balance=balance,
         scheduler=scheduler,
     )
+    if request.scheduler_on(cluster) == through_slurm.SLURM and not dry_run:
+        submitted = start.to_slurm(cluster, request, options=options)
+        click.echo(submitted_line(submitted, "Launched"))
+        return _follow_or_detach(ctx, submitted.job_id, detach=detach, verbose=verbose)
     with RunProgress("launch (dry run)" if dry_run else "launch", node_count) as progress:
         result = start.launch(cluster, request, dry_run=dry_run, on_event=progress, options=options)
     if dry_run:
@@ -94,6 +101,20 @@ def launch(
         return ExitCode.OK
     click.echo(f"Launched {result.job_id} on {', '.join(result.nodes)}.")
     return _follow_or_detach(ctx, result.job_id, detach=detach, verbose=verbose)
+
+
+def submitted_line(submitted: start.Submitted, verb: str) -> str:
+    """What a launch, resume or submit through Slurm says: UGRO's job, Slurm's, and what it
+    waits for."""
+    wants = (
+        ", ".join(submitted.nodes)
+        if submitted.nodes
+        else f"any {submitted.count} node{'s' if submitted.count > 1 else ''}"
+    )
+    return (
+        f"{verb} {submitted.job_id} through Slurm (job {submitted.slurm_job}): it starts on "
+        f"{wants} when Slurm allocates them."
+    )
 
 
 def controller_options(

@@ -9,10 +9,11 @@ from typing import Any
 import click
 
 from ugro.commands.context import Context
-from ugro.commands.launch import controller_options, launch_request
+from ugro.commands.launch import controller_options, launch_request, submitted_line
 from ugro.core.cluster import Cluster
 from ugro.core.errors import ExitCode, UsageError
 from ugro.core.layout import check_job_ref, check_name
+from ugro.launch import start
 from ugro.launch.definition import LaunchRequest
 from ugro.queue import schedule, sweeps
 from ugro.queue import submit as queue_submit
@@ -76,6 +77,11 @@ def submit(
             scheduler=scheduler,
         )
         if request.scheduler_on(cluster) == "slurm":
+            if min_vram_gb is not None:
+                raise UsageError(
+                    "--min-vram picks nodes in UGRO's own queue; Slurm picks any --count nodes "
+                    "of its partition"
+                )
             job_ids.append(_to_slurm(cluster, request, options, node_count))
             continue
         sweep_detail = {"name": name, "point": point, "index": index} if point else None
@@ -96,22 +102,12 @@ def submit(
 def _to_slurm(
     cluster: Cluster, request: LaunchRequest, options: ControllerOptions, node_count: int | None
 ) -> str:
-    """With Slurm scheduling the daemon keeps no second queue: the job goes to Slurm's at once
-    (its controller follows it from there) and `ugro queue` shows Slurm's."""
-    # rich and ansible-runner: the launch's, for Slurm's jobs only.
-    from ugro.display.progress import RunProgress
-    from ugro.launch import start
-
-    if node_count is not None:
-        raise UsageError(
-            "--count picks free nodes in the daemon's queue; with Slurm, name them with --nodes "
-            "(or give none: every node)"
-        )
-    with RunProgress("submit", len(request.nodes) or len(cluster.nodes)) as progress:
-        result = start.launch(cluster, request, on_event=progress, options=options)
-    slurm_job = Jobs(cluster).find(result.job_id).detail.get("slurm_job")
-    click.echo(f"{result.job_id} submitted to Slurm (job {slurm_job})")
-    return result.job_id
+    """With Slurm scheduling the daemon keeps no second queue: the job goes to Slurm's at once,
+    for its nodes or any --count Slurm picks (its controller launches it when Slurm allocates
+    them) and `ugro queue` shows Slurm's reasons."""
+    submitted = start.to_slurm(cluster, request, count=node_count or 0, options=options)
+    click.echo(submitted_line(submitted, "Submitted"))
+    return submitted.job_id
 
 
 def queue(ctx: Context, *, as_json: bool, pause: bool, resume: bool) -> ExitCode:

@@ -4,6 +4,8 @@ It reconciles what the history says with what the nodes say (observe, decide, ac
 
 - `queued` (the daemon gave the job its nodes: ugro.queue.submit.dispatch): record `launching`
   and start it, as a launch would; a cancel recorded first wins, and then nothing starts.
+  Queued in Slurm's queue: wait for its allocation, then launch there (ugro.controller.
+  slurm_start).
 - `launching`: wait for the launching process; if it died before the job ran, end its Ansible
   run, stop whatever started and record `lost` ("the launch was interrupted").
 - `running`: watch the attempt (ugro.controller.watch) until it ends, then tear it down and
@@ -25,6 +27,8 @@ from ugro.controller.context import POLL_S, ControllerContext
 from ugro.controller.leftovers import chase_leftovers
 from ugro.controller.orphans import end_orphaned_launch
 from ugro.controller.retrying import retry
+from ugro.controller.slurm_start import start_when_allocated
+from ugro.controller.slurm_watch import cancel
 from ugro.controller.teardown import end_attempt, record_end, teardown
 from ugro.controller.watch import Outcome, watch_attempt
 from ugro.core.errors import UgroError
@@ -43,7 +47,9 @@ class Controller(ControllerContext):
         while not self.gone():
             record = self.jobs.find(self.job_id)
             self.attempt = record.attempt
-            if record.state == "queued":
+            if record.state == "queued" and record.detail.get("slurm_job"):
+                start_when_allocated(self, record)
+            elif record.state == "queued":
                 self._start_queued(record)
             elif record.state == "launching":
                 self._await_launch(record)
@@ -103,5 +109,6 @@ class Controller(ControllerContext):
             log.warning("%s: ended %d processes of the interrupted launch", self.job_id, orphans)
         started = time.monotonic()
         torn_down = teardown(self, self.jobs.nodes(record))
+        cancel(self.cluster, record)  # through Slurm: its allocation back
         reason = "the launch was interrupted before the job ran"
         record_end(self, record, Outcome("lost", started, reason=reason), torn_down)

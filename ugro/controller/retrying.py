@@ -1,6 +1,7 @@
 """Starting a job's next attempt after a failure: the retry rules applied (ugro.controller.
 retry), the backoff waited, the job's nodes awaited (cleaned of the last attempt's leftovers
-first), the batch kept on fewer nodes, and the attempt started as a launch would."""
+first), the batch kept on fewer nodes, and the attempt started as a launch would (through
+Slurm: submitted to its queue, for ugro.controller.slurm_start to launch when allocated)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from ugro.controller.context import ControllerContext
 from ugro.controller.leftovers import LEFTOVER_PROBE_S, clean_pending
 from ugro.controller.retry import args_on_nodes, backoff_s, nodes_to_retry_on, why_not_retry
 from ugro.core.errors import UgroError
+from ugro.launch import through_slurm
 from ugro.launch.attempt import start_attempt
 from ugro.launch.definition import (
     DEFAULT_SCRIPT,
@@ -47,11 +49,13 @@ def retry(ctx: ControllerContext, record: JobRecord) -> bool:
     )
     if not ctx.sleep(delay):
         return False
+    request = LaunchRequest.from_json(ctx.options.request)
+    if request.scheduler_on(ctx.cluster) == through_slurm.SLURM:
+        return _retry_in_slurm(ctx, record, attempt)
     nodes = wait_for_nodes(ctx, record)
     if nodes is None:
         return False
-    request = LaunchRequest.from_json(ctx.options.request)
-    args = _args_for(ctx, request, nodes)
+    args = args_for(ctx, request, nodes)
     if args is None:
         return False
     written = ctx.jobs.record(
@@ -71,6 +75,51 @@ def retry(ctx: ControllerContext, record: JobRecord) -> bool:
         start_attempt(ctx.cluster, ctx.job_id, request, attempt=attempt, nodes=nodes, args=args)
     except UgroError as exc:
         log.warning("%s attempt %d did not start: %s", ctx.job_id, attempt, exc.message)
+    return True
+
+
+def _retry_in_slurm(ctx: ControllerContext, record: JobRecord, attempt: int) -> bool:
+    """The next attempt into Slurm's queue: on the job's nodes that answer (not below
+    --min-nodes), or for a job that asked for a count, any that many (at least --min-nodes)
+    but those that do not answer. Its controller launches it when Slurm allocates them."""
+    placement = record.detail.get("placement") or {}
+    count = int(placement.get("count") or 0)
+    experiment_dir = ctx.jobs.experiment_dir(ctx.job_id)
+    try:
+        if count:
+            clean_pending(ctx)
+            silent = [n for n in ctx.cluster.node_names if not ctx.link(n).probe()]
+            most = min(count, len(ctx.cluster.node_names) - len(silent))
+            fewest = min(ctx.options.min_nodes or count, count)
+            if most < fewest:
+                why = f"{', '.join(silent)} did not answer: fewer than {fewest} nodes for Slurm"
+                ctx.jobs.note(ctx.job_id, "not_retried", attempt=record.attempt, reason=why)
+                return False
+            slurm_job = through_slurm.submit(
+                ctx.cluster, experiment_dir, ctx.job_id, attempt,
+                count=most, fewest=fewest, exclude=silent,
+            )  # fmt: skip
+        else:
+            nodes = wait_for_nodes(ctx, record)
+            if nodes is None:
+                return False
+            slurm_job = through_slurm.submit(
+                ctx.cluster, experiment_dir, ctx.job_id, attempt, nodes=nodes
+            )
+    except UgroError as exc:
+        ctx.jobs.note(ctx.job_id, "not_retried", attempt=record.attempt, reason=exc.message)
+        log.warning("%s: attempt %d not submitted to Slurm: %s", ctx.job_id, attempt, exc.message)
+        return False
+    ctx.jobs.record(
+        ctx.job_id,
+        "queued",
+        attempt=attempt,
+        slurm_job=slurm_job,
+        placement=placement,
+        retry_of=record.attempt,
+        retry_reason=record.cause,
+    )
+    ctx.attempt = attempt
     return True
 
 
@@ -114,7 +163,7 @@ def wait_for_nodes(ctx: ControllerContext, record: JobRecord) -> list[str] | Non
             return None
 
 
-def _args_for(
+def args_for(
     ctx: ControllerContext, request: LaunchRequest, nodes: list[str]
 ) -> tuple[str, ...] | None:
     """The next attempt's arguments: on fewer nodes than the job began with, the same global

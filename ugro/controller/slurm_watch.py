@@ -87,9 +87,12 @@ def cancel(cluster: Cluster, record: JobRecord) -> None:
     succeed): its allocation is freed for the next job, and Slurm shows it cancelled. A job
     Slurm already ended stays as it is."""
     slurm_id = record.detail.get("slurm_job")
-    if not slurm_id:
-        return
+    if slurm_id:
+        cancel_job(cluster, str(slurm_id))
+
+
+def cancel_job(cluster: Cluster, slurm_id: str) -> None:
     try:
-        slurm_jobs.cancel(cluster, str(slurm_id))
+        slurm_jobs.cancel(cluster, slurm_id)
     except UgroError as exc:
         log.warning("cancelling Slurm job %s: %s", slurm_id, exc.message)

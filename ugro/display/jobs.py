@@ -144,13 +144,13 @@ def queue_table(summary: Mapping[str, Any]) -> Table:
         table.add_column(column, overflow="fold")
     for job in summary.get("running") or []:
         state = job["state"]
-        if job.get("slurm_job"):  # through Slurm: its state there, and why it waits
-            waits = job["slurm_state"] == "PENDING"
-            state = f"{'queued in Slurm' if waits else state} (Slurm job {job['slurm_job']})"
+        if job.get("slurm_job"):  # through Slurm: its job there
+            state = f"{state} (Slurm job {job['slurm_job']})"
         nodes = ", ".join(job["nodes"])
-        table.add_row("", job["job_id"], Text(state, style="cyan"), nodes, job.get("reason", ""))
+        table.add_row("", job["job_id"], Text(state, style="cyan"), nodes, "")
     for job in summary.get("queued") or []:
-        table.add_row(str(job["position"]), job["job_id"], "queued", job["wants"], job["reason"])
+        state = f"queued in Slurm (job {job['slurm_job']})" if job.get("slurm_job") else "queued"
+        table.add_row(str(job["position"]), job["job_id"], state, job["wants"], job["reason"])
     if not summary.get("running") and not summary.get("queued"):
         table.caption = "Nothing queued or running: `ugro submit --name exp1` queues a job."
         table.caption_justify = "left"

@@ -3,8 +3,9 @@
 The job is already recorded as `launching` (by a launch, a resume, the daemon's dispatch or a
 retry); this runs playbooks/launch.yml: a health preflight on every node, the launch role's
 refusals (ugro.launch.refusals), then the role writes the job's code and start scripts into the
-job directory on each node and starts its torchrun agent detached. It records `running`, or
-`failed` with the reason, stopping whatever did start.
+job directory on each node and starts its torchrun agent detached (on an allocation of Slurm's,
+it writes them and releases the batch script, which starts them: ugro.launch.through_slurm).
+It records `running`, or `failed` with the reason, stopping whatever did start.
 """
 
 from __future__ import annotations
@@ -106,9 +107,11 @@ def start_attempt(
     nodes: list[str],
     args: tuple[str, ...],
     on_event: EventCallback | None = None,
+    slurm: through_slurm.Allocation | None = None,
 ) -> LaunchResult:
     """Run the launch playbook for one attempt of a job already recorded as `launching`;
-    record `running`, or `failed` with the reason (stopping whatever did start)."""
+    record `running`, or `failed` with the reason (stopping whatever did start). With `slurm`
+    (the nodes Slurm allocated to it), nothing is started but by Slurm, once released."""
     jobs = Jobs(cluster)
     script = JobScript.choose(request.script)
     code = code_files(cluster, script)
@@ -121,13 +124,7 @@ def start_attempt(
         request.script,
         " ".join(args),
     )
-    by_slurm = request.scheduler_on(cluster) == through_slurm.SLURM
-    if by_slurm:
-        refused = through_slurm.refusals(cluster, job_id, attempt, nodes)
-        if refused:
-            reason = "; ".join(refused)
-            jobs.record(job_id, "failed", attempt=attempt, reason=reason, ended_at=now_iso())
-            raise UsageError(f"launch of {job_id} refused: {reason}")
+    if slurm is not None:
         extravars["ugro_launch_start"] = False  # Slurm starts each node's supervisor
     with launch_lock(cluster), staged_files(code, request.hf_token) as staged:
         # Under the lock: a check beside another launch's would contend for its ports.
@@ -166,19 +163,17 @@ def start_attempt(
             rc=result.rc,
             artifact_dir=result.artifact_dir,
         )
-    slurm: dict[str, str] = {}
-    if by_slurm:
+    if slurm is not None:
         try:
-            slurm["slurm_job"] = through_slurm.submit(
-                cluster, jobs.experiment_dir(job_id), job_id, attempt, nodes
-            )
+            through_slurm.release(cluster, job_id, slurm)
         except UgroError as exc:
+            stop_quietly(cluster, job_id, nodes)
             jobs.record(job_id, "failed", attempt=attempt, reason=exc.message, ended_at=now_iso())
             raise
-        log.info("%s (attempt %d) is Slurm's job %s", job_id, attempt, slurm["slurm_job"])
-    jobs.record(job_id, "running", attempt=attempt, pids=pids, **slurm)
+        log.info("%s (attempt %d): Slurm's job %s starts it", job_id, attempt, slurm.slurm_id)
+    jobs.record(job_id, "running", attempt=attempt, pids=pids)
     for node, command in commands.items():
-        started = "Slurm starts it" if by_slurm else f"pid {pids.get(node)}"
+        started = "Slurm starts it" if slurm else f"pid {pids.get(node)}"
         log.info("%s on %s (%s): %s", job_id, node, started, " ".join(command))
     log.info("launched %s (attempt %d) into %s", job_id, attempt, jobs.experiment_dir(job_id))
     return LaunchResult(job_id, nodes, commands, pids, result)

@@ -1,48 +1,88 @@
-"""One attempt of a job started by Slurm (`--scheduler slurm`, or cluster.yaml's `scheduler`).
+"""A job's attempts started by Slurm (`--scheduler slurm`, or cluster.yaml's `scheduler`).
 
-The launch playbook runs as for any job but starts nothing (ugro_launch_start false): each
-node's job directory gets its code, launch.sh and supervise.sh. Then one sbatch script
-(ugro.slurm.batch) goes to Slurm, which starts the supervisors when it allocates the nodes;
-the attempt is `running` from the submission, with Slurm's job id in the history. The job's
-controller follows it as any job, and Slurm's own state beside (ugro.controller.slurm_watch).
+Each attempt is one sbatch script (ugro.slurm.batch) submitted first: the job waits `queued`
+in Slurm's queue, with Slurm's job id in the history, for the nodes it names or for any
+`count` of them. When Slurm allocates them, the job's controller (ugro.controller.slurm_start)
+runs the launch playbook on exactly those nodes, starting nothing (ugro_launch_start false),
+and then `release`s the batch script, which starts every node's supervisor through srun. From
+then on the attempt is followed as any job, with Slurm's own state beside
+(ugro.controller.slurm_watch).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ugro.core.cluster import Cluster
-from ugro.core.errors import UgroError
+from ugro.core.errors import UgroError, UsageError
 from ugro.slurm import jobs as slurm_jobs
-from ugro.slurm.batch import BatchJob, batch_script, unsafe_paths
+from ugro.slurm.batch import (
+    BatchJob,
+    allocated_in_rank_order,
+    batch_script,
+    steps_path,
+    steps_script,
+    unsafe_paths,
+)
+from ugro.slurm.jobs import SlurmJob
 
 SLURM = "slurm"
 
 
-def batch_job(cluster: Cluster, job_id: str, attempt: int, nodes: list[str]) -> BatchJob:
-    job_dirs = {name: f"{cluster.node(name).experiments_path}/{job_id}" for name in nodes}
-    return BatchJob(
-        job_id=job_id,
-        attempt=attempt,
-        partition=cluster.slurm.partition,
-        nodes=nodes,
-        job_dirs=job_dirs,
-        output=f"{job_dirs[nodes[0]]}/logs/slurm-%j.out",
-    )
+@dataclass(frozen=True)
+class Allocation:
+    """The nodes Slurm gave an attempt."""
+
+    slurm_id: str
+    nodes: list[str]  # in the cluster's rank order: the first leads (rendezvous, metrics)
+    batch_host: str  # where the batch script waits for its steps
 
 
-def refusals(cluster: Cluster, job_id: str, attempt: int, nodes: list[str]) -> list[str]:
-    """Why Slurm cannot take the attempt now (before anything is written on the nodes)."""
-    return unsafe_paths(batch_job(cluster, job_id, attempt, nodes)) + (
-        slurm_jobs.submission_refusals(cluster, nodes)
-    )
+def job_dirs(cluster: Cluster, job_id: str, nodes: Sequence[str]) -> dict[str, str]:
+    return {name: f"{cluster.node(name).experiments_path}/{job_id}" for name in nodes}
 
 
 def submit(
-    cluster: Cluster, experiment_dir: Path, job_id: str, attempt: int, nodes: list[str]
+    cluster: Cluster,
+    experiment_dir: Path,
+    job_id: str,
+    attempt: int,
+    *,
+    nodes: Sequence[str] = (),
+    count: int = 0,
+    fewest: int = 0,
+    exclude: Sequence[str] = (),
 ) -> str:
-    """Submit the attempt's batch script, kept beside the job's records; Slurm's job id."""
-    script = batch_script(batch_job(cluster, job_id, attempt, nodes))
+    """Submit an attempt that wants these `nodes`, or any `count` (at least `fewest`) but the
+    `exclude`d; the batch script is kept beside the job's records. Slurm's job id; a refusal
+    (UsageError) names each node in the way and its fix, before anything reaches Slurm."""
+    candidates = list(nodes) or [n for n in cluster.node_names if n not in exclude]
+    if count > len(candidates):
+        raise UsageError(
+            f"--count {count}: Slurm has {len(candidates)} of {cluster.name}'s nodes to pick from"
+        )
+    problems, states = slurm_jobs.submission_refusals(cluster, candidates, named=bool(nodes))
+    dirs = job_dirs(cluster, job_id, candidates)
+    problems = unsafe_paths(dirs) + problems
+    if problems:
+        raise UsageError(f"{job_id} refused: {'; '.join(problems)}")
+    script = batch_script(
+        BatchJob(
+            job_id=job_id,
+            attempt=attempt,
+            partition=cluster.slurm.partition,
+            job_dirs=dirs,
+            nodes=list(nodes),
+            count=count,
+            fewest=fewest,
+            exclude=list(exclude),
+            gpus_per_node=slurm_jobs.gpus_per_node(
+                states, candidates, {n: cluster.node(n).nproc_per_node for n in candidates}
+            ),
+        )
+    )
     kept = experiment_dir / "slurm" / f"attempt-{attempt}.sbatch"
     kept.parent.mkdir(parents=True, exist_ok=True)
     kept.write_text(script, encoding="utf-8")
@@ -50,3 +90,33 @@ def submit(
         return slurm_jobs.submit(cluster, script)
     except UgroError as exc:
         raise UgroError(f"{job_id}: {exc.message}") from None
+
+
+def allocation(cluster: Cluster, seen: SlurmJob) -> Allocation:
+    """The nodes of an attempt Slurm has allocated (seen RUNNING in squeue)."""
+    given = slurm_jobs.hostnames(cluster, seen.nodes)
+    unknown = sorted(set(given) - set(cluster.node_names))
+    if unknown:
+        raise UgroError(
+            f"Slurm gave job {seen.slurm_id} {', '.join(unknown)}, which cluster.yaml does not "
+            "name; is slurm.conf another cluster's? `ugro slurm up` rewrites it"
+        )
+    if seen.batch_host not in given:
+        raise UgroError(
+            f"Slurm runs job {seen.slurm_id}'s batch script on {seen.batch_host!r}, not one of "
+            f"its nodes ({', '.join(given)})"
+        )
+    return Allocation(
+        seen.slurm_id, allocated_in_rank_order(given, cluster.node_names), seen.batch_host
+    )
+
+
+def release(cluster: Cluster, job_id: str, given: Allocation) -> None:
+    """Let the batch script start the supervisors the launch wrote on the allocation."""
+    dirs = job_dirs(cluster, job_id, given.nodes)
+    slurm_jobs.write_on_node(
+        cluster,
+        given.batch_host,
+        steps_path(job_dirs(cluster, job_id, [given.batch_host])[given.batch_host], given.slurm_id),
+        steps_script(dirs),
+    )

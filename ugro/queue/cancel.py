@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ugro.controller import slurm_watch
 from ugro.core.cluster import Cluster
 from ugro.core.errors import UgroError
 from ugro.launch.job_playbooks import collect, stop
@@ -42,6 +43,8 @@ def cancel(cluster: Cluster, record: JobRecord) -> bool:
         controller = ControllerHandle(jobs.experiment_dir(record.job_id))
         if controller.exists():  # given its nodes: its controller, if it came, must not start it
             controller.request_stop("the user (cancelled)")
+        # Waiting in Slurm's queue: out of it now, whether or not its controller is there.
+        slurm_watch.cancel(cluster, record)
         log.info("cancelled %s while queued", record.job_id)
     return written
 

@@ -3,15 +3,13 @@ each node (`sinfo`, run on the master, where slurmctld is)."""
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 
 from ugro.core.cluster import Cluster
 from ugro.core.errors import RunError, UgroError
 from ugro.nodes.runner import EventCallback, RunResult, run_playbook
-from ugro.nodes.ssh import on_node
+from ugro.slurm import command
 
-SINFO_TIMEOUT_S = 15.0
 # Slurm's states in which a node takes jobs (sinfo --long's words, any flag suffix cut).
 SERVING_STATES = frozenset({"idle", "mixed", "allocated", "completing"})
 
@@ -27,6 +25,7 @@ class NodeState:
     node: str
     state: str  # as sinfo says it, e.g. idle, allocated, down*, drained
     reason: str  # why Slurm set it down or drained ("none" otherwise)
+    gpus: int = 0  # the GPUs Slurm allocates on it (gres.conf)
 
     @property
     def takes_jobs(self) -> bool:
@@ -64,25 +63,10 @@ def _apply(cluster: Cluster, state: str, on_event: EventCallback | None) -> Depl
 
 def node_states(cluster: Cluster) -> dict[str, NodeState]:
     """Each node Slurm knows, by name (its NodeName is the UGRO node's name)."""
-    argv = ["sinfo", "--noheader", "--Node", "--format", "%N|%T|%E"]
-    try:
-        done = subprocess.run(
-            on_node(cluster, cluster.master, argv),
-            capture_output=True,
-            text=True,
-            timeout=SINFO_TIMEOUT_S,
-            check=False,
-        )
-    except FileNotFoundError:
-        raise UgroError(
-            f"{cluster.master.name}: no sinfo here; deploy Slurm with `ugro slurm up`"
-        ) from None
-    except subprocess.TimeoutExpired:
-        raise UgroError(f"{cluster.master.name}: sinfo gave no answer within 15 s") from None
+    done = command.run(cluster, ["sinfo", "--noheader", "--Node", "--format", "%N|%T|%G|%E"])
     if done.returncode != 0:
-        said = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise UgroError(
-            f"{cluster.master.name}: Slurm does not answer ({said}); "
+            f"{cluster.master.name}: Slurm does not answer ({command.said(done)}); "
             "is it deployed? `ugro slurm up`"
         )
     return parse_sinfo(done.stdout)
@@ -91,7 +75,17 @@ def node_states(cluster: Cluster) -> dict[str, NodeState]:
 def parse_sinfo(text: str) -> dict[str, NodeState]:
     states = {}
     for line in text.splitlines():
-        parts = line.strip().split("|", 2)
-        if len(parts) == 3:
-            states[parts[0]] = NodeState(parts[0], parts[1], parts[2])
+        parts = line.strip().split("|", 3)  # the reason last: it may hold anything
+        if len(parts) == 4:
+            name, state, gres, reason = parts
+            states[name] = NodeState(name, state, reason, gpus=gpu_count(gres))
     return states
+
+
+def gpu_count(gres: str) -> int:
+    """The GPUs in sinfo's %G ("gpu:2", "gpu:rtx4070:1(S:0)", "(null)")."""
+    for item in gres.split(","):
+        fields = item.split("(", 1)[0].split(":")
+        if fields[0] == "gpu" and len(fields) > 1 and fields[-1].isdigit():
+            return int(fields[-1])
+    return 0
