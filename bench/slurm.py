@@ -34,7 +34,7 @@ from ugro.config import load_cluster_file  # noqa: E402
 from ugro.records.history import Jobs  # noqa: E402
 from ugro.sandbox import layout, lifecycle  # noqa: E402
 
-NAME = "slurmbench"
+NAME = "slurmbch"
 SUBNET = "10.213.31.0/24"
 JOB = ["--", "--max-steps", "4", "--logging-steps", "1", "--eval-strategy", "no",
        "--save-strategy", "no", "--seed", "3"]  # fmt: skip
