@@ -48,7 +48,25 @@ def _same_namespace(netns: str, inode: int) -> bool:
         return False
 
 
+def keep_time() -> None:
+    """This process ahead of every ordinary one (real-time FIFO, else the highest niceness).
+
+    The node's share ends when the throttle wakes to stop it. On a loaded machine (CI's other
+    lane forking tests on both cores) a waking throttle waited its turn behind busy processes
+    for tens of milliseconds, a 5 ms window ran for most of the 20 ms period, and a node held to
+    25% measured as fast as its peers. Its work is a few signals per period: it cannot starve
+    anything."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        print("throttle: real-time (SCHED_FIFO)", flush=True)
+    except (OSError, AttributeError):
+        with contextlib.suppress(OSError):
+            os.nice(-20)
+        print(f"throttle: no real-time scheduling here; niceness {os.nice(0)}", flush=True)
+
+
 def run(netns: str, percent: float) -> None:
+    keep_time()
     inode = namespace_inode(netns)
     share = min(max(percent / 100.0, 0.01), 1.0)
     stopping = False
@@ -69,12 +87,16 @@ def run(netns: str, percent: float) -> None:
                     # namespace may reuse the inode, and its processes are not this node's.
                     return
                 group, read_at = members(inode), time.monotonic()
+            began = time.monotonic()
             processes.send(group, signal.SIGCONT)
             time.sleep(PERIOD_S * share)
             if stopping:
                 break
             processes.send(group, signal.SIGSTOP)
-            time.sleep(PERIOD_S * (1 - share))
+            # The pause is sized from how long the node really ran: a 5 ms sleep here took
+            # 7.5 ms (the timer's slack, a late wakeup), and a fixed pause gave a node held to
+            # 25% a third of the time. Sized so, the share holds whatever the timer does.
+            time.sleep((time.monotonic() - began) * (1 - share) / share)
     finally:
         # What it stopped runs again; when the node is gone, only that (the inode may be
         # another namespace's by now, whose stopped processes are not ours to continue).
