@@ -51,11 +51,10 @@ def _same_namespace(netns: str, inode: int) -> bool:
 def keep_time() -> None:
     """This process ahead of every ordinary one (real-time FIFO, else the highest niceness).
 
-    The node's share ends when the throttle wakes to stop it. On a loaded machine (CI's other
-    lane forking tests on both cores) a waking throttle waited its turn behind busy processes
-    for tens of milliseconds, a 5 ms window ran for most of the 20 ms period, and a node held to
-    25% measured as fast as its peers. Its work is a few signals per period: it cannot starve
-    anything."""
+    The node's window ends only when the throttle wakes to stop it; on a loaded machine (CI's
+    other lane busy on both cores) an ordinary process may wait its turn to wake, and the
+    window runs on. (CI once measured a node held to 25% as fast as its peers.) Its work is a
+    few signals per period: it cannot starve anything."""
     try:
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
         print("throttle: real-time (SCHED_FIFO)", flush=True)
@@ -94,8 +93,9 @@ def run(netns: str, percent: float) -> None:
                 break
             processes.send(group, signal.SIGSTOP)
             # The pause is sized from how long the node really ran: a 5 ms sleep here took
-            # 7.5 ms (the timer's slack, a late wakeup), and a fixed pause gave a node held to
-            # 25% a third of the time. Sized so, the share holds whatever the timer does.
+            # 7.5 ms (the timer's slack, a late wakeup), and with a fixed pause a node held to
+            # 25% ran 29% of the time (measured). Sized so, the share holds whatever the timer
+            # does.
             time.sleep((time.monotonic() - began) * (1 - share) / share)
     finally:
         # What it stopped runs again; when the node is gone, only that (the inode may be
