@@ -111,9 +111,27 @@ def test_submitit_submits_to_it(box: Sandbox, tmp_path: Path) -> None:
     executor.update_parameters(slurm_partition="ugro", nodes=1, timeout_min=2)
     job = executor.submit(sum, [1, 2, 3])
     # Its result travels back through the folder, as on any Slurm; submitit's job.state reads
-    # sacct, which needs slurmdbd (accounting), which UGRO does not deploy.
+    # sacct, which needs slurmdbd (accounting), which UGRO does not deploy, so job.result()
+    # would wait forever on a job that never ran: the result file is waited for, bounded.
+    try:
+        wait_for(job.paths.result_pickle.exists, 90, f"submitit job {job.job_id}'s result")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{slurm_said(job.job_id)}") from None
     assert job.result() == 6
     assert job.job_id.isdigit()
+
+
+def slurm_said(job_id: str) -> str:
+    """What Slurm knows of a job and its nodes, for a test that waited on it in vain."""
+    asked = [
+        ["scontrol", "show", "job", job_id],
+        ["sinfo", "--Node", "--long"],
+        *(["tail", "-n", "15", str(log)] for log in sorted(Path("/var/log/slurm").glob("*.log"))),
+    ]
+    said = [subprocess.run(argv, capture_output=True, text=True) for argv in asked]
+    return "\n".join(
+        f"$ {' '.join(a)}\n{d.stdout}{d.stderr}" for a, d in zip(asked, said, strict=True)
+    )
 
 
 def test_a_drained_node_shows_in_status_with_its_reason(box: Sandbox) -> None:
